@@ -1,0 +1,5 @@
+import sys
+
+from mtu.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,36 @@
+"""Models shipped inside the package, addressable by name wherever a model path is accepted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSETS_DIR = Path(__file__).resolve().parent
+
+# name -> folder holding a diffusers pipeline (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)
+SHIPPED_MODELS = {"shapes-base": ASSETS_DIR / "shapes-base"}
+
+# Sampler settings the shipped model is evaluated with (documented in its model card).
+SHAPES_BASE_SAMPLER = {"num_inference_steps": 25, "guidance_scale": 1.0}
+
+
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    """Return the folder of a shipped model name (e.g. ``"shapes-base"``) or of a local path.
+
+    Raises:
+        FileNotFoundError: neither a shipped name nor an existing folder; the message lists the names.
+    """
+    key = str(name_or_path)
+    if key in SHIPPED_MODELS:
+        path = SHIPPED_MODELS[key]
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"the shipped model {key!r} is missing its weights at {path}; reinstall mtu-diffusion or "
+                "re-create them with `mtu pretrain-shapes`"
+            )
+        return path
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"model {key!r} is neither a local folder nor a shipped model name; shipped names: {sorted(SHIPPED_MODELS)}"
+        )
+    return path

@@ -1,0 +1,99 @@
+"""The MTU feed-forward layer: a pre-trained diffusers `FeedForward` split into N experts.
+
+Expert i owns hidden units [i*d/N, (i+1)*d/N) of the first projection (both halves of a GEGLU) and
+the matching input columns of the output projection. Mixing the experts' outputs with weights w_i,
+
+    out = sum_i N * w_i * E_i(x) + b_out = W_out (s * act(W_in x)) + b_out,   s_j = N * w_{expert(j)},
+
+so the whole layer runs as the original two GEMMs plus a per-sample, per-hidden-unit scale: its cost
+does not grow with N, and a batch may mix tasks.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtu.layers.routing import TaskContext, TaskRouter
+
+
+def feedforward_hidden_size(feedforward: nn.Module) -> int:
+    """Hidden size (d_ff) of a diffusers `FeedForward`: the input width of its output projection."""
+    return feedforward.net[2].in_features
+
+
+def check_feedforward(name: str, feedforward: nn.Module) -> list[str]:
+    """Problems that keep `feedforward` from being split into experts (empty when it can be)."""
+    net = getattr(feedforward, "net", None)
+    if not isinstance(net, nn.ModuleList) or len(net) < 3:
+        return [f"{name}: expected a diffusers FeedForward (net = [activation, dropout, Linear, ...])"]
+    if not isinstance(getattr(net[0], "proj", None), nn.Linear) or not isinstance(net[2], nn.Linear):
+        return [f"{name}: unsupported FeedForward activation {type(net[0]).__name__} (needs a `proj` Linear)"]
+    return []
+
+
+class MTUFeedForward(nn.Module):
+    """N experts carved out of a pre-trained FFN, mixed by a task-conditioned router.
+
+    Args:
+        feedforward: the pre-trained diffusers `FeedForward`; kept as `base_layer` (its weights are the experts).
+        num_experts: N; must divide the FFN's hidden size.
+        task_embedding_dim, router_hidden_dim: router sizes.
+        context: the model's shared `TaskContext`.
+    """
+
+    def __init__(
+        self,
+        feedforward: nn.Module,
+        num_experts: int,
+        task_embedding_dim: int,
+        router_hidden_dim: int,
+        context: TaskContext,
+    ) -> None:
+        super().__init__()
+        hidden_size = feedforward_hidden_size(feedforward)
+        if hidden_size % num_experts:
+            raise ValueError(f"hidden size {hidden_size} is not divisible by num_experts={num_experts}")
+        self.base_layer = feedforward
+        self.num_experts = num_experts
+        self.expert_size = hidden_size // num_experts
+        proj_out = feedforward.net[2]
+        self.router = TaskRouter(task_embedding_dim, router_hidden_dim, num_experts).to(
+            device=proj_out.weight.device, dtype=proj_out.weight.dtype
+        )
+        self._context = context
+
+    def expert_weights(self, task_embedding: torch.Tensor) -> torch.Tensor:
+        """(B, E) task embeddings -> (B, N) router weights."""
+        return self.router(task_embedding)
+
+    def hidden_scale(self, task_embedding: torch.Tensor) -> torch.Tensor:
+        """(B, E) -> (B, d_ff): N * w_i repeated over expert i's hidden units."""
+        return (self.num_experts * self.expert_weights(task_embedding)).repeat_interleave(self.expert_size, dim=-1)
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        batch = self._context.current(hidden_states.shape[0])
+        activation, dropout, proj_out, *tail = self.base_layer.net
+        hidden = dropout(activation(hidden_states))  # (B, ..., d_ff): every expert in one GEMM
+        if batch.single_task is not None:
+            # One task: fold the scale into W_out's columns, (dim_out x d_ff) multiplies instead of (B*L x d_ff).
+            scale = self.hidden_scale(batch.embedding[:1])[0].to(proj_out.weight.dtype)
+            output = F.linear(hidden, proj_out.weight * scale, proj_out.bias)
+        else:
+            scale = self.hidden_scale(batch.embedding).to(hidden.dtype)  # (B, d_ff)
+            scale = scale.view(scale.shape[0], *([1] * (hidden.dim() - 2)), scale.shape[-1])
+            output = proj_out(hidden * scale)
+        for module in tail:
+            output = module(output)
+        return output
+
+    @torch.no_grad()
+    def fold(self, task_embedding: torch.Tensor) -> nn.Module:
+        """A plain `FeedForward` equal to this layer for one task ((E,) embedding): the scale folded into W_out."""
+        feedforward = copy.deepcopy(self.base_layer)
+        scale = self.hidden_scale(task_embedding[None])[0]
+        feedforward.net[2].weight.mul_(scale.to(feedforward.net[2].weight.dtype))
+        return feedforward

@@ -1,0 +1,80 @@
+"""How task ids reach layers that diffusers calls with one argument (`self.ff(x)`, `self.conv_in(x)`).
+
+`MTUModel.forward` resolves the tasks of a batch once into a `TaskBatch` and activates it on the
+shared `TaskContext` for the duration of the base model's forward; every MTU layer reads it there.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+@dataclass
+class TaskBatch:
+    """The tasks of one batch, resolved once per forward.
+
+    Attributes:
+        ids: (B,) task id per sample.
+        embedding: (B, E) task embedding per sample.
+        single_task: the task id when every sample has the same task (enables the cheaper paths), else None.
+        groups: for mixed batches, (task id, row indices) for each task present.
+    """
+
+    ids: torch.Tensor
+    embedding: torch.Tensor
+    single_task: int | None
+    groups: list[tuple[int, torch.Tensor]]
+
+
+class TaskContext:
+    """Shared, per-model holder of the active `TaskBatch` (a plain object: not in any state dict)."""
+
+    def __init__(self) -> None:
+        self.batch: TaskBatch | None = None
+
+    @contextmanager
+    def activate(self, batch: TaskBatch) -> Iterator[None]:
+        previous, self.batch = self.batch, batch
+        try:
+            yield
+        finally:
+            self.batch = previous
+
+    def current(self, batch_size: int) -> TaskBatch:
+        """The active batch, checked against the batch size a layer actually received."""
+        batch = self.batch
+        if batch is None:
+            raise RuntimeError(
+                "an MTU layer ran without a task: call the MTUModel (model(..., task=...)), not its base model. "
+                "With gradient checkpointing, enable it through MTUModel.enable_gradient_checkpointing()."
+            )
+        if batch.single_task is None and batch_size != batch.ids.shape[0]:
+            raise ValueError(
+                f"an MTU layer received {batch_size} samples but the mixed-task batch has {batch.ids.shape[0]}; "
+                "feed-forward chunking along the batch (enable_forward_chunking(dim=0)) splits mixed-task "
+                "batches: chunk along dim=1 or run one task per batch"
+            )
+        return batch
+
+
+class TaskRouter(nn.Module):
+    """Task embedding -> softmax weights over experts, for one FFN layer.
+
+    The last layer starts at zero, so every expert gets weight 1/N and the upcycled FFN is exactly
+    the pre-trained one at initialisation.
+    """
+
+    def __init__(self, embedding_dim: int, hidden_dim: int, num_experts: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(embedding_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, num_experts))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, task_embedding: torch.Tensor) -> torch.Tensor:
+        # (B, E) -> (B, N)
+        return self.net(task_embedding).softmax(dim=-1)

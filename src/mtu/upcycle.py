@@ -1,0 +1,195 @@
+"""Turn a diffusers denoiser into an MTU model: find -> check -> replace -> mark trainable.
+
+Everything is checked before the model is touched, so a failed `upcycle` never leaves it
+half-converted. `load` re-applies the same injection from a saved config, then loads the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import torch
+from diffusers.models.attention import FeedForward
+from safetensors.torch import load_file
+from torch import nn
+
+from mtu.config import MTUConfig
+from mtu.layers import MTUFeedForward, TaskContext, TaskInputConv, TaskLayerNorm
+from mtu.layers.experts import check_feedforward, feedforward_hidden_size
+from mtu.model import MTU_LAYER_TYPES, PICKLE_WEIGHTS_NAME, WEIGHTS_NAME, MTUModel
+
+# Input layers that see the noisy latent (and, per task, the conditioning channels).
+INPUT_CONV_NAMES = ("conv_in", "pos_embed.proj")
+
+# (block class, FFN attribute) -> attribute of the norm applied right before that FFN.
+PRE_FFN_NORMS = {
+    ("BasicTransformerBlock", "ff"): "norm3",
+    ("FreeNoiseTransformerBlock", "ff"): "norm3",
+    ("TemporalBasicTransformerBlock", "ff"): "norm3",
+    ("JointTransformerBlock", "ff"): "norm2",
+    ("JointTransformerBlock", "ff_context"): "norm2_context",
+}
+
+
+def find_feedforwards(model: nn.Module, target_modules: list[str] | None = None) -> list[str]:
+    """Qualified names of the diffusers `FeedForward`s to upcycle (all of them when `target_modules` is None)."""
+    names = [name for name, module in model.named_modules() if isinstance(module, FeedForward)]
+    if target_modules is None:
+        return names
+    patterns = [re.compile(pattern) for pattern in target_modules]
+    return [name for name in names if any(pattern.fullmatch(name) for pattern in patterns)]
+
+
+def find_input_conv(model: nn.Module) -> str:
+    """Name of the layer that plays `conv_in`'s role: UNet `conv_in`, or a transformer's patch projection."""
+    for name in INPUT_CONV_NAMES:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+        if isinstance(module, nn.Conv2d):
+            return name
+    raise ValueError(
+        f"{type(model).__name__} has no input conv at any of {list(INPUT_CONV_NAMES)}; "
+        "MTU needs one to give each task its own input channels"
+    )
+
+
+def find_pre_ffn_norm(model: nn.Module, feedforward_name: str) -> str | None:
+    """Name of the affine LayerNorm right before this FFN, or None when there is none to specialise.
+
+    SD3 and PixArt blocks normalise without affine weights (AdaLN modulation comes from the timestep),
+    so on those models the per-task parts are the experts, routers and the input projection only.
+    """
+    parent_name, _, attribute = feedforward_name.rpartition(".")
+    block = model.get_submodule(parent_name) if parent_name else model
+    norm_attribute = PRE_FFN_NORMS.get((type(block).__name__, attribute))
+    if norm_attribute == "norm3" and getattr(block, "norm_type", None) == "ada_norm_single":
+        norm_attribute = "norm2"  # PixArt blocks apply norm2 before the FFN
+    norm = getattr(block, norm_attribute, None) if norm_attribute else None
+    if isinstance(norm, nn.LayerNorm) and norm.elementwise_affine:
+        return f"{parent_name}.{norm_attribute}" if parent_name else norm_attribute
+    return None
+
+
+def _valid_expert_counts(hidden_sizes: list[int]) -> list[int]:
+    return [n for n in (1, 2, 4, 8, 16, 32, 64) if all(size % n == 0 for size in hidden_sizes)]
+
+
+def _check(model: nn.Module, config: MTUConfig, targets: list[str]) -> None:
+    if any(isinstance(module, MTU_LAYER_TYPES) for module in model.modules()):
+        raise ValueError("this model is already upcycled; upcycle a fresh base model, or add tasks to the MTU model")
+    if not targets:
+        available = find_feedforwards(model)
+        raise ValueError(
+            f"no FeedForward matched target_modules={config.target_modules}; "
+            f"the model has {len(available)} FeedForwards, e.g. {available[:3]}"
+        )
+    problems = []
+    for name in targets:
+        problems += check_feedforward(name, model.get_submodule(name))
+    if problems:
+        raise ValueError("cannot upcycle:\n  " + "\n  ".join(problems))
+    sizes = [feedforward_hidden_size(model.get_submodule(name)) for name in targets]
+    bad = sorted({size for size in sizes if size % config.num_experts})
+    if bad:
+        raise ValueError(
+            f"num_experts={config.num_experts} does not divide the FFN hidden sizes {bad} of this model; "
+            f"valid choices: {_valid_expert_counts(sizes)}"
+        )
+    find_input_conv(model)
+
+
+def _replace(model: nn.Module, name: str, new_module: nn.Module) -> None:
+    parent_name, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attribute, new_module)
+
+
+def _mark_trainable(model: MTUModel) -> None:
+    """Freeze everything, then unfreeze by module type (never by name: a user module may be called 'router')."""
+    model.requires_grad_(False)
+    model.task_embedding.requires_grad_(True)
+    for module in model.base_model.modules():
+        if isinstance(module, MTU_LAYER_TYPES):
+            module.requires_grad_(True)
+
+
+def upcycle(model: nn.Module, config: MTUConfig) -> MTUModel:
+    """Upcycle a diffusers denoiser in place into a function-preserving MTU model.
+
+    Every targeted `FeedForward` becomes an `MTUFeedForward` (experts + router), the affine norm before
+    it becomes a `TaskLayerNorm`, and the input conv becomes a `TaskInputConv`. Only these and the task
+    embeddings train. Right after upcycling, every task reproduces the base model's output.
+
+    Args:
+        model: a `UNet2DConditionModel`, `PixArtTransformer2DModel`, `SD3Transformer2DModel`, or any
+            diffusers denoiser built from `FeedForward` blocks with a `conv_in` or `pos_embed.proj`.
+        config: tasks, number of experts, router sizes, targets.
+
+    Returns:
+        The `MTUModel` wrapping `model`; call it with `task=`.
+
+    Example:
+        >>> model = mtu.upcycle(unet, mtu.MTUConfig(tasks=["t2i", "edit"], num_experts=4))
+        >>> model.parameter_report()
+    """
+    targets = find_feedforwards(model, config.target_modules)
+    _check(model, config, targets)
+    config = dataclasses.replace(
+        config,
+        tasks=list(config.tasks),
+        base_model_class=type(model).__name__,
+        base_model_name_or_path=config.base_model_name_or_path
+        or getattr(getattr(model, "config", None), "_name_or_path", None),
+    )
+    context = TaskContext()
+    norms = [find_pre_ffn_norm(model, name) for name in targets]
+    for name in targets:
+        layer = MTUFeedForward(
+            model.get_submodule(name), config.num_experts, config.task_embedding_dim, config.router_hidden_dim, context
+        )
+        _replace(model, name, layer)
+    for name in filter(None, norms):
+        _replace(model, name, TaskLayerNorm(model.get_submodule(name), config.task_names, context))
+    input_name = find_input_conv(model)
+    _replace(model, input_name, TaskInputConv(model.get_submodule(input_name), config.tasks, context))
+    mtu_model = MTUModel(model, config, context, input_name)
+    _mark_trainable(mtu_model)
+    return mtu_model
+
+
+def _read_weights(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    safetensors_path, pickle_path = folder / WEIGHTS_NAME, folder / PICKLE_WEIGHTS_NAME
+    if safetensors_path.is_file():
+        return load_file(safetensors_path)
+    if pickle_path.is_file():
+        if not allow_pickle:
+            raise ValueError(
+                f"{pickle_path} is a pickle file, which can run code when loaded; convert it to {WEIGHTS_NAME}, "
+                "or pass allow_pickle=True if you trust its author"
+            )
+        return torch.load(pickle_path, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"no MTU weights in {folder}: expected {WEIGHTS_NAME} (written by save_pretrained)")
+
+
+def load(base_model: nn.Module, path: str | Path, *, allow_pickle: bool = False) -> MTUModel:
+    """Restore an MTU model saved with `MTUModel.save_pretrained` onto a fresh base denoiser.
+
+    Args:
+        base_model: the same base denoiser the MTU model was upcycled from (modified in place).
+        path: the folder holding `mtu_config.json` and `mtu_model.safetensors`.
+        allow_pickle: also accept a legacy `mtu_model.bin` (unpickled with `weights_only=True`).
+    """
+    folder = Path(path)
+    config = MTUConfig.load(folder)
+    if config.base_model_class and type(base_model).__name__ != config.base_model_class:
+        raise ValueError(
+            f"{folder} was upcycled from a {config.base_model_class} "
+            f"({config.base_model_name_or_path or 'unknown path'}), not a {type(base_model).__name__}"
+        )
+    state_dict = _read_weights(folder, allow_pickle)
+    model = upcycle(base_model, config)
+    model.load_mtu_state_dict(state_dict)
+    return model
