@@ -95,7 +95,6 @@ class MTUModel(nn.Module):
         self.mtu_config.task_index(task)
         return self.input_conv.in_channels(task)
 
-    # ---- forward -------------------------------------------------------------------------------
 
     def forward(self, *args: Any, task: TaskArgument | None = None, **kwargs: Any) -> Any:
         """Run the base model's forward for `task`: a name, or one name / id per sample (a mixed-task batch).
@@ -174,7 +173,6 @@ class MTUModel(nn.Module):
 
         self.base_model.enable_gradient_checkpointing(checkpoint_with_tasks)
 
-    # ---- inspection ----------------------------------------------------------------------------
 
     @torch.no_grad()
     def routing_weights(self) -> dict[str, torch.Tensor]:
@@ -203,7 +201,6 @@ class MTUModel(nn.Module):
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return ParameterReport(total=total, trainable=trainable, components=dict(counts))
 
-    # ---- save / load / export ------------------------------------------------------------------
 
     def mtu_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights MTU owns (experts, routers, task embeddings, norms, input convs); nothing frozen."""
