@@ -134,15 +134,10 @@ class MTUModel(nn.Module):
         return ids
 
     def task_batch(self, task: TaskArgument | None, batch_size: int, device: torch.device) -> TaskBatch:
-        ids = self.task_ids(task, batch_size)
-        id_tensor = torch.tensor(ids, dtype=torch.long, device=device)
-        present = sorted(set(ids))
-        single = present[0] if len(present) == 1 else None
-        groups = [] if single is not None else [(t, torch.nonzero(id_tensor == t).flatten()) for t in present]
-        return TaskBatch(ids=id_tensor, embedding=self.task_embedding(id_tensor), single_task=single, groups=groups)
+        return TaskBatch.from_ids(self.task_ids(task, batch_size), self.task_embedding, device)
 
     def _check_inputs(self, arguments: dict[str, Any], sample: torch.Tensor, batch: TaskBatch) -> None:
-        present = [batch.single_task] if batch.single_task is not None else [t for t, _ in batch.groups]
+        present = sorted({task for task, _ in batch.runs})
         expected = {self.task_names[t]: self.input_conv.in_channels(self.task_names[t]) for t in present}
         needed = max(expected.values())
         if sample.shape[1] != needed:

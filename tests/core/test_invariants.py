@@ -240,8 +240,9 @@ def test_fused_layer_at_sd15_dimensions(num_experts: int, channels: int):
     expected = feedforward(tokens)
     context = TaskContext()
     layer = MTUFeedForward(feedforward, num_experts, task_embedding_dim=16, router_hidden_dim=16, context=context)
-    embedding = torch.randn(2, 16)
-    mixed = mtu.layers.TaskBatch(ids=torch.tensor([0, 1]), embedding=embedding, single_task=None, groups=[])
+    table = torch.nn.Embedding(2, 16)
+    mixed = mtu.layers.TaskBatch.from_ids([0, 1], table, tokens.device)
+    embedding = table.weight.detach()
     with torch.no_grad(), context.activate(mixed):
         assert relative_error(layer(tokens), expected) <= 1e-6
         layer.router.net[-1].weight.normal_()

@@ -5,8 +5,8 @@ the matching input columns of the output projection. Mixing the experts' outputs
 
     out = sum_i N * w_i * E_i(x) + b_out = W_out (s * act(W_in x)) + b_out,   s_j = N * w_{expert(j)},
 
-so the whole layer runs as the original two GEMMs plus a per-sample, per-hidden-unit scale: its cost
-does not grow with N, and a batch may mix tasks.
+so the whole layer runs as the original two GEMMs, the scale folded into W_out's columns once per run of same-task samples:
+its cost does not grow with N, and a batch may mix tasks.
 """
 
 from __future__ import annotations
@@ -78,14 +78,10 @@ class MTUFeedForward(nn.Module):
         batch = self._context.current(hidden_states.shape[0])
         activation, dropout, proj_out, *tail = self.base_layer.net
         hidden = dropout(activation(hidden_states))  # (B, ..., d_ff): every expert in one GEMM
-        if batch.single_task is not None:
-            # One task: fold the scale into W_out's columns, (dim_out x d_ff) multiplies instead of (B*L x d_ff).
-            scale = self.hidden_scale(batch.embedding[:1])[0].to(proj_out.weight.dtype)
-            output = F.linear(hidden, proj_out.weight * scale, proj_out.bias)
-        else:
-            scale = self.hidden_scale(batch.embedding).to(hidden.dtype)  # (B, d_ff)
-            scale = scale.view(scale.shape[0], *([1] * (hidden.dim() - 2)), scale.shape[-1])
-            output = proj_out(hidden * scale)
+        # Each run of same-task samples folds its scale into W_out's columns: (dim_out x d_ff) multiplies
+        # per run instead of (B*L x d_ff), and the output GEMM stays one call per run.
+        scales = self.hidden_scale(batch.run_embeddings()).to(proj_out.weight.dtype)  # (R, d_ff)
+        output = batch.map_runs(hidden, lambda run, task, rows: F.linear(rows, proj_out.weight * scales[run], proj_out.bias))
         for module in tail:
             output = module(output)
         return output

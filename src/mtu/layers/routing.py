@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -21,14 +21,39 @@ class TaskBatch:
     Attributes:
         ids: (B,) task id per sample.
         embedding: (B, E) task embedding per sample.
-        single_task: the task id when every sample has the same task (enables the cheaper paths), else None.
-        groups: for mixed batches, (task id, row indices) for each task present.
+        runs: maximal runs of consecutive samples sharing a task, as (task id, rows), in batch order.
+            Layers process each run as a slice (a view, no gather) and concatenate the outputs.
     """
 
     ids: torch.Tensor
     embedding: torch.Tensor
-    single_task: int | None
-    groups: list[tuple[int, torch.Tensor]]
+    runs: list[tuple[int, slice]]
+
+    @classmethod
+    def from_ids(cls, ids: list[int], embedding_table: torch.nn.Embedding, device: torch.device) -> "TaskBatch":
+        id_tensor = torch.tensor(ids, dtype=torch.long, device=device)
+        starts = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]]
+        runs = [(ids[start], slice(start, stop)) for start, stop in zip(starts, starts[1:] + [len(ids)])]
+        return cls(ids=id_tensor, embedding=embedding_table(id_tensor), runs=runs)
+
+    @property
+    def single_task(self) -> int | None:
+        """The task id when every sample has the same task, else None."""
+        return self.runs[0][0] if len(self.runs) == 1 else None
+
+    def run_embeddings(self) -> torch.Tensor:
+        """(R, E): the task embedding of each run."""
+        return self.embedding[[rows.start for _, rows in self.runs]]
+
+    def map_runs(self, tensor: torch.Tensor, function: Callable[[int, int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Apply `function(run index, task id, rows of tensor)` per run and concatenate along the batch.
+
+        A single-task batch is one run over the whole tensor, whatever its batch size (so feed-forward
+        chunking along the batch still works for it).
+        """
+        if self.single_task is not None:
+            return function(0, self.single_task, tensor)
+        return torch.cat([function(index, task, tensor[rows]) for index, (task, rows) in enumerate(self.runs)])
 
 
 class TaskContext:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mtu.config import TaskSpec
@@ -17,7 +16,7 @@ from mtu.layers.routing import TaskContext
 
 
 class TaskLayerNorm(nn.Module):
-    """One affine `LayerNorm` per task; mixed batches normalise once and gather each sample's affine."""
+    """One affine `LayerNorm` per task."""
 
     def __init__(self, norm: nn.LayerNorm, task_names: list[str], context: TaskContext) -> None:
         super().__init__()
@@ -29,17 +28,7 @@ class TaskLayerNorm(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         batch = self._context.current(hidden_states.shape[0])
-        if batch.single_task is not None:
-            return self.norms[self.task_names[batch.single_task]](hidden_states)
-        first = self.norms[self.task_names[0]]
-        normalized = F.layer_norm(hidden_states, first.normalized_shape, eps=first.eps)
-        # (T, C) -> (B, 1, ..., C)
-        broadcast = (batch.ids.shape[0], *([1] * (hidden_states.dim() - 2)), -1)
-        weight = torch.stack([norm.weight for norm in self.norms.values()])[batch.ids].view(broadcast)
-        output = normalized * weight
-        if first.bias is not None:
-            output = output + torch.stack([norm.bias for norm in self.norms.values()])[batch.ids].view(broadcast)
-        return output
+        return batch.map_runs(hidden_states, lambda run, task, rows: self.norms[self.task_names[task]](rows))
 
     def fold(self, task: str) -> nn.LayerNorm:
         return copy.deepcopy(self.norms[task])
@@ -87,15 +76,12 @@ class TaskInputConv(nn.Module):
 
     def forward(self, sample: torch.Tensor) -> torch.Tensor:
         batch = self._context.current(sample.shape[0])
-        if batch.single_task is not None:
-            return self.convs[self.task_names[batch.single_task]](sample)
-        outputs, rows = [], []
-        for task_id, task_rows in batch.groups:
-            conv = self.convs[self.task_names[task_id]]
-            outputs.append(conv(sample[task_rows, : conv.in_channels]))
-            rows.append(task_rows)
-        # Outputs come grouped by task; put each sample back in its original row.
-        return torch.cat(outputs)[torch.argsort(torch.cat(rows))]
+
+        def convolve(run: int, task: int, rows: torch.Tensor) -> torch.Tensor:
+            conv = self.convs[self.task_names[task]]
+            return conv(rows[:, : conv.in_channels])
+
+        return batch.map_runs(sample, convolve)
 
     def fold(self, task: str) -> nn.Conv2d:
         return copy.deepcopy(self.convs[task])
