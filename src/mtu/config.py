@@ -16,36 +16,63 @@ from typing import Any
 CONFIG_NAME = "mtu_config.json"
 
 
+# How a task's conditioning enters the denoiser, after the noisy latent (C = its latent channels):
+CONDITIONINGS = {
+    "none": "nothing: the base model's own input (C channels)",
+    "image": "a conditioning image's latent (C more channels; InstructPix2Pix layout)",
+    "masked_image": "a mask and the masked image's latent (1 + C more channels; SD-inpainting layout)",
+    "custom": "extra_channels channels the caller builds",
+}
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task is data: its name and how many conditioning channels it adds to the denoiser input.
+    """A task is data: its name and how its conditioning enters the denoiser input.
 
     Args:
         name: identifier used in `model(..., task=name)`.
-        extra_channels: latent channels concatenated after the noisy latent (0 for text-to-image).
+        conditioning: one of "none", "image", "masked_image", "custom" (see `CONDITIONINGS`). The channel
+            count of the first three follows the base model's latent channels (4 for SD, 16 for SD3).
+        extra_channels: for "custom" only: the number of channels appended after the noisy latent.
         description: one line for humans (reports, `mtu info`).
     """
 
     name: str
-    extra_channels: int = 0
+    conditioning: str = "custom"
+    extra_channels: int | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ValueError(f"task name {self.name!r} must be a Python identifier such as 'edit' or 'depth2img'")
-        if not isinstance(self.extra_channels, int) or self.extra_channels < 0:
-            raise ValueError(f"task {self.name!r}: extra_channels must be an int >= 0, got {self.extra_channels!r}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"task {self.name!r}: conditioning {self.conditioning!r} is not one of {sorted(CONDITIONINGS)}")
+        if self.conditioning == "custom":
+            if isinstance(self.extra_channels, bool) or not isinstance(self.extra_channels, int) or self.extra_channels < 0:
+                raise ValueError(
+                    f"task {self.name!r}: a custom task needs extra_channels, an int >= 0, got {self.extra_channels!r}"
+                )
+        elif self.extra_channels is not None:
+            raise ValueError(
+                f"task {self.name!r}: extra_channels is set by conditioning={self.conditioning!r}; "
+                "leave it out, or use conditioning='custom'"
+            )
+
+    def input_channels(self, latent_channels: int) -> int:
+        """Channels of this task's denoiser input for a base model taking `latent_channels`."""
+        extra = {"none": 0, "image": latent_channels, "masked_image": 1 + latent_channels}
+        return latent_channels + extra.get(self.conditioning, self.extra_channels or 0)
 
 
 # DESIGN.md section 3: the built-in tasks and their conditioning layouts.
 BUILTIN_TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec("t2i", 0, "text-to-image: the base model's own task"),
-        TaskSpec("edit", 4, "instruction editing: InstructPix2Pix layout (image latent)"),
-        TaskSpec("sr", 4, "super-resolution: latent of the low-res image resized to the output size"),
-        TaskSpec("remove", 4, "object removal from an instruction, no mask (the paper's inpainting task)"),
-        TaskSpec("inpaint", 5, "mask-based inpainting: SD-inpainting layout (mask + masked-image latent)"),
+        TaskSpec("t2i", "none", description="text-to-image: the base model's own task"),
+        TaskSpec("edit", "image", description="instruction editing: InstructPix2Pix layout"),
+        TaskSpec("sr", "image", description="super-resolution: latent of the low-res image resized to the output size"),
+        TaskSpec("remove", "image", description="object removal from an instruction, no mask (the paper's inpainting)"),
+        TaskSpec("inpaint", "masked_image", description="mask-based inpainting: SD-inpainting layout"),
     )
 }
 
@@ -57,13 +84,14 @@ def _as_task_spec(task: TaskSpec | str | dict) -> TaskSpec:
         if task not in BUILTIN_TASKS:
             raise ValueError(
                 f"unknown task {task!r}; built-in tasks are {sorted(BUILTIN_TASKS)}. Declare your own as "
-                f"TaskSpec({task!r}, extra_channels=...) or {{'name': {task!r}, 'extra_channels': ...}}"
+                f"TaskSpec({task!r}, conditioning='image') or {{'name': {task!r}, 'extra_channels': ...}}"
             )
         return BUILTIN_TASKS[task]
     if isinstance(task, dict):
         unknown = set(task) - {f.name for f in fields(TaskSpec)}
         if unknown:
-            raise ValueError(f"task {task!r} has unknown keys {sorted(unknown)}; allowed: name, extra_channels, description")
+            allowed = [f.name for f in fields(TaskSpec)]
+            raise ValueError(f"task {task!r} has unknown keys {sorted(unknown)}; allowed: {allowed}")
         return TaskSpec(**task)
     raise ValueError(f"a task must be a name, a dict or a TaskSpec, got {type(task).__name__}")
 

@@ -16,7 +16,7 @@ TASKS = ["t2i", "edit", "sr", "remove", "inpaint"]
 
 def test_config_round_trips_through_json(tmp_path):
     config = MTUConfig(
-        tasks=["t2i", "edit", TaskSpec("depth", 1, "depth map to image"), {"name": "sketch", "extra_channels": 3}],
+        tasks=["t2i", "edit", TaskSpec("depth", extra_channels=1, description="depth"), {"name": "sketch", "extra_channels": 3}],
         num_experts=8,
         router_hidden_dim=32,
         task_embedding_dim=16,
@@ -26,13 +26,14 @@ def test_config_round_trips_through_json(tmp_path):
     data = json.loads((tmp_path / "mtu_config.json").read_text())
     assert data["mtu_version"] == mtu.__version__
     assert MTUConfig.load(tmp_path) == config
-    assert MTUConfig.load(tmp_path).tasks[2] == TaskSpec("depth", 1, "depth map to image")
+    assert MTUConfig.load(tmp_path).tasks[2] == TaskSpec("depth", "custom", 1, "depth")
 
 
 def test_default_config_serves_the_five_builtin_tasks():
     config = MTUConfig()
     assert config.task_names == TASKS
-    assert [t.extra_channels for t in config.tasks] == [0, 4, 4, 4, 5]
+    assert [t.input_channels(4) for t in config.tasks] == [4, 8, 8, 8, 9]
+    assert [t.input_channels(16) for t in config.tasks] == [16, 32, 32, 32, 33]  # SD3-style latents
 
 
 @pytest.mark.parametrize(
@@ -55,9 +56,20 @@ def test_bad_config_values_are_named(kwargs, message):
 
 def test_bad_task_specs():
     with pytest.raises(ValueError, match="must be a Python identifier"):
-        TaskSpec("my task", 1)
-    with pytest.raises(ValueError, match="extra_channels must be an int >= 0"):
-        TaskSpec("depth", -1)
+        TaskSpec("my task", extra_channels=1)
+    with pytest.raises(ValueError, match="a custom task needs extra_channels, an int >= 0, got -1"):
+        TaskSpec("depth", extra_channels=-1)
+    with pytest.raises(ValueError, match="conditioning 'video' is not one of"):
+        TaskSpec("clip", "video")
+    with pytest.raises(ValueError, match="extra_channels is set by conditioning='image'"):
+        TaskSpec("edit2", "image", extra_channels=4)
+
+
+def test_custom_task_gets_its_own_channel_count():
+    model = mtu.upcycle(tiny_sd_unet(), MTUConfig(tasks=["t2i", {"name": "depth", "extra_channels": 1}]))
+    assert model.task_in_channels("depth") == 5
+    output = model(torch.randn(1, 5, 8, 8), 10, torch.randn(1, 5, 16), task="depth").sample
+    assert output.shape == (1, 4, 8, 8)
 
 
 def test_unknown_config_keys_are_reported(tmp_path):

@@ -68,7 +68,9 @@ class TaskInputConv(nn.Module):
         if conv.groups != 1:
             raise ValueError(f"the input conv has groups={conv.groups}; only groups=1 can be widened per task")
         self.task_names = [task.name for task in tasks]
-        self.convs = nn.ModuleDict({task.name: widen_conv(conv, task.extra_channels) for task in tasks})
+        self.convs = nn.ModuleDict(
+            {task.name: widen_conv(conv, task.input_channels(conv.in_channels) - conv.in_channels) for task in tasks}
+        )
         self._context = context
 
     def in_channels(self, task: str) -> int:
