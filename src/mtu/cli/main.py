@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Sub-command modules, in the order `mtu --help` lists them.
-COMMAND_MODULES = ["demo"]
+COMMAND_MODULES = ["demo", "eval", "pretrain_shapes"]
 
 
 def build_parser() -> argparse.ArgumentParser:

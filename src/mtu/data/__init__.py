@@ -1,0 +1,1 @@
+"""Data: procedural worlds and task pairs."""
