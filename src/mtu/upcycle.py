@@ -78,9 +78,9 @@ def _valid_expert_counts(hidden_sizes: list[int]) -> list[int]:
     return [n for n in (1, 2, 4, 8, 16, 32, 64) if all(size % n == 0 for size in hidden_sizes)]
 
 
-def _check(model: nn.Module, config: MTUConfig, targets: list[str]) -> None:
+def _check(model: nn.Module, config: MTUConfig, targets: list[str], experts: bool = True) -> None:
     if any(isinstance(module, MTU_LAYER_TYPES) for module in model.modules()):
-        raise ValueError("this model is already upcycled; upcycle a fresh base model, or add tasks to the MTU model")
+        raise ValueError("this model is already upcycled (upcycle modifies it in place): pass a fresh base model")
     if not targets:
         available = find_feedforwards(model)
         raise ValueError(
@@ -93,7 +93,7 @@ def _check(model: nn.Module, config: MTUConfig, targets: list[str]) -> None:
     if problems:
         raise ValueError("cannot upcycle:\n  " + "\n  ".join(problems))
     sizes = [feedforward_hidden_size(model.get_submodule(name)) for name in targets]
-    bad = sorted({size for size in sizes if size % config.num_experts})
+    bad = sorted({size for size in sizes if size % config.num_experts}) if experts else []
     if bad:
         raise ValueError(
             f"num_experts={config.num_experts} does not divide the FFN hidden sizes {bad} of this model; "
@@ -135,8 +135,26 @@ def upcycle(model: nn.Module, config: MTUConfig) -> MTUModel:
         >>> model = mtu.upcycle(unet, mtu.MTUConfig(tasks=["t2i", "edit"], num_experts=4))
         >>> model.parameter_report()
     """
+    return _inject(model, config, experts=True)
+
+
+def add_task_layers(model: nn.Module, config: MTUConfig) -> MTUModel:
+    """Give a denoiser MTU's per-task norms and input convs only; its FFNs stay plain `FeedForward`s.
+
+    The LoRA / IA3 baselines use this: they train adapters on the FFNs plus exactly the task-specific
+    input layers and norms MTU trains, so the comparison isolates the experts. `config.num_experts` and
+    the router sizes are ignored; the task embedding exists (the `MTUModel` API needs it) but is frozen.
+    Save the result with `save_pretrained`; restore it with `add_task_layers` + `load_mtu_state_dict`
+    (`mtu.load` re-creates experts and so does not apply).
+    """
+    model = _inject(model, config, experts=False)
+    model.task_embedding.requires_grad_(False)
+    return model
+
+
+def _inject(model: nn.Module, config: MTUConfig, experts: bool) -> MTUModel:
     targets = find_feedforwards(model, config.target_modules)
-    _check(model, config, targets)
+    _check(model, config, targets, experts)
     config = dataclasses.replace(
         config,
         tasks=list(config.tasks),
@@ -146,7 +164,7 @@ def upcycle(model: nn.Module, config: MTUConfig) -> MTUModel:
     )
     context = TaskContext()
     norms = [find_pre_ffn_norm(model, name) for name in targets]
-    for name in targets:
+    for name in targets if experts else []:
         layer = MTUFeedForward(
             model.get_submodule(name), config.num_experts, config.task_embedding_dim, config.router_hidden_dim, context
         )
