@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Sub-command modules, in the order `mtu --help` lists them.
-COMMAND_MODULES = ["demo", "eval", "pretrain_shapes"]
+COMMAND_MODULES = ["demo", "upcycle", "generate", "export", "info", "eval", "pretrain_shapes"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:
         if args.debug:
             raise
         print(f"mtu {args.command}: error: {error}", file=sys.stderr)

@@ -1,5 +1,6 @@
-"""Pipelines: one diffusers pipeline for every task of an MTU model."""
+"""Pipelines: one diffusers pipeline for every task of an MTU model, and exports to stock pipelines."""
 
+from mtu.pipelines.export import export_pipeline
 from mtu.pipelines.pipeline_mtu import MTUPipeline, MTUPipelineOutput, MTURequest
 
-__all__ = ["MTUPipeline", "MTUPipelineOutput", "MTURequest"]
+__all__ = ["MTUPipeline", "MTUPipelineOutput", "MTURequest", "export_pipeline"]

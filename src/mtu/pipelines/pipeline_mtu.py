@@ -164,9 +164,19 @@ class MTUPipeline(DiffusionPipeline):
         if mtu_model is not None:
             unet = mtu.load(parts["unet"], mtu_model, allow_pickle=allow_pickle)
         else:
-            unet = mtu.upcycle(parts["unet"], config or MTUConfig())
+            config = config or MTUConfig()
+            config.base_model_name_or_path = config.base_model_name_or_path or str(base)
+            unet = mtu.upcycle(parts["unet"], config)
         names = ("vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
         return cls(unet=unet, **{name: parts.get(name) for name in names})
+
+    @classmethod
+    def from_mtu(cls, mtu_model: str | Path, base: str | Path | None = None, **kwargs: Any) -> "MTUPipeline":
+        """Load an MTU folder onto the base model its config names (or `base`, when given)."""
+        base = base or MTUConfig.load(mtu_model).base_model_name_or_path
+        if base is None:
+            raise ValueError(f"{mtu_model} does not name its base model: pass base=<base model folder>")
+        return cls.from_base(base, mtu_model, **kwargs)
 
     @property
     def is_sdxl(self) -> bool:

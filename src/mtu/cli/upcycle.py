@@ -1,0 +1,34 @@
+"""`mtu upcycle`: an untrained, function-preserving MTU folder from a base model."""
+
+from __future__ import annotations
+
+import argparse
+
+from mtu.config import MTUConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("upcycle", help="upcycle a base model into an (untrained) MTU folder")
+    parser.add_argument("--base", default="shapes-base", help="base pipeline folder or shipped name (default shapes-base)")
+    parser.add_argument("--tasks", default="t2i,edit,sr,remove,inpaint", help="comma-separated built-in task names")
+    parser.add_argument("--experts", type=int, default=4, help="experts per FFN (default 4)")
+    parser.add_argument("--router-hidden-dim", type=int, default=64)
+    parser.add_argument("--task-embedding-dim", type=int, default=64)
+    parser.add_argument("--out", required=True, help="folder to write mtu_config.json and mtu_model.safetensors to")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from mtu.pipelines import MTUPipeline
+
+    config = MTUConfig(
+        tasks=[name.strip() for name in args.tasks.split(",") if name.strip()],
+        num_experts=args.experts,
+        router_hidden_dim=args.router_hidden_dim,
+        task_embedding_dim=args.task_embedding_dim,
+        base_model_name_or_path=args.base,
+    )
+    pipe = MTUPipeline.from_base(args.base, config=config)
+    pipe.unet.save_pretrained(args.out)
+    print(pipe.unet.parameter_report())
+    print(f"\nwrote an untrained MTU model ({', '.join(config.task_names)}; {config.num_experts} experts) to {args.out}")

@@ -1,0 +1,54 @@
+"""Write one task of an MTU model as a complete stock diffusers pipeline folder (router folded in)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from diffusers import (
+    StableDiffusionInpaintPipeline,
+    StableDiffusionInstructPix2PixPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLInstructPix2PixPipeline,
+    StableDiffusionXLPipeline,
+)
+
+from mtu.pipelines.pipeline_mtu import MTUPipeline
+
+# conditioning -> (SD 1.x/2.x class, SDXL class) whose input layout the exported UNet has
+STOCK_PIPELINES = {
+    "none": (StableDiffusionPipeline, StableDiffusionXLPipeline),
+    "image": (StableDiffusionInstructPix2PixPipeline, StableDiffusionXLInstructPix2PixPipeline),
+    "masked_image": (StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline),
+}
+
+
+def export_pipeline(pipe: MTUPipeline, task: str, out: str | Path) -> Path:
+    """Save `task` as a stock pipeline folder (`model_index.json` names the stock class); returns its path.
+
+    The folder is written next to `out` under a temporary name and renamed, so it is complete or absent.
+    """
+    spec = pipe.unet.mtu_config.tasks[pipe.unet.mtu_config.task_index(task)]
+    if spec.conditioning not in STOCK_PIPELINES:
+        raise ValueError(f"task {task!r} has custom conditioning: no stock pipeline runs it; export the UNet alone")
+    stock_class = STOCK_PIPELINES[spec.conditioning][pipe.is_sdxl]
+    parts = {name: getattr(pipe, name) for name in ("vae", "text_encoder", "tokenizer", "scheduler")}
+    if pipe.is_sdxl:
+        parts.update(text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2)
+    else:
+        parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    stock = stock_class(unet=pipe.unet.export(task), **parts)
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; choose a new folder or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        stock.save_pretrained(temp)
+        temp.rename(out)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,88 @@
+"""The `mtu` command line on a tiny base pipeline: upcycle -> info -> generate -> export -> stock load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+from diffusers import DiffusionPipeline, StableDiffusionInpaintPipeline, StableDiffusionInstructPix2PixPipeline
+
+from mtu.cli.main import main
+from tests.helpers import save_tiny_sd_pipeline
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    base = save_tiny_sd_pipeline(root / "base")
+    rng = np.random.default_rng(0)
+    PIL.Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / "image.png")
+    PIL.Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(root / "small.png")
+    mask = np.zeros((16, 16), dtype=np.uint8)
+    mask[4:12, 4:12] = 255
+    PIL.Image.fromarray(mask).save(root / "mask.png")
+    (root / "not-an-image.png").write_text("hello")
+    assert main(["upcycle", "--base", str(base), "--experts", "2", "--out", str(root / "mtu")]) == 0
+    return root
+
+
+def test_upcycle_writes_an_mtu_folder(workspace):
+    files = sorted(p.name for p in (workspace / "mtu").iterdir())
+    assert files == ["mtu_config.json", "mtu_model.safetensors"]
+    config = json.loads((workspace / "mtu" / "mtu_config.json").read_text())
+    assert config["num_experts"] == 2 and config["base_model_name_or_path"].endswith("pipeline")
+
+
+def test_info_describes_mtu_and_pipeline_folders(workspace, capsys):
+    assert main(["info", str(workspace / "mtu")]) == 0
+    out = capsys.readouterr().out
+    assert "2 experts per FFN" in out and "task inpaint" in out and "trainable" in out
+    assert main(["info", str(workspace / "base" / "pipeline")]) == 0
+    assert "StableDiffusionPipeline" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "task, extra",
+    [
+        ("t2i", []),
+        ("edit", ["--image", "image.png"]),
+        ("sr", ["--image", "small.png"]),
+        ("remove", ["--image", "image.png"]),
+        ("inpaint", ["--image", "image.png", "--mask", "mask.png"]),
+    ],
+)
+def test_generate_every_task_writes_pngs(workspace, task, extra):
+    extra = [str(workspace / item) if item.endswith(".png") else item for item in extra]
+    out = workspace / "out" / task
+    argv = ["generate", "--model", str(workspace / "mtu"), "--task", task, "--prompt", "a red circle",
+            "--steps", "2", "--out", str(out), *extra]
+    assert main(argv) == 0
+    images = list(out.glob("*.png"))
+    assert len(images) == 1 and PIL.Image.open(images[0]).size == (16, 16)
+
+
+@pytest.mark.parametrize(
+    "task, stock_class",
+    [("edit", StableDiffusionInstructPix2PixPipeline), ("inpaint", StableDiffusionInpaintPipeline)],
+)
+def test_export_writes_a_stock_pipeline_folder(workspace, task, stock_class):
+    out = workspace / f"export-{task}"
+    assert main(["export", "--model", str(workspace / "mtu"), "--task", task, "--out", str(out)]) == 0
+    stock = DiffusionPipeline.from_pretrained(out)
+    assert type(stock) is stock_class
+    assert stock.unet.config.in_channels == {"edit": 8, "inpaint": 9}[task]
+    assert not [p for p in workspace.iterdir() if p.name.startswith(f".export-{task}")]  # no temp left behind
+
+
+def test_errors_are_one_line_messages(workspace, capsys):
+    argv = ["generate", "--model", str(workspace / "mtu"), "--task", "edit", "--steps", "1", "--out", str(workspace / "x")]
+    assert main(argv) == 1
+    assert "mtu generate: error: task 'edit' needs image=..." in capsys.readouterr().err
+    assert main([*argv, "--image", str(workspace / "not-an-image.png")]) == 1
+    assert "cannot read image" in capsys.readouterr().err
+    assert main(["info", str(workspace / "missing")]) == 1
+    assert "neither a local folder nor a shipped model name" in capsys.readouterr().err
+    with pytest.raises(ValueError):
+        main(["--debug", *argv])
