@@ -125,9 +125,23 @@ def test_evaluate_t2i_is_reproducible(tiny_pipeline_dir):
     assert runs[0] == runs[1]
 
 
-def test_eval_cli_rejects_tasks_not_yet_supported(tmp_path):
-    with pytest.raises(ValueError, match="task edit: evaluation of upcycled models arrives with the MTU pipeline"):
-        _run_cli(["eval", "--task", "edit", "--model", str(tmp_path)])
+def test_eval_cli_refuses_image_tasks_on_a_base_model(tiny_pipeline_dir):
+    with pytest.raises(ValueError, match="task 'edit' needs an MTU folder"):
+        _run_cli(["eval", "--task", "edit", "--model", str(tiny_pipeline_dir)])
+
+
+@pytest.mark.parametrize("task", ["t2i", "edit", "inpaint"])
+def test_eval_cli_scores_mtu_tasks(tiny_pipeline_dir, tmp_path, capsys, task):
+    from mtu.cli.main import main
+
+    assert main(["upcycle", "--base", str(tiny_pipeline_dir), "--out", str(tmp_path / "mtu")]) == 0
+    capsys.readouterr()
+    argv = ["eval", "--task", task, "--model", str(tmp_path / "mtu"), "--num-samples", "3", "--steps", "2", "--json"]
+    assert main(argv) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["task"] == task and metrics["num_samples"] == 3
+    expected = {"all_correct", "color"} | ({"by_num_objects"} if task == "t2i" else {"psnr", "ssim"})
+    assert expected <= set(metrics)
 
 
 def test_eval_is_a_registered_command():

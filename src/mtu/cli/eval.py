@@ -21,11 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--benchmark", choices=BENCHMARKS, default="shapes", help="benchmark (default: shapes)")
     parser.add_argument("--task", choices=TASK_CHOICES, default="t2i", help="task to evaluate (default: t2i)")
-    parser.add_argument("--model", required=True, help="shipped model name (e.g. shapes-base) or pipeline folder")
+    parser.add_argument("--model", required=True, help="MTU folder, or a base pipeline folder / shipped name (t2i)")
     parser.add_argument("--seed", type=int, default=0, help="selects the held-out set and the sampling noise")
     parser.add_argument("--num-samples", type=int, default=256, help="number of held-out examples (default: 256)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's sampler)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's sampler)")
+    parser.add_argument("--image-guidance", type=float, default=1.5, help="image guidance of edit/sr/remove (default 1.5)")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per pipeline call (default: 16)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--json", action="store_true", help="print only the metrics as JSON on stdout")
@@ -36,7 +37,7 @@ def _format(metrics: dict) -> str:
     """Human-readable summary: headline rates, then the split by number of objects."""
 
     def rates(values: dict) -> str:
-        keys = ("all_correct", "background", "color", "shape", "position", "count")
+        keys = ("psnr", "ssim", "all_correct", "background", "color", "shape", "position", "count")
         return "  ".join(f"{key} {values[key]:.3f}" for key in keys if values.get(key) is not None)
 
     lines = [
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
+        image_guidance_scale=args.image_guidance,
         batch_size=args.batch_size,
         device=args.device,
     )

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from mtu.assets import SHAPES_BASE_SAMPLER, resolve_model_path
 from mtu.data.shapes.tasks import TASKS, TaskExample, evaluation_set
-from mtu.evaluation.shapes_metrics import t2i_accuracy
+from mtu.evaluation.shapes_metrics import pair_metrics, t2i_accuracy
 
 
 def _batches(items: Sequence[TaskExample], batch_size: int) -> Iterator[Sequence[TaskExample]]:
@@ -51,6 +51,50 @@ def evaluate_t2i(pipeline: Any, num_samples: int, seed: int, batch_size: int = 1
     return metrics
 
 
+def _request(example: TaskExample, seed: int, index: int, sampler: dict[str, Any]) -> Any:
+    import PIL.Image
+
+    from mtu.pipelines import MTURequest
+
+    image = None if example.image is None else PIL.Image.fromarray(example.image)
+    mask = None if example.mask is None else PIL.Image.fromarray(example.mask * 255)
+    size = example.target.shape[0]
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    return MTURequest(example.task, example.prompt, image=image, mask_image=mask, generator=generator,
+                      height=size, width=size, **sampler)
+
+
+def evaluate_mtu_task(
+    pipeline: Any, task: str, num_samples: int, seed: int, batch_size: int = 16, num_inference_steps: int = 25, **sampler: Any
+) -> dict:
+    """Score one task of an `MTUPipeline` on held-out Shapes examples against their exact targets.
+
+    Each example has its own generator (seeded from `seed` and its index), so results do not depend on
+    the batch size. t2i is scored by prompt-attribute accuracy; the image tasks by PSNR/SSIM against the
+    target plus the parser's attribute accuracy on the target scene (what should change and what should stay).
+
+    Args:
+        pipeline: an `mtu.pipelines.MTUPipeline`.
+        task: a task of the model that the Shapes world defines.
+        sampler: `MTURequest` settings such as ``guidance_scale`` and ``image_guidance_scale``.
+    """
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}")
+    examples = evaluation_set(task, num_samples, seed)
+    pipeline.set_progress_bar_config(disable=True)
+    outputs = []
+    for start in tqdm(range(0, num_samples, batch_size), desc=f"shapes {task}", unit="batch"):
+        requests = [_request(e, seed, start + i, sampler) for i, e in enumerate(examples[start : start + batch_size])]
+        for images in pipeline.run_batch(requests, num_inference_steps=num_inference_steps, output_type="np"):
+            outputs.extend(images)
+    if task == "t2i":
+        metrics = t2i_accuracy(outputs, [e.target_scene for e in examples])
+    else:
+        metrics = pair_metrics(outputs, [e.target for e in examples], [e.target_scene for e in examples], task)
+    metrics.update(task=task, num_samples=num_samples, seed=seed, sampler={"num_inference_steps": num_inference_steps, **sampler})
+    return metrics
+
+
 def load_pipeline(model: str | Path, device: str | None = None) -> Any:
     """Load a diffusers Stable Diffusion folder (or a shipped model name) without a safety checker.
 
@@ -72,30 +116,40 @@ def evaluate_shapes(
     seed: int,
     num_inference_steps: int | None = None,
     guidance_scale: float | None = None,
+    image_guidance_scale: float = 1.5,
     batch_size: int = 16,
     device: str | None = None,
 ) -> dict:
     """Load `model` and evaluate it on one Shapes task.
 
     Args:
-        model: shipped model name or local folder.
-        task: one of `TASKS`; only "t2i" is available until the MTU pipeline lands.
-        num_samples, seed, batch_size: see `evaluate_t2i`.
+        model: an MTU folder (any task it serves), or a base pipeline folder / shipped name (t2i only).
+        task: one of `TASKS`.
+        num_samples, seed, batch_size: see `evaluate_t2i` / `evaluate_mtu_task`.
         num_inference_steps, guidance_scale: sampler settings; None takes `SHAPES_BASE_SAMPLER`'s.
+        image_guidance_scale: image guidance of edit/sr/remove.
         device: torch device; None picks "cuda" when available.
 
     Returns:
-        The metrics dict of `evaluate_t2i`, with ``task`` and ``model`` added.
+        The metrics dict, with ``task`` and ``model`` added.
     """
+    from mtu.config import CONFIG_NAME
+
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid options: {list(TASKS)}")
-    if task != "t2i":
-        raise ValueError(f"task {task}: evaluation of upcycled models arrives with the MTU pipeline")
     sampler = dict(SHAPES_BASE_SAMPLER)
     if num_inference_steps is not None:
         sampler["num_inference_steps"] = num_inference_steps
     if guidance_scale is not None:
         sampler["guidance_scale"] = guidance_scale
-    pipeline = load_pipeline(model, device)
-    metrics = evaluate_t2i(pipeline, num_samples, seed, batch_size=batch_size, **sampler)
-    return {"task": task, "model": str(model), **metrics}
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if (Path(model) / CONFIG_NAME).is_file():
+        from mtu.pipelines import MTUPipeline
+
+        pipeline = MTUPipeline.from_mtu(model).to(device)
+        metrics = evaluate_mtu_task(pipeline, task, num_samples, seed, batch_size, image_guidance_scale=image_guidance_scale, **sampler)
+    elif task == "t2i":
+        metrics = evaluate_t2i(load_pipeline(model, device), num_samples, seed, batch_size=batch_size, **sampler)
+    else:
+        raise ValueError(f"{model} is a base text-to-image model; task {task!r} needs an MTU folder (mtu upcycle / mtu train)")
+    return {**metrics, "task": task, "model": str(model)}
