@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from tests.core.tiny_models import tiny_sd_unet, tiny_sdxl_unet
 
 
 def tiny_tokenizer(folder: Path, model_max_length: int = 16) -> CLIPTokenizer:
@@ -56,17 +58,7 @@ def tiny_scheduler() -> DDIMScheduler:
 def tiny_sd_components(folder: Path) -> dict:
     """Components of a tiny SD 1.x-layout pipeline (tokenizer files are written under `folder`)."""
     tokenizer = tiny_tokenizer(folder / "tokenizer-files")
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=4,
-        norm_num_groups=4,
-    ).eval()
+    unet = tiny_sd_unet()
     return {
         "vae": tiny_vae(),
         "text_encoder": tiny_text_encoder(len(tokenizer)),
@@ -79,21 +71,7 @@ def tiny_sd_components(folder: Path) -> dict:
 def tiny_sdxl_components(folder: Path) -> dict:
     """Components of a tiny SDXL-layout pipeline: two text encoders, text_time added conditioning."""
     tokenizer = tiny_tokenizer(folder / "tokenizer-files")
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2),
-        cross_attention_dim=32,  # 16 + 16 from the two text encoders
-        attention_head_dim=4,
-        norm_num_groups=4,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=4,
-        projection_class_embeddings_input_dim=16 + 6 * 4,
-    ).eval()
+    unet = tiny_sdxl_unet(cross_attention_dim=32, pooled_dim=16)  # 16 + 16 from the two text encoders
     return {
         "vae": tiny_vae(),
         "text_encoder": tiny_text_encoder(len(tokenizer), seed=0),

@@ -10,7 +10,7 @@ from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel, UNet2DCon
 from torch import nn
 
 
-def tiny_sd_unet() -> UNet2DConditionModel:
+def tiny_sd_unet(cross_attention_dim: int = 16) -> UNet2DConditionModel:
     """SD 1.x/2.x layout: cross-attention down/up blocks, GEGLU FFNs (inner = 4 x channels)."""
     torch.manual_seed(0)
     return UNet2DConditionModel(
@@ -19,13 +19,13 @@ def tiny_sd_unet() -> UNet2DConditionModel:
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16,
+        cross_attention_dim=cross_attention_dim,
         attention_head_dim=4,
         norm_num_groups=4,
     ).eval()
 
 
-def tiny_sdxl_unet() -> UNet2DConditionModel:
+def tiny_sdxl_unet(cross_attention_dim: int = 16, pooled_dim: int = 8) -> UNet2DConditionModel:
     """SDXL layout: text_time added conditioning, several transformer layers per block."""
     torch.manual_seed(0)
     return UNet2DConditionModel(
@@ -35,12 +35,12 @@ def tiny_sdxl_unet() -> UNet2DConditionModel:
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         transformer_layers_per_block=(1, 2),
-        cross_attention_dim=16,
+        cross_attention_dim=cross_attention_dim,
         attention_head_dim=4,
         norm_num_groups=4,
         addition_embed_type="text_time",
         addition_time_embed_dim=4,
-        projection_class_embeddings_input_dim=8 + 6 * 4,
+        projection_class_embeddings_input_dim=pooled_dim + 6 * 4,
     ).eval()
 
 
