@@ -1,6 +1,7 @@
-"""`mtu eval`: score a model on a benchmark's held-out set.
+"""`mtu eval`: score a model on a benchmark's held-out set, or on your own data with the paper's metrics.
 
     mtu eval --benchmark shapes --task t2i --model shapes-base --seed 0 --num-samples 256 --json
+    mtu eval --benchmark folder --data edits.jsonl --task edit --model my-mtu --clip ./clip-vit-l14
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import argparse
 import json
 import sys
 
-BENCHMARKS = ("shapes",)
+BENCHMARKS = ("shapes", "folder")
 # Mirrors mtu.data.shapes.tasks.TASKS; kept literal so `mtu --help` does not import the data package.
 TASK_CHOICES = ("t2i", "edit", "sr", "remove", "inpaint")
 
@@ -17,19 +18,30 @@ TASK_CHOICES = ("t2i", "edit", "sr", "remove", "inpaint")
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `eval` sub-command."""
     parser = subparsers.add_parser(
-        "eval", help="evaluate a model on a benchmark", description="Evaluate a model on a benchmark's held-out set."
+        "eval", help="evaluate a model on a benchmark",
+        description="Evaluate a model on the Shapes held-out set, or on your own data (--benchmark folder).",
     )
-    parser.add_argument("--benchmark", choices=BENCHMARKS, default="shapes", help="benchmark (default: shapes)")
+    parser.add_argument(
+        "--benchmark", choices=BENCHMARKS, default="shapes",
+        help="shapes: the built-in held-out set; folder: your --data with the paper's metrics (default: shapes)",
+    )
     parser.add_argument("--task", choices=TASK_CHOICES, default="t2i", help="task to evaluate (default: t2i)")
     parser.add_argument("--model", required=True, help="MTU folder, or a base pipeline folder / shipped name (t2i)")
     parser.add_argument("--seed", type=int, default=0, help="selects the held-out set and the sampling noise")
-    parser.add_argument("--num-samples", type=int, default=256, help="number of held-out examples (default: 256)")
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's sampler)")
-    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's sampler)")
+    parser.add_argument("--num-samples", type=int, default=None, help="examples to score (default: shapes 256, folder all)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: shapes the model's sampler, folder 50)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: shapes the model's sampler, folder 7.5)")
     parser.add_argument("--image-guidance", type=float, default=1.5, help="image guidance of edit/sr/remove (default 1.5)")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per pipeline call (default: 16)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--json", action="store_true", help="print only the metrics as JSON on stdout")
+    folder = parser.add_argument_group("folder benchmark (docs/evaluation.md)")
+    folder.add_argument("--data", default=None, help="a .jsonl file, or a folder holding metadata.jsonl")
+    folder.add_argument("--metrics", default=None, help="comma-separated metrics (default: the task's paper metrics)")
+    folder.add_argument("--clip", default=None, help="CLIP folder or cached hub id (default: openai/clip-vit-large-patch14)")
+    folder.add_argument("--inception", default=None, help="FID Inception weight file (default: torch hub's checkpoints)")
+    folder.add_argument("--lpips", default=None, help="LPIPS backbone weight file (default: torch hub's alexnet file)")
+    folder.add_argument("--resolution", type=int, default=None, help="square output size (default: the model's)")
     parser.set_defaults(func=run)
 
 
@@ -50,16 +62,51 @@ def _format(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Evaluate and print the metrics."""
+def _format_folder(result: dict) -> str:
+    lines = [
+        f"{result['model']} on {result['data']} ({result['task']}): {result['num_samples']} samples, "
+        f"seed {result['seed']}, {result['resolution']}px, sampler {result['sampler']}"
+    ]
+    lines += [f"  {name:<24}{value:.4f}" for name, value in result["metrics"].items()]
+    lines += [f"  {name:<24}skipped: {reason}" for name, reason in result["skipped"].items()]
+    return "\n".join(lines)
+
+
+def run_folder(args: argparse.Namespace) -> dict:
+    from mtu.evaluation.user_eval import evaluate_folder
+
+    if args.data is None:
+        raise ValueError("--benchmark folder needs --data <file.jsonl or folder>")
+    sampler = {"num_inference_steps": args.steps, "guidance_scale": args.guidance}
+    return evaluate_folder(
+        args.model,
+        args.data,
+        task=args.task,
+        metrics=[name.strip() for name in args.metrics.split(",") if name.strip()] if args.metrics else None,
+        clip=args.clip,
+        inception=args.inception,
+        lpips=args.lpips,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        resolution=args.resolution,
+        image_guidance_scale=args.image_guidance,
+        batch_size=args.batch_size,
+        device=args.device,
+        **{key: value for key, value in sampler.items() if value is not None},
+    )
+
+
+def run_shapes(args: argparse.Namespace) -> dict:
     from mtu.evaluation.shapes_eval import evaluate_shapes
 
-    if args.benchmark != "shapes":
-        raise ValueError(f"unknown benchmark {args.benchmark!r}; valid options: {list(BENCHMARKS)}")
-    metrics = evaluate_shapes(
+    given = [flag for flag, value in (("--data", args.data), ("--metrics", args.metrics), ("--clip", args.clip),
+             ("--inception", args.inception), ("--lpips", args.lpips), ("--resolution", args.resolution)) if value is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only for --benchmark folder")
+    return evaluate_shapes(
         args.model,
         task=args.task,
-        num_samples=args.num_samples,
+        num_samples=256 if args.num_samples is None else args.num_samples,
         seed=args.seed,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
@@ -67,5 +114,15 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
     )
-    print(json.dumps(metrics, indent=2) if args.json else _format(metrics), file=sys.stdout)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the metrics."""
+    if args.benchmark == "shapes":
+        metrics, text = run_shapes(args), _format
+    elif args.benchmark == "folder":
+        metrics, text = run_folder(args), _format_folder
+    else:
+        raise ValueError(f"unknown benchmark {args.benchmark!r}; valid options: {list(BENCHMARKS)}")
+    print(json.dumps(metrics, indent=2) if args.json else text(metrics), file=sys.stdout)
     return 0

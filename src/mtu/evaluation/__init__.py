@@ -1,8 +1,27 @@
-"""Evaluation: analytic Shapes metrics and benchmark runners.
+"""Evaluation: analytic Shapes metrics, the paper's metrics on user data, and the paper's analyses.
 
-Importing this package stays light; the runners in `shapes_eval` import torch and diffusers.
+- `shapes_metrics` / `shapes_eval`: the built-in Shapes benchmark (`mtu eval --benchmark shapes`).
+- `paper_metrics`: FID, CLIP score, CLIP directional similarity, LPIPS, PSNR, SSIM from local weights.
+- `user_eval`: an MTU model on a user's JSONL dataset (`mtu eval --benchmark folder`).
+- `analysis`: deviation ranks (the paper's Fig. 2) and router specialisation (Fig. 5).
+
+Importing this package stays light; the names below from the other modules load on first use.
 """
+
+import importlib
 
 from mtu.evaluation.shapes_metrics import pair_metrics, t2i_accuracy
 
-__all__ = ["pair_metrics", "t2i_accuracy"]
+_LAZY = {
+    "evaluate_folder": "mtu.evaluation.user_eval",
+    "deviation_analysis": "mtu.evaluation.analysis",
+    "router_analysis": "mtu.evaluation.analysis",
+}
+
+__all__ = ["pair_metrics", "t2i_accuracy", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
