@@ -1,0 +1,201 @@
+"""The demo page: one conversation for every task of one MTU model (gradio)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import PIL.Image
+
+from mtu.serve.limits import RequestError, ServeLimits
+from mtu.serve.service import AUTO, ChatService, Reply, Settings
+from mtu.serve.uploads import load_upload, mask_from_layers
+
+logger = logging.getLogger(__name__)
+
+# Requests that the Shapes model knows, in the order a newcomer would try them.
+SHAPES_EXAMPLES = [
+    "a red circle at the top left, on a gray background",
+    "make the red circle blue",
+    "a blue square at the center and a yellow triangle on the right, on a white background",
+    "remove the blue square",
+    "upscale this",
+    "fill the painted area with a green triangle",
+]
+
+# Small models make small pictures: show them at a readable size, with crisp pixels.
+CSS = "#chat img { width: 192px; height: auto; object-fit: contain; image-rendering: pixelated; }"
+
+TASK_LABELS = {
+    "t2i": "t2i: a new picture from the caption",
+    "edit": "edit: change the current image",
+    "sr": "sr: upscale the current image 4x",
+    "remove": "remove: take an object out",
+    "inpaint": "inpaint: fill the painted area",
+}
+
+_INTRO = """\
+### mtu: one model, every task
+Type a caption for a new picture, or an instruction for the current one ("make the red circle blue",
+"remove the blue square", "upscale this"). Attach an image with the clip, or keep working on the last
+result: it becomes the **current image** on the right. To inpaint, paint over the area to fill.
+The task is guessed from your words; pick one below to override. Model: `{model}`; tasks: {tasks}."""
+
+
+class ChatApp:
+    """The gradio callbacks around a `ChatService`, kept apart from the layout so they read as plain code."""
+
+    def __init__(self, service: ChatService):
+        self.service = service
+        self._files = tempfile.TemporaryDirectory(prefix="mtu-serve-")  # result PNGs on their way to the chat
+
+    def respond(self, message: dict | None, history: list, editor: dict | None, task: str,
+                steps: float, guidance: float, image_guidance: float, seed: float):
+        """Chat callback: show the request at once, then the answer (an image, or why there is none).
+
+        Yields (conversation, request box, current image); the last result becomes the current image.
+        """
+        text, files = ((message or {}).get("text") or "").strip(), list((message or {}).get("files") or [])
+        history, clear_box = list(history or []), gr.MultimodalTextbox(value=None)
+        try:
+            image, mask = self._inputs(files, editor)
+        except RequestError as error:  # a bad attachment: name it rather than show it
+            names = ", ".join(Path(f).name for f in files)
+            history.append({"role": "user", "content": f"{text}\n\n(attached: {names})" if names else text})
+            yield history + [{"role": "assistant", "content": f"Could not run this: {error}"}], clear_box, gr.skip()
+            return
+        attached = [{"path": f} for f in files]
+        history.append({"role": "user", "content": ([text] if text else []) + attached if attached else text})
+        yield history + [{"role": "assistant", "content": "working…"}], clear_box, gr.skip()
+        try:
+            reply = self.service.run(text, image, mask, task, _settings(steps, guidance, image_guidance, seed))
+        except Exception as error:  # noqa: BLE001 - whatever happens, the user reads why in the chat
+            if not isinstance(error, RequestError):
+                logger.exception("request failed")
+                error = f"the model failed on it ({type(error).__name__}); the server log has the details"
+            yield history + [{"role": "assistant", "content": f"Could not run this: {error}"}], gr.skip(), gr.skip()
+            return
+        path = self._save(reply.image)
+        answer = {"role": "assistant", "content": [{"path": path, "alt_text": f"{reply.task} result"}, self._caption(reply)]}
+        current = {"background": reply.image, "layers": [], "composite": reply.image}
+        yield history + [answer], gr.skip(), current
+        # gradio copies a yielded file into its own cache (which `delete_cache` prunes) before it asks a
+        # generator for more, so this copy is no longer needed: without this, every result stays on disk.
+        Path(path).unlink(missing_ok=True)
+
+    def _inputs(self, files: list[str], editor: dict | None) -> tuple[PIL.Image.Image | None, PIL.Image.Image | None]:
+        """The image to work on (an attachment first, else the current image) and the painted mask, if any."""
+        limits = self.service.limits
+        if files:
+            if len(files) > 1:
+                raise RequestError(f"attach one image at a time, got {len(files)}")
+            return load_upload(files[0], limits), None
+        background = (editor or {}).get("background")
+        if background is None:
+            return None, None
+        image = load_upload(background, limits)
+        return image, mask_from_layers((editor or {}).get("layers"), image.size)
+
+    def _save(self, image: PIL.Image.Image) -> str:
+        path = Path(self._files.name) / f"{uuid.uuid4().hex}.png"
+        image.save(path)
+        return str(path)
+
+    @staticmethod
+    def _caption(reply: Reply) -> str:
+        how = "guessed; pick a task to override" if reply.guessed else "chosen"
+        others = len(reply.batch_tasks) - 1
+        tasks = ", ".join(reply.batch_tasks)
+        shared = f" · shared its denoising loop with {others} other request(s) ({tasks})" if others else ""
+        return (f"**{reply.task}** ({how}) · {reply.steps} steps · seed {reply.seed} · "
+                f"{reply.image.width}x{reply.image.height} · {reply.seconds:.1f} s{shared}")
+
+    def select_image(self, history: list, event: gr.SelectData):
+        """Clicking an image of the conversation makes it the current image.
+
+        The image is looked up in the conversation gradio sent (whose files it checked), never taken from
+        the click event's value, which the browser could set to any path.
+        """
+        index = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+        if not isinstance(index, int) or not 0 <= index < len(history or []):
+            return gr.skip()
+        content = history[index].get("content")
+        for part in content if isinstance(content, list) else [content]:
+            path = part.get("file", {}).get("path") if isinstance(part, dict) else None
+            if path is not None:
+                try:
+                    image = load_upload(path, self.service.limits)
+                except RequestError:
+                    continue  # a file that is not an image: nothing to edit
+                return {"background": image, "layers": [], "composite": image}
+        return gr.skip()
+
+
+def _settings(steps, guidance, image_guidance, seed) -> Settings:
+    """The settings controls' values as `Settings` (API callers can send anything)."""
+    try:
+        return Settings(int(steps), float(guidance), float(image_guidance), int(seed))
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(
+            f"settings must be numbers, got steps={steps!r}, guidance={guidance!r}, "
+            f"image guidance={image_guidance!r}, seed={seed!r}"
+        ) from None
+
+
+def build_app(service: ChatService, model_name: str = "", examples: list[str] | None = None,
+              defaults: Settings | None = None) -> gr.Blocks:
+    """The demo page for `service` (not launched; see `mtu.serve.server.serve`).
+
+    Args:
+        service: what answers the requests.
+        model_name: shown in the introduction.
+        examples: example requests (default: ones the Shapes model knows).
+        defaults: the settings the page starts with.
+    """
+    app = ChatApp(service)
+    limits, defaults = service.limits, defaults or Settings()
+    tasks = [(f"{AUTO}: guess from the request", AUTO)] + [(TASK_LABELS.get(t, t), t) for t in service.tasks]
+    with gr.Blocks(title="mtu demo", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(_INTRO.format(model=model_name or "MTU model", tasks=", ".join(service.tasks)))
+        with gr.Row():
+            with gr.Column(scale=3):
+                chat = gr.Chatbot(label="Conversation", height=560, elem_id="chat", feedback_options=None,
+                                  placeholder="Results appear here; each one becomes the current image.")
+                box = gr.MultimodalTextbox(
+                    placeholder="A caption, or an instruction for the current image", file_types=["image"],
+                    file_count="single", sources=["upload"], submit_btn=True, show_label=False, elem_id="request",
+                )
+            with gr.Column(scale=2):
+                editor = gr.ImageEditor(
+                    label="Current image (paint to mark an area to fill)", type="pil", sources=["upload", "clipboard"],
+                    layers=False, transforms=(), height=360, elem_id="current-image",
+                    brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed"),
+                )
+                task = gr.Dropdown(tasks, value=AUTO, label="Task", elem_id="task")
+                with gr.Accordion("Settings", open=False):
+                    steps = gr.Slider(1, limits.max_steps, value=defaults.steps, step=1, label="Steps")
+                    guidance = gr.Slider(0, 15, value=defaults.guidance, step=0.5, label="Text guidance (off at 1)")
+                    image_guidance = gr.Slider(0, 5, value=defaults.image_guidance, step=0.1,
+                                               label="Image guidance (edit, sr, remove)")
+                    seed = gr.Number(value=defaults.seed, precision=0, label="Seed (-1: random)")
+                clear = gr.Button("New conversation")
+        gr.Examples([[{"text": text, "files": []}] for text in examples or SHAPES_EXAMPLES], inputs=[box],
+                    label="Example requests" if examples else "Example requests (Shapes model)")
+        inputs = [box, chat, editor, task, steps, guidance, image_guidance, seed]
+        # Each event has its own concurrency limit (default 1): lift it so requests of several users
+        # reach the batching worker together; the worker's bounded queue is what refuses overload.
+        box.submit(app.respond, inputs, [chat, box, editor], concurrency_limit=limits.max_queue + limits.max_batch)
+        chat.select(app.select_image, [chat], [editor])
+        clear.click(lambda: ([], None), None, [chat, editor])
+    demo.queue(max_size=limits.max_queue)
+    return demo
+
+
+def launch_options(limits: ServeLimits, host: str, port: int) -> dict[str, Any]:
+    """`gr.Blocks.launch` arguments: loopback by default, uploads capped, no share link."""
+    return dict(server_name=host, server_port=port, max_file_size=limits.max_bytes, share=False, ssr_mode=False,
+                show_error=True, css=CSS)

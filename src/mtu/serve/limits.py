@@ -1,0 +1,42 @@
+"""What the demo server accepts, and the error it answers with otherwise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RequestError(ValueError):
+    """A request the server refuses; its message is shown to the user in the conversation."""
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """Limits that keep one server responsive for everyone.
+
+    Args:
+        max_side: largest accepted upload side in pixels; larger uploads are refused.
+        max_bytes: largest accepted upload file in bytes.
+        max_steps: most denoising steps a request may ask for.
+        timeout_s: seconds a request may wait for its result (queue + compute) before it is given up.
+        max_queue: requests waiting for the model at once; more are refused with a "busy" message.
+        max_batch: most requests run together in one denoising loop.
+        batch_wait_s: how long the worker waits for more requests after the first one, to batch them.
+    """
+
+    max_side: int = 1024
+    max_bytes: int = 4 * 1024 * 1024
+    max_steps: int = 100
+    timeout_s: float = 300.0
+    max_queue: int = 16
+    max_batch: int = 4
+    batch_wait_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("max_side", "max_bytes", "max_steps", "max_queue", "max_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ServeLimits.{name} must be an int >= 1, got {value!r}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"ServeLimits.timeout_s must be > 0, got {self.timeout_s!r}")
+        if not self.batch_wait_s >= 0:
+            raise ValueError(f"ServeLimits.batch_wait_s must be >= 0, got {self.batch_wait_s!r}")

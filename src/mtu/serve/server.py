@@ -1,0 +1,66 @@
+"""Loading the model the demo serves, and running the server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mtu.assets import ASSETS_DIR, SHIPPED_MODELS
+from mtu.serve.limits import ServeLimits
+
+SHIPPED_MTU = ASSETS_DIR / "shapes-mtu"  # an MTU folder trained on shapes-base, when one is shipped
+
+
+def load_pipeline(model: str | Path | None = None, base: str | Path | None = None):
+    """The `MTUPipeline` to serve, and a name to show for it.
+
+    Args:
+        model: an MTU folder (from `mtu upcycle` / training). None: the shipped Shapes MTU model when there
+            is one, else `base` (default "shapes-base") upcycled afresh (untrained: every task acts as
+            the base model until trained).
+        base: the base model of `model` (default: the one its config names).
+    """
+    from mtu.pipelines import MTUPipeline
+
+    if model is not None:
+        return MTUPipeline.from_mtu(model, base=base), str(model)
+    if (SHIPPED_MTU / "mtu_config.json").is_file():
+        return MTUPipeline.from_mtu(SHIPPED_MTU, base=base or "shapes-base"), "shapes-mtu"
+    base = base or "shapes-base"
+    if str(base) in SHIPPED_MODELS and not (SHIPPED_MODELS[str(base)] / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"no model to serve: the shipped {base!r} is not built yet. Pass --model <MTU folder> "
+            "(e.g. from `mtu upcycle --base <pipeline folder> --out my-mtu`), or build it with `mtu pretrain-shapes`"
+        )
+    return MTUPipeline.from_base(base), f"{base} (upcycled, untrained)"
+
+
+def serve(model: str | Path | None = None, base: str | Path | None = None, host: str = "127.0.0.1",
+          port: int = 7860, limits: ServeLimits | None = None, defaults=None, block: bool = True):
+    """Load the model and serve the demo page at http://host:port.
+
+    Args:
+        model, base: what to serve (see `load_pipeline`).
+        host, port: where; 127.0.0.1 serves this machine only.
+        limits: what the server accepts (`ServeLimits`).
+        defaults: the page's initial `Settings` (default: the Shapes model's sampler settings).
+        block: serve until interrupted; False returns at once with the server running in the background.
+
+    Returns:
+        (demo, service) when `block` is False (the server runs in a background thread; call
+        `demo.close()` and `service.stop()` to end it); blocks until interrupted otherwise.
+    """
+    from mtu.serve.app import build_app, launch_options
+    from mtu.serve.service import ChatService
+
+    pipe, name = load_pipeline(model, base)
+    pipe.set_progress_bar_config(disable=True)
+    service = ChatService(pipe, limits).start()
+    demo = build_app(service, name, defaults=defaults)
+    try:
+        demo.launch(**launch_options(service.limits, host, port), prevent_thread_lock=not block)
+    except BaseException:
+        service.stop()
+        raise
+    if not block:
+        return demo, service
+    service.stop()

@@ -1,0 +1,163 @@
+"""The demo's logic without the web page: a chat request in, an image (or a `RequestError`) out."""
+
+from __future__ import annotations
+
+import math
+import random
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+import PIL.Image
+import torch
+
+from mtu.assets import SHAPES_BASE_SAMPLER
+from mtu.pipelines import MTURequest
+from mtu.serve.batching import BatchWorker
+from mtu.serve.guess import guess_task
+from mtu.serve.limits import RequestError, ServeLimits
+
+AUTO = "auto"
+SR_UPSCALE = 4  # the Shapes world's super-resolution factor
+MAX_GUIDANCE = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sampler settings of one request.
+
+    Args:
+        steps: denoising steps.
+        guidance: text guidance scale (off at <= 1).
+        image_guidance: image guidance scale of edit/sr/remove (off below 1).
+        seed: seed of the initial noise; negative draws a random one.
+    """
+
+    steps: int = SHAPES_BASE_SAMPLER["num_inference_steps"]
+    guidance: float = SHAPES_BASE_SAMPLER["guidance_scale"]
+    image_guidance: float = 1.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answer: the image, what made it, and who it shared the denoising loop with."""
+
+    image: PIL.Image.Image
+    task: str
+    guessed: bool
+    seed: int
+    steps: int
+    batch_tasks: tuple[str, ...]
+    seconds: float
+
+
+class ChatService:
+    """Checks chat requests, sizes them, and runs them through a shared `BatchWorker`.
+
+    Args:
+        pipe: the `MTUPipeline` to serve.
+        limits: what the server accepts.
+    """
+
+    def __init__(self, pipe, limits: ServeLimits | None = None):
+        self.pipe = pipe
+        self.limits = limits or ServeLimits()
+        self.worker = BatchWorker(pipe, self.limits.max_batch, self.limits.batch_wait_s, self.limits.max_queue)
+        self.tasks: list[str] = list(pipe.unet.task_names)
+        self.factor = pipe.vae_scale_factor
+        self.native = pipe.unet.config.sample_size * self.factor  # the model's own output side
+
+    def start(self) -> ChatService:
+        self.worker.start()
+        return self
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+    def choose_task(self, text: str, choice: str | None, image, mask) -> tuple[str, bool]:
+        """The task to run: the user's choice, or a guess from the text; returns (task, guessed)."""
+        if choice in (None, "", AUTO):
+            return guess_task(text, image is not None, mask is not None, self.tasks), True
+        if choice not in self.tasks:
+            raise RequestError(f"unknown task {choice!r}; this model serves {self.tasks} (or {AUTO!r} to guess)")
+        return choice, False
+
+    def run(self, text: str, image: PIL.Image.Image | None = None, mask: PIL.Image.Image | None = None,
+            task: str | None = AUTO, settings: Settings = Settings()) -> Reply:
+        """Answer one request with one image.
+
+        Args:
+            text: the caption or instruction.
+            image: the image to work on (RGB, already within the upload limits), if any.
+            mask: "L" mask, white where inpainting fills, the size of `image`.
+            task: a task name, or "auto" to guess it from the text.
+            settings: sampler settings.
+
+        Raises:
+            RequestError: with a message for the user (bad settings, missing image or mask, busy, timeout).
+        """
+        text = text.strip()
+        if not text and image is None:
+            raise RequestError("type a request: a caption such as 'a red circle at the top left', or attach an image")
+        name, guessed = self.choose_task(text, task, image, mask)
+        self._check_settings(settings)
+        seed = settings.seed if settings.seed >= 0 else random.randrange(2**31)
+        request = self.build_request(name, text, image, mask, settings, seed)
+        future = self.worker.submit(request, int(settings.steps))
+        try:
+            result = future.result(timeout=self.limits.timeout_s)
+        except FutureTimeout:
+            future.cancel()  # dropped from the queue if it has not started; its images are discarded otherwise
+            raise RequestError(
+                f"no result within {self.limits.timeout_s:.0f} s (the server is busy): try again, or with fewer steps"
+            ) from None
+        return Reply(result.images[0], name, guessed, seed, int(settings.steps), result.batch_tasks, result.seconds)
+
+    def build_request(self, task: str, text: str, image, mask, settings: Settings, seed: int) -> MTURequest:
+        """Check the inputs of `task`, resize them to the size it runs at, and make the request."""
+        spec = self.pipe.unet.mtu_config.tasks[self.tasks.index(task)]
+        common = dict(guidance_scale=float(settings.guidance), image_guidance_scale=float(settings.image_guidance),
+                      generator=torch.Generator().manual_seed(seed))
+        if spec.conditioning == "none":
+            return MTURequest(task, text, height=self.native, width=self.native, **common)
+        if image is None:
+            raise RequestError(f"{task} works on an image: attach one, or first generate one from a caption")
+        if spec.conditioning == "masked_image" and mask is None:
+            raise RequestError(f"{task} fills a painted area: paint over the part of the current image to fill, then send")
+        height, width = self.output_size(task, image.size)
+        if task == "sr":  # the pipeline resizes the low-resolution input to the output size itself
+            return MTURequest(task, text, image=image, height=height, width=width, **common)
+        image = image.resize((width, height), PIL.Image.BICUBIC)
+        if spec.conditioning == "masked_image":
+            mask = mask.convert("L").resize((width, height), PIL.Image.NEAREST)
+            return MTURequest(task, text, image=image, mask_image=mask, **common)
+        return MTURequest(task, text, image=image, **common)
+
+    def output_size(self, task: str, image_size: tuple[int, int]) -> tuple[int, int]:
+        """(height, width) a task runs at for an input of `image_size` (width, height).
+
+        Inputs are scaled so their longer side is the model's own resolution (so most requests share a
+        size and batch together); "sr" outputs are the input scaled up 4x, within 4x that resolution
+        and `max_side`.
+        """
+        width, height = image_size
+        if task == "sr":
+            box = min(SR_UPSCALE * self.native, self.limits.max_side)
+            scale = min(SR_UPSCALE, box / max(width, height))
+        else:
+            scale = self.native / max(width, height)
+        return self._round(height * scale), self._round(width * scale)
+
+    def _round(self, side: float) -> int:
+        return max(self.factor, int(round(side / self.factor)) * self.factor)
+
+    def _check_settings(self, settings: Settings) -> None:
+        steps = settings.steps
+        if isinstance(steps, bool) or not float(steps).is_integer() or not 1 <= steps <= self.limits.max_steps:
+            raise RequestError(f"steps must be a whole number from 1 to {self.limits.max_steps}, got {steps}")
+        if not settings.seed < 2**63:
+            raise RequestError(f"seed must be below 2**63 (or negative for a random one), got {settings.seed}")
+        for name in ("guidance", "image_guidance"):
+            value = getattr(settings, name)
+            if not (math.isfinite(value) and 0 <= value <= MAX_GUIDANCE):
+                raise RequestError(f"{name.replace('_', ' ')} must be between 0 and {MAX_GUIDANCE:g}, got {value}")
