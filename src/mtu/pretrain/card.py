@@ -1,0 +1,116 @@
+"""The model card (README.md) written into every exported shapes-base folder, from measured numbers."""
+
+from __future__ import annotations
+
+from mtu.assets import SHAPES_BASE_SAMPLER
+
+
+def _fmt(value, pattern: str, missing: str = "not measured yet") -> str:
+    return missing if value is None else pattern.format(value)
+
+
+def _recipe_command(config: dict) -> str:
+    return (
+        "mtu pretrain-shapes --out runs/shapes-base --threads 1 "
+        f"--vae-steps {config['vae_steps']} --unet-steps {config['unet_steps']} "
+        "--export-to src/mtu/assets/shapes-base"
+    )
+
+
+def _architecture_rows(info: dict) -> str:
+    sizes, params = info["config"]["sizes"], info["parameters"]
+    levels = ", ".join(str(16 >> i) for i in range(len(sizes["unet_channels"])))
+    rows = [
+        ("tokenizer", "CLIPTokenizer", "-",
+         f"byte-level BPE whose merges make each of the {info['vocabulary_words']} Shapes words one token "
+         f"(other text falls back to bytes); {info['vocab_size']} tokens, max length {sizes['max_length']}"),
+        ("text encoder", "CLIPTextModel", f"{params['text_encoder']:,}",
+         f"width {sizes['text_width']}, {sizes['text_layers']} causal layer(s), {sizes['text_heads']} heads"),
+        ("VAE", "AutoencoderKL", f"{params['vae']:,}",
+         f"64x64x3 <-> 16x16x4, channels {tuple(sizes['vae_channels'])}, 1 resnet per block, no mid-block "
+         f"attention, scaling factor {info['scaling_factor']:.4f}"),
+        ("UNet", "UNet2DConditionModel", f"{params['unet']:,}",
+         f"16x16x4 in and out, channels {tuple(sizes['unet_channels'])} at {levels} px, "
+         f"{sizes['unet_layers']} layer(s) per down block, cross-attention `BasicTransformerBlock`s with GEGLU "
+         f"FFNs (inner 4x channels) at every level and in the mid block, heads {sizes['unet_head_dim']} wide"),
+        ("scheduler", "DDIMScheduler", "-", "1000 steps, cosine (`squaredcos_cap_v2`) betas, v-prediction"),
+    ]  # fmt: skip
+    lines = ["| component | class | parameters | details |", "|---|---|---|---|"]
+    lines += [f"| {name} | `{cls}` | {count} | {details} |" for name, cls, count, details in rows]
+    return "\n".join(lines)
+
+
+def _recipe_steps(config: dict) -> str:
+    decay = f"cosine decay to {config['final_lr_fraction']:g}x"
+    return f"""1. VAE: {config['vae_steps']:,} steps of batch {config['vae_batch_size']}, AdamW lr {config['vae_lr']:g}
+   (warmup {config['vae_warmup_steps']}, {decay}), loss MSE + L1 + {config['kl_weight']:g} x mean KL per latent
+   element. Scaling factor: 1 / std of the latents of 512 fresh scenes.
+2. Text encoder + UNet from scratch, VAE frozen: {config['unet_steps']:,} steps of batch {config['batch_size']},
+   AdamW lr {config['lr']:g} (warmup {config['warmup_steps']}, {decay}), weight decay {config['weight_decay']:g},
+   gradient norm clipped at {config['grad_clip']:g}; v-prediction MSE whose x0-space weight (snr + 1) is capped
+   at {config['min_snr_gamma']:g} + 1 (min-SNR without down-weighting the high-noise steps that place objects);
+   {config['caption_dropout']:.0%} empty captions; EMA {config['ema_decay']} of the weights (the EMA is exported).
+
+Every step draws fresh scenes (`mtu.data.shapes.sample_scene`, captions with random phrasings). Seed
+{config['seed']}; checkpoints every {config['checkpoint_every']} steps (safetensors + JSON, written atomically).
+All settings are in `pretrain_info.json` next to this card."""
+
+
+def render_card(info: dict) -> str:
+    """Markdown model card. `info` is what `export.export_pipeline` writes to pretrain_info.json."""
+    config = info["config"]
+    sampler = ", ".join(f"`{k}={v}`" for k, v in SHAPES_BASE_SAMPLER.items())
+    vae_speed = _fmt(info["vae_seconds_per_step"], "{:.2f} s")
+    unet_speed = _fmt(info["unet_seconds_per_step"], "{:.2f} s")
+    finished = info["unet_step"] >= config["unet_steps"]
+    progress_note = (
+        "Training is finished." if finished else "Training continues; this folder is re-exported as it improves."
+    )
+    return f"""# shapes-base
+
+A tiny text-to-image latent diffusion model in the standard diffusers Stable Diffusion layout, trained
+from scratch on the procedural Shapes world (`mtu.data.shapes`: 1-3 coloured circles / squares /
+triangles on a 3x3 grid over a plain background, 64x64). It is the model `mtu` upcycles by default.
+
+```python
+from diffusers import StableDiffusionPipeline
+from mtu.assets import SHAPES_BASE_SAMPLER, resolve_model_path
+pipe = StableDiffusionPipeline.from_pretrained(resolve_model_path("shapes-base"), safety_checker=None,
+                                               requires_safety_checker=False)
+image = pipe("a red circle at the top left, on a gray background", **SHAPES_BASE_SAMPLER).images[0]
+```
+
+## Status
+
+- Exported {info['exported_at']} at stage-2 step **{info['unet_step']:,} of {config['unet_steps']:,}**
+  (text encoder + UNet, EMA weights), after {info['vae_step']:,} VAE steps. {progress_note}
+- Wall-clock per optimizer step on 1 thread of a shared 2-core CPU: VAE {vae_speed} (batch
+  {config['vae_batch_size']}); text encoder + UNet {unet_speed} (batch {config['batch_size']}, including data and VAE
+  encoding).
+- VAE reconstruction PSNR on {info['eval_scenes']} held-out scenes (the targets of
+  `mtu.data.shapes.evaluation_set("t2i", {info['eval_scenes']}, seed=0)`, posterior mean, uint8 pixels):
+  **{_fmt(info['vae_psnr_db'], '{:.2f} dB')}**.
+
+## Default sampler
+
+{sampler} (`mtu.assets.SHAPES_BASE_SAMPLER`) with the folder's DDIM scheduler ("trailing" spacing: sampling
+starts from pure noise at t=999); 64x64 output.
+
+## Architecture
+
+{info['parameters']['total']:,} parameters; the folder holds {info['folder_megabytes']:.1f} MB of fp32 safetensors.
+
+{_architecture_rows(info)}
+
+## Recipe
+
+```
+{_recipe_command(config)}
+# continue after Ctrl-C / SIGTERM (both checkpoint first) or a crash (last checkpoint):
+mtu pretrain-shapes --out runs/shapes-base --resume --export-to src/mtu/assets/shapes-base
+# export the latest checkpoint without touching a running training:
+mtu pretrain-shapes --out runs/shapes-base --export-only --export-to src/mtu/assets/shapes-base
+```
+
+{_recipe_steps(config)}
+"""

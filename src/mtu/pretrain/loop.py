@@ -1,0 +1,226 @@
+"""Stage-independent training machinery: learning-rate schedule, EMA, resumable state, the step loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mtu.pretrain.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    prefixed,
+    save_checkpoint,
+    unprefixed,
+)
+
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+STAGES = ("vae", "unet")
+_LOG_EVERY = 50
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int, final_fraction: float) -> float:
+    """Linear warmup to `peak` over `warmup` steps, then cosine decay to `final_fraction * peak` at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def checkpoint_name(stage: str, step: int) -> str:
+    """Names sort in training order: stage index first, then the zero-padded step."""
+    return f"{STAGES.index(stage)}-{stage}-{step:07d}"
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = list_checkpoints(out / CHECKPOINT_DIR)
+    return found[-1] if found else None
+
+
+@dataclass
+class Stage:
+    """Everything a stage needs to continue bit-for-bit after a restart."""
+
+    name: str
+    modules: dict[str, torch.nn.Module]  # trained modules, by checkpoint prefix
+    optimizer: torch.optim.Optimizer
+    rng: np.random.Generator  # data stream
+    generator: torch.Generator  # noise, timesteps, latent sampling
+    ema_decay: float | None = None  # None: no EMA copy
+    step: int = 0
+    seconds_per_step: float | None = None  # moving average of the compute time of one step
+    ema: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ema_decay is not None and not self.ema:
+            self.ema = {
+                name: {k: p.detach().clone() for k, p in module.named_parameters()}
+                for name, module in self.modules.items()
+            }
+
+    def update_ema(self) -> None:
+        if self.ema_decay is None:
+            return
+        # Short warmup: early weights change too fast for a 1000-step average to track them.
+        decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
+        for name, module in self.modules.items():
+            averages = self.ema[name]
+            with torch.no_grad():
+                for key, param in module.named_parameters():
+                    averages[key].lerp_(param.detach(), 1 - decay)
+
+    def record_time(self, seconds: float) -> None:
+        previous = self.seconds_per_step
+        self.seconds_per_step = seconds if previous is None else 0.98 * previous + 0.02 * seconds
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        tensors: dict[str, torch.Tensor] = {"rng.torch": self.generator.get_state()}
+        for name, module in self.modules.items():
+            tensors |= prefixed(name, module.state_dict())
+        for name, averages in self.ema.items():
+            tensors |= prefixed(f"ema.{name}", averages)
+        optimizer_tensors, _ = optimizer_to_flat(self.optimizer.state_dict())
+        return tensors | optimizer_tensors
+
+    def state(self) -> dict:
+        _, groups = optimizer_to_flat(self.optimizer.state_dict())
+        return {
+            "stage": self.name,
+            "step": self.step,
+            "seconds_per_step": self.seconds_per_step,
+            "data_rng": self.rng.bit_generator.state,
+            "optimizer_param_groups": groups,
+        }
+
+    def save(self, out: Path) -> Path:
+        name = checkpoint_name(self.name, self.step)
+        return save_checkpoint(out / CHECKPOINT_DIR, name, self.tensors(), self.state())
+
+    def restore(self, path: Path) -> None:
+        tensors, state = load_checkpoint(path)
+        if state["stage"] != self.name:
+            raise ValueError(f"checkpoint {path} belongs to stage {state['stage']!r}, not {self.name!r}")
+        for name, module in self.modules.items():
+            module.load_state_dict(unprefixed(name, tensors))
+        self.ema = {name: unprefixed(f"ema.{name}", tensors) for name in self.ema}
+        self.optimizer.load_state_dict(optimizer_from_flat(tensors, state["optimizer_param_groups"]))
+        self.generator.set_state(tensors["rng.torch"])
+        self.rng.bit_generator.state = state["data_rng"]
+        self.step = state["step"]
+        self.seconds_per_step = state["seconds_per_step"]
+
+    def ema_module(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
+        """`module` with this stage's EMA weights loaded (in place); plain weights when there is no EMA."""
+        if name in self.ema:
+            module.load_state_dict(self.ema[name], strict=False)
+        return module
+
+
+class StopRequest:
+    """Turns SIGINT / SIGTERM into a flag the loop checks between steps (so it can checkpoint first).
+
+    A second Ctrl-C falls through to the default handler and interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\nreceived signal {signum}: saving a checkpoint after this step", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+@dataclass
+class StepBudget:
+    """How many optimizer steps this invocation may still take (None: unlimited)."""
+
+    remaining: int | None = None
+
+    def spend(self) -> None:
+        if self.remaining is not None:
+            self.remaining -= 1
+
+    @property
+    def exhausted(self) -> bool:
+        return self.remaining is not None and self.remaining <= 0
+
+
+def log_metrics(out: Path, record: dict) -> None:
+    with open(out / METRICS_FILE, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def run_steps(
+    stage: Stage,
+    total: int,
+    lr_of_step: Callable[[int], float],
+    train_step: Callable[[], dict[str, float]],
+    out: Path,
+    checkpoint_every: int,
+    stop: StopRequest,
+    budget: StepBudget,
+    after_step: Callable[[int], None] | None = None,
+) -> bool:
+    """Train `stage` from its current step to `total`, checkpointing on schedule and on stop requests.
+
+    Returns:
+        True when the stage reached `total`; False when a signal or the step budget stopped it (a
+        checkpoint of the stopping step has been written).
+    """
+    interactive = sys.stderr.isatty()
+    bar = tqdm(total=total, initial=stage.step, desc=stage.name, mininterval=1 if interactive else 30, file=sys.stderr)
+    try:
+        while stage.step < total:
+            lr = lr_of_step(stage.step)
+            for group in stage.optimizer.param_groups:
+                group["lr"] = lr
+            start = time.perf_counter()
+            metrics = train_step()
+            stage.step += 1
+            stage.update_ema()
+            stage.record_time(time.perf_counter() - start)
+            bar.update(1)
+            # refresh=False: let mininterval throttle the bar (a log file would get a line per step).
+            postfix = {"loss": f"{metrics['loss']:.4f}", "lr": f"{lr:.2e}", "s_step": f"{stage.seconds_per_step:.2f}"}
+            bar.set_postfix(postfix, refresh=False)
+            if stage.step % _LOG_EVERY == 0:
+                log_metrics(out, {"stage": stage.name, "step": stage.step, "lr": lr, **metrics,
+                                  "seconds_per_step": stage.seconds_per_step})  # fmt: skip
+            budget.spend()
+            stopping = stop.requested or budget.exhausted
+            if stage.step % checkpoint_every == 0 or stage.step == total or stopping:
+                stage.save(out)
+            if after_step is not None:
+                after_step(stage.step)
+            if stopping and stage.step < total:
+                print(f"\nstopped at {stage.name} step {stage.step}; continue with --resume", file=sys.stderr)
+                return False
+    finally:
+        bar.close()
+    return True

@@ -1,0 +1,67 @@
+"""Losses and measurements of the recipe (no I/O, no training state)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler
+
+from mtu.pretrain.data import sample_batch, tensor_to_uint8
+
+
+def vae_loss(vae: AutoencoderKL, images: torch.Tensor, generator: torch.Generator, kl_weight: float) -> dict:
+    """MSE + L1 reconstruction of a posterior sample, plus `kl_weight` x the mean KL per latent element."""
+    posterior = vae.encode(images).latent_dist
+    reconstruction = vae.decode(posterior.sample(generator=generator)).sample
+    mse = F.mse_loss(reconstruction, images)
+    l1 = F.l1_loss(reconstruction, images)
+    kl = posterior.kl().mean() / posterior.mean[0].numel()
+    return {"loss": mse + l1 + kl_weight * kl, "mse": mse, "kl": kl}
+
+
+@torch.no_grad()
+def vae_psnr(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 50) -> float:
+    """Mean PSNR (dB, uint8 pixels) of encode (posterior mean) -> decode over `images` in [-1, 1]."""
+    scores = []
+    for batch in images.split(batch_size):
+        decoded = vae.decode(vae.encode(batch).latent_dist.mode()).sample
+        error = tensor_to_uint8(decoded).astype(np.float64) - tensor_to_uint8(batch).astype(np.float64)
+        mse = np.maximum((error**2).mean(axis=(1, 2, 3)), 1e-10)
+        scores.extend(10 * np.log10(255.0**2 / mse))
+    return float(np.mean(scores))
+
+
+@torch.no_grad()
+def latent_scaling_factor(
+    vae: AutoencoderKL, rng: np.random.Generator, generator: torch.Generator, num_scenes: int = 512
+) -> float:
+    """1 / std of posterior samples of fresh scenes: makes the latents the diffusion sees unit-variance."""
+    images, _ = sample_batch(rng, num_scenes)
+    latents = torch.cat([vae.encode(b).latent_dist.sample(generator=generator) for b in images.split(64)])
+    return float(1.0 / latents.std())
+
+
+def snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample weights of the v-prediction loss that cap the x0-space weight (snr + 1) at gamma + 1.
+
+    This is min-SNR-gamma's point (stop the many easy low-noise steps from dominating) without the
+    usual v-prediction form min(snr, gamma) / (snr + 1), which also drives the weight of the
+    high-noise steps to 0, the steps where the layout (object positions) is decided.
+    """
+    if gamma <= 0:
+        return torch.ones(timesteps.shape)
+    alphas = scheduler.alphas_cumprod[timesteps]
+    snr = alphas / (1 - alphas)
+    return ((gamma + 1) / (snr + 1)).clamp(max=1.0)
+
+
+def diffusion_loss(unet, text_encoder, latents, input_ids, scheduler: DDPMScheduler, generator, gamma: float):
+    """Weighted v-prediction MSE for latents (B, 4, 16, 16) (already scaled) and token ids (B, L)."""
+    noise = torch.randn(latents.shape, generator=generator)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    target = scheduler.get_velocity(latents, noise, timesteps)
+    prediction = unet(noisy, timesteps, text_encoder(input_ids)[0]).sample
+    per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
+    return (per_sample * snr_weights(scheduler, timesteps, gamma)).mean()
