@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import torch
 from diffusers import UNet2DConditionModel
+from torch import nn
+
+import mtu
+from mtu.layers import MTUFeedForward
 
 # runwayml/stable-diffusion-v1-5, unet/config.json (the fields that differ from diffusers' defaults)
 SD15_UNET = {
@@ -33,7 +40,19 @@ SDXL_UNET = {
     "use_linear_projection": True,
 }
 
-CONFIGS = {"sd15": SD15_UNET, "sdxl": SDXL_UNET}
+# An SD-layout UNet small enough for `--quick` (milliseconds per forward); not a published model.
+TINY_UNET = {
+    "attention_head_dim": 8,
+    "block_out_channels": [32, 64],
+    "cross_attention_dim": 32,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "sample_size": 16,
+}
+
+CONFIGS = {"sd15": SD15_UNET, "sdxl": SDXL_UNET, "tiny": TINY_UNET}
 
 
 def build_unet(name: str, device: str = "cpu", seed: int = 0) -> UNet2DConditionModel:
@@ -41,6 +60,20 @@ def build_unet(name: str, device: str = "cpu", seed: int = 0) -> UNet2DCondition
     torch.manual_seed(seed)
     with torch.device(device):
         return UNet2DConditionModel(**CONFIGS[name]).eval()
+
+
+@functools.lru_cache(maxsize=1)
+def base_unet(name: str) -> UNet2DConditionModel:
+    """The base UNet shared by the sections of one run (one at a time: a full SD1.5 is ~3.4 GB in fp32).
+
+    Sections never modify it: they upcycle a weight-sharing copy (`upcycled`).
+    """
+    return build_unet(name)
+
+
+def unet_name(quick: bool) -> str:
+    """SD1.5 for the real figures, the tiny SD-layout UNet for `--quick`."""
+    return "tiny" if quick else "sd15"
 
 
 def unet_inputs(name: str, batch: int, latent_size: int, seed: int = 0) -> tuple[tuple, dict]:
@@ -56,3 +89,27 @@ def unet_inputs(name: str, batch: int, latent_size: int, seed: int = 0) -> tuple
             "time_ids": torch.tensor([[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0]]).repeat(batch, 1),
         }
     return (latent, torch.full((batch,), 500), text), kwargs
+
+
+def shared_copy(module: nn.Module) -> nn.Module:
+    """A structural copy of `module` that shares its parameters and buffers (no weight memory).
+
+    Upcycling the copy leaves `module` usable as the base model; both see the same pre-trained weights
+    (and the same `requires_grad` flags, which upcycling clears: use both for inference only).
+    """
+    memo = {id(tensor): tensor for tensor in [*module.parameters(), *module.buffers()]}
+    return copy.deepcopy(module, memo)
+
+
+def upcycled(base: nn.Module, tasks: list, num_experts: int = 4, seed: int = 0) -> mtu.MTUModel:
+    """An MTU model over a weight-sharing copy of `base`, its routers and task embeddings moved off their
+    initial values (as after training) so that every task routes differently."""
+    model = mtu.upcycle(shared_copy(base), mtu.MTUConfig(tasks=tasks, num_experts=num_experts))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.task_embedding.weight.copy_(torch.randn(model.task_embedding.weight.shape, generator=generator))
+        for module in model.modules():
+            if isinstance(module, MTUFeedForward):
+                weight = module.router.net[-1].weight
+                weight.copy_(0.1 * torch.randn(weight.shape, generator=generator).to(weight.device))
+    return model.eval()

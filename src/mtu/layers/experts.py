@@ -5,8 +5,8 @@ the matching input columns of the output projection. Mixing the experts' outputs
 
     out = sum_i N * w_i * E_i(x) + b_out = W_out (s * act(W_in x)) + b_out,   s_j = N * w_{expert(j)},
 
-so the whole layer runs as the original two GEMMs, the scale folded into W_out's columns once per run of same-task samples:
-its cost does not grow with N, and a batch may mix tasks.
+so the whole layer runs as the original two GEMMs plus one scaling (of W_out's columns per run of same-task samples,
+or of the activations, whichever is smaller): its cost does not grow with N, and a batch may mix tasks.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtu.layers.routing import TaskContext, TaskRouter
+from mtu.layers.routing import TaskBatch, TaskContext, TaskRouter
 
 
 def feedforward_hidden_size(feedforward: nn.Module) -> int:
@@ -78,13 +78,38 @@ class MTUFeedForward(nn.Module):
         batch = self._context.current(hidden_states.shape[0])
         activation, dropout, proj_out, *tail = self.base_layer.net
         hidden = dropout(activation(hidden_states))  # (B, ..., d_ff): every expert in one GEMM
-        # Each run of same-task samples folds its scale into W_out's columns: (dim_out x d_ff) multiplies
-        # per run instead of (B*L x d_ff), and the output GEMM stays one call per run.
-        scales = self.hidden_scale(batch.run_embeddings()).to(proj_out.weight.dtype)  # (R, d_ff)
-        output = batch.map_runs(hidden, lambda run, task, rows: F.linear(rows, proj_out.weight * scales[run], proj_out.bias))
+        if self.num_experts == 1:
+            output = proj_out(hidden)  # one expert: its scale N * w = 1 * softmax of one logit = 1 exactly
+        else:
+            scales = self.hidden_scale(batch.run_embeddings()).to(proj_out.weight.dtype)  # (R, d_ff)
+            output = self._scaled_projection(hidden, scales, batch, proj_out)
         for module in tail:
             output = module(output)
         return output
+
+    @staticmethod
+    def _scaled_projection(
+        hidden: torch.Tensor, scales: torch.Tensor, batch: TaskBatch, proj_out: nn.Linear
+    ) -> torch.Tensor:
+        """W_out (s * h) + b_out, scaling whichever side costs fewer multiplies.
+
+        Folding s into W_out's columns costs (dim_out x d_ff) per run of same-task samples, plus a copy of
+        the output when runs are concatenated; scaling the activations costs (tokens x d_ff), in place when
+        nothing needs the unscaled activations for backward, and keeps one GEMM for a mixed-task batch. Few
+        tokens (SD1.5's 1280-channel level, small latents, training crops) favour the activations.
+        """
+        rows, hidden_size = hidden.numel() // hidden.shape[-1], hidden.shape[-1]
+        runs = len(batch.runs)
+        weight_cost = runs * proj_out.weight.numel() + (runs > 1) * rows * proj_out.out_features
+        if weight_cost < rows * hidden_size:
+            return batch.map_runs(
+                hidden, lambda run, task, part: F.linear(part, proj_out.weight * scales[run], proj_out.bias)
+            )
+        per_sample = batch.per_sample(scales)  # (B, d_ff), or (1, d_ff) for a single-task batch of any size
+        per_sample = per_sample.view(per_sample.shape[0], *[1] * (hidden.dim() - 2), hidden_size)
+        if hidden.requires_grad or per_sample.requires_grad:
+            return proj_out(hidden * per_sample)
+        return proj_out(hidden.mul_(per_sample))  # no autograd graph: reuse the activation buffer
 
     @torch.no_grad()
     def fold(self, task_embedding: torch.Tensor) -> nn.Module:

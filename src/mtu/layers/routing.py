@@ -45,6 +45,13 @@ class TaskBatch:
         """(R, E): the task embedding of each run."""
         return self.embedding[[rows.start for _, rows in self.runs]]
 
+    def per_sample(self, values: torch.Tensor) -> torch.Tensor:
+        """(R, ...) per-run values -> (B, ...) per sample; a single-task batch keeps (1, ...), which broadcasts."""
+        if self.single_task is not None:
+            return values
+        lengths = torch.tensor([rows.stop - rows.start for _, rows in self.runs], device=values.device)
+        return values.repeat_interleave(lengths, dim=0)
+
     def map_runs(self, tensor: torch.Tensor, function: Callable[[int, int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Apply `function(run index, task id, rows of tensor)` per run and concatenate along the batch.
 
