@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo quickstart bench clean
+.PHONY: install test quickstart bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,11 +18,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-demo: $(STAMP)
-	$(VENV)/bin/mtu demo
+quickstart: $(STAMP)
+	$(VENV)/bin/mtu quickstart
 
 bench: $(STAMP)
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -90,3 +90,84 @@ def save_tiny_sd_pipeline(folder: Path) -> Path:
     )
     pipeline.save_pretrained(folder / "pipeline")
     return folder / "pipeline"
+
+
+def save_tiny_sdxl_pipeline(folder: Path) -> Path:
+    """A stock StableDiffusionXLPipeline folder of tiny random components; returns its path."""
+    from diffusers import StableDiffusionXLPipeline
+
+    pipeline = StableDiffusionXLPipeline(**tiny_sdxl_components(folder))
+    pipeline.save_pretrained(folder / "pipeline-xl")
+    return folder / "pipeline-xl"
+
+
+# --- small datasets in the paper's formats (Shapes scenes as content) --------------------------------
+
+
+def _scene_images(count: int, seed: int = 0, size: int = 32):
+    """(image, caption) pairs of random Shapes scenes; each image a uint8 (size, size, 3) array."""
+    import numpy as np
+
+    from mtu.data.shapes import caption, render, sample_scene
+
+    rng = np.random.default_rng(seed)
+    scenes = [sample_scene(rng) for _ in range(count)]
+    return [(render(scene, size), caption(scene)) for scene in scenes]
+
+
+def _save_png(array, path: Path) -> str:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path.name if path.parent.name == "" else f"{path.parent.name}/{path.name}"
+
+
+def write_coco_jsonl(folder: Path, count: int = 6) -> Path:
+    """COCO-captions style t2i data: {"image": path, "caption": [several captions]} per line."""
+    lines = []
+    for i, (image, text) in enumerate(_scene_images(count, seed=1)):
+        lines.append({"image": _save_png(image, folder / "images" / f"{i}.png"), "caption": [text, f"a picture: {text}"]})
+    path = folder / "captions.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def write_ip2p_dataset(folder: Path, count: int = 6) -> Path:
+    """InstructPix2Pix style edit data saved with `datasets.save_to_disk`: input_image, edit_prompt, edited_image."""
+    import datasets
+    from PIL import Image
+
+    images = _scene_images(2 * count, seed=2)
+    data = {
+        "input_image": [Image.fromarray(images[2 * i][0]) for i in range(count)],
+        "edit_prompt": [f"turn it into {images[2 * i + 1][1]}" for i in range(count)],
+        "edited_image": [Image.fromarray(images[2 * i + 1][0]) for i in range(count)],
+    }
+    features = datasets.Features(
+        {"input_image": datasets.Image(), "edit_prompt": datasets.Value("string"), "edited_image": datasets.Image()}
+    )
+    datasets.Dataset.from_dict(data, features=features).save_to_disk(str(folder / "ip2p"))
+    return folder / "ip2p"
+
+
+def write_gqa_inpaint_jsonl(folder: Path, count: int = 6) -> Path:
+    """GQA-Inpaint style removal data: {"source_image", "instruction", "target_image"} per line."""
+    lines = []
+    for i, ((source, _), (target, _)) in enumerate(zip(_scene_images(count, seed=3), _scene_images(count, seed=4))):
+        lines.append({
+            "source_image": _save_png(source, folder / "source" / f"{i}.png"),
+            "instruction": "remove the object",
+            "target_image": _save_png(target, folder / "target" / f"{i}.png"),
+        })  # fmt: skip
+    path = folder / "gqa_inpaint.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def write_image_folder(folder: Path, count: int = 6, size: int = 32) -> Path:
+    """A folder of images with same-name .txt captions (sr and inpaint data)."""
+    for i, (image, text) in enumerate(_scene_images(count, seed=5, size=size)):
+        _save_png(image, folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(text)
+    return folder

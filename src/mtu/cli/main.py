@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Sub-command modules, in the order `mtu --help` lists them.
-COMMAND_MODULES = ["demo", "upcycle", "generate", "export", "info", "eval", "pretrain_shapes"]
+COMMAND_MODULES = ["quickstart", "demo", "upcycle", "generate", "export", "info", "eval", "pretrain_shapes", "train", "reproduce", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

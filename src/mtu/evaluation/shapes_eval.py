@@ -51,7 +51,8 @@ def evaluate_t2i(pipeline: Any, num_samples: int, seed: int, batch_size: int = 1
     return metrics
 
 
-def _request(example: TaskExample, seed: int, index: int, sampler: dict[str, Any]) -> Any:
+def example_request(example: TaskExample, seed: int, index: int, sampler: dict[str, Any]) -> Any:
+    """An `MTURequest` for a Shapes example, with its own generator seeded from (seed, index)."""
     import PIL.Image
 
     from mtu.pipelines import MTURequest
@@ -84,7 +85,7 @@ def evaluate_mtu_task(
     pipeline.set_progress_bar_config(disable=True)
     outputs = []
     for start in tqdm(range(0, num_samples, batch_size), desc=f"shapes {task}", unit="batch"):
-        requests = [_request(e, seed, start + i, sampler) for i, e in enumerate(examples[start : start + batch_size])]
+        requests = [example_request(e, seed, start + i, sampler) for i, e in enumerate(examples[start : start + batch_size])]
         for images in pipeline.run_batch(requests, num_inference_steps=num_inference_steps, output_type="np"):
             outputs.extend(images)
     if task == "t2i":

@@ -1,0 +1,25 @@
+"""`mtu quickstart`: upcycle, train, evaluate and report on the shipped Shapes model (the README's main command)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("quickstart", help="upcycle shapes-base, train every task, evaluate, write a report")
+    parser.add_argument("--out", type=Path, default=Path("outputs/quickstart"), help="folder for the run and report")
+    parser.add_argument("--steps", type=int, default=300, help="training steps (default 300: ~5 min on 2 CPU cores)")
+    parser.add_argument("--eval-samples", type=int, default=32, help="held-out examples per task (default 32)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", type=Path, default=None, help="training config (default: configs/shapes.yaml)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from mtu.quickstart import DEFAULT_CONFIG, quickstart
+
+    if args.steps < 1 or args.eval_samples < 1:
+        raise ValueError(f"--steps and --eval-samples must be >= 1, got {args.steps} and {args.eval_samples}")
+    report = quickstart(args.out, args.steps, args.eval_samples, args.seed, args.config or DEFAULT_CONFIG)
+    print(f"\nreport: {report.resolve()}")

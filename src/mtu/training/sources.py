@@ -1,0 +1,262 @@
+"""Example sources: the Shapes world, HF `datasets`, JSONL files and image folders.
+
+Every source turns (index or rng) into a `Pair` of uint8 images at the training resolution. A sample
+that cannot be read raises `UnreadableSample`; the batch builder skips it, warns and counts it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mtu.config import TaskSpec
+from mtu.training.config import SourceConfig, TaskConfig
+from mtu.training.degradation import low_resolution_input
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+class UnreadableSample(Exception):
+    """A record whose image or text cannot be decoded (skipped, not fatal)."""
+
+
+@dataclass
+class Pair:
+    """One training example before collation.
+
+    Attributes:
+        task: task name.
+        text: prompt or instruction ("" for none).
+        target: uint8 (H, W, 3): the image the model learns to produce.
+        image: uint8 (H, W, 3) conditioning image at the target size, for "image" / "masked_image" tasks.
+        mask: uint8 (H, W), 1 = region to fill, for "masked_image" tasks.
+    """
+
+    task: str
+    text: str
+    target: np.ndarray
+    image: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+
+def fit(image: np.ndarray, resolution: int) -> np.ndarray:
+    """Resize the short side to `resolution` (bicubic) and centre-crop a square; no-op at the right size."""
+    height, width = image.shape[:2]
+    if height == width == resolution:
+        return image
+    scale = resolution / min(height, width)
+    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+    resized = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
+    top, left = (resized.shape[0] - resolution) // 2, (resized.shape[1] - resolution) // 2
+    return resized[top : top + resolution, left : left + resolution]
+
+
+def to_rgb(value: Any, root: Path | None = None) -> np.ndarray:
+    """uint8 (H, W, 3) from a PIL image, an array, encoded bytes, a `datasets` image dict or a file path."""
+    try:
+        if isinstance(value, dict):  # datasets Image feature with decode=False: {"bytes": ..., "path": ...}
+            value = value.get("bytes") or value.get("path")
+        if isinstance(value, (bytes, bytearray)):
+            value = Image.open(io.BytesIO(value))
+        elif isinstance(value, (str, Path)):
+            path = Path(value)
+            value = Image.open(path if path.is_absolute() or root is None else root / path)
+        if isinstance(value, Image.Image):
+            value.load()
+            return np.asarray(value.convert("RGB"))
+        if isinstance(value, np.ndarray) and value.ndim == 3 and value.shape[2] == 3:
+            return value.astype(np.uint8)
+    except (OSError, ValueError, SyntaxError) as error:  # PIL raises all three on corrupt files
+        raise UnreadableSample(f"cannot decode image: {error}") from None
+    raise UnreadableSample(f"expected an image, got {type(value).__name__}")
+
+
+def pick_text(value: Any, rng: np.random.Generator) -> str:
+    """A caption from a string, or one at random from a list (COCO has five per image); None -> ""."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return ""
+        value = value[int(rng.integers(len(value)))]
+    if not isinstance(value, str):
+        raise UnreadableSample(f"expected text, got {type(value).__name__}")
+    return value
+
+
+class ShapesSource:
+    """Exact task pairs from the Shapes world, drawn fresh from the sample's rng."""
+
+    def __init__(self, name: str, resolution: int) -> None:
+        self.name, self.resolution = name, resolution
+
+    def draw(self, rng: np.random.Generator, training: bool = True) -> Pair:
+        from mtu.data.shapes.tasks import make_example
+
+        example = make_example(self.name, rng, training=training)
+        target = fit(example.target, self.resolution)
+        if self.name == "t2i":
+            return Pair(self.name, example.prompt, target)
+        if self.name == "inpaint":
+            mask = np.asarray(Image.fromarray(example.mask).resize((self.resolution,) * 2, Image.Resampling.NEAREST))
+            return Pair(self.name, example.prompt, target, image=fit(example.image, self.resolution), mask=mask)
+        # sr: the 16x16 low-res input goes back up to the output size, as the "image" conditioning expects.
+        image = upsample(example.image, self.resolution) if self.name == "sr" else fit(example.image, self.resolution)
+        return Pair(self.name, example.prompt, target, image=image)
+
+
+def upsample(image: np.ndarray, resolution: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((resolution, resolution), Image.Resampling.BICUBIC))
+
+
+class RecordSource:
+    """Records (dicts of role -> raw value) from a dataset, turned into pairs for one task.
+
+    Subclasses implement `__len__` and `record(index)`.
+    """
+
+    root: Path | None = None
+
+    def __init__(self, name: str, spec: TaskSpec, task: TaskConfig, resolution: int) -> None:
+        self.name, self.spec, self.resolution = name, spec, resolution
+        self.columns = task.columns(name)
+        self.scale = task.scale(name) if spec.conditioning == "image" else None
+        self.second_order = task.degradation == "second_order"
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def record(self, index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def draw(self, rng: np.random.Generator) -> Pair:
+        record = self.record(int(rng.integers(len(self))))
+        text = pick_text(record.get("text"), rng)
+        target = fit(to_rgb(record.get("target"), self.root), self.resolution)
+        if self.spec.conditioning == "none":
+            return Pair(self.name, text, target)
+        if self.spec.conditioning == "masked_image":
+            from mtu.data.shapes.degrade import random_mask
+
+            return Pair(self.name, text, target, image=target, mask=random_mask(rng, self.resolution))
+        if self.scale:
+            low = low_resolution_input(target, rng, self.scale, self.second_order)
+            return Pair(self.name, text, target, image=upsample(low, self.resolution))
+        return Pair(self.name, text, target, image=fit(to_rgb(record.get("image"), self.root), self.resolution))
+
+    def _roles(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {role: row.get(column) for role, column in self.columns.items()}
+
+    def check_columns(self, available: list[str], where: str) -> None:
+        """ValueError when a role this task needs has no column (checked once, at start-up)."""
+        needed = ["target"] + (["image"] if self.spec.conditioning == "image" and not self.scale else [])
+        missing = {role: self.columns[role] for role in needed if self.columns.get(role) not in available}
+        if missing:
+            raise ValueError(
+                f"{where}: task {self.name!r} needs columns {missing} (role: column) but the data has {sorted(available)}; "
+                f"set tasks.{self.name}.source.columns"
+            )
+
+
+class HFSource(RecordSource):
+    """A `datasets` dataset: a `save_to_disk` folder, a folder of data files, or a hub name."""
+
+    def __init__(self, name: str, spec: TaskSpec, task: TaskConfig, resolution: int) -> None:
+        super().__init__(name, spec, task, resolution)
+        self.dataset = load_hf(task.source)
+        self.check_columns(list(self.dataset.column_names), f"tasks.{name}.source ({task.source.path})")
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def record(self, index: int) -> dict[str, Any]:
+        try:
+            row = self.dataset[index]  # datasets decodes images here: a corrupt one raises
+        except (OSError, ValueError, SyntaxError) as error:
+            raise UnreadableSample(f"row {index}: {error}") from None
+        return self._roles(row)
+
+
+def load_hf(source: SourceConfig):
+    """`load_from_disk` for a `save_to_disk` folder, else `load_dataset(path, name, split=...)`."""
+    import datasets
+
+    path = Path(source.path).expanduser()
+    if path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if source.split not in loaded:
+                raise ValueError(f"{path} has splits {sorted(loaded)}, not {source.split!r}; set source.split")
+            loaded = loaded[source.split]
+        return loaded
+    return datasets.load_dataset(source.path, source.name, split=source.split)
+
+
+class JsonlSource(RecordSource):
+    """One JSON object per line; image values are paths relative to the file's folder."""
+
+    def __init__(self, name: str, spec: TaskSpec, task: TaskConfig, resolution: int) -> None:
+        super().__init__(name, spec, task, resolution)
+        path = Path(task.source.path).expanduser()
+        self.root = path.parent
+        self.lines = [line for line in path.read_text().splitlines() if line.strip()]
+        if not self.lines:
+            raise ValueError(f"tasks.{name}.source: {path} has no records")
+        keys: set[str] = set()
+        for line in self.lines[:20]:  # the first parseable lines name the columns
+            try:
+                keys |= set(json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                continue
+        self.check_columns(sorted(keys), f"tasks.{name}.source ({path})")
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def record(self, index: int) -> dict[str, Any]:
+        try:
+            row = json.loads(self.lines[index])
+        except json.JSONDecodeError as error:
+            raise UnreadableSample(f"line {index + 1}: {error}") from None
+        if not isinstance(row, dict):
+            raise UnreadableSample(f"line {index + 1}: expected a JSON object")
+        return self._roles(row)
+
+
+class FolderSource(RecordSource):
+    """Every image under a folder (recursively); the caption of a.png is a.txt when it exists."""
+
+    def __init__(self, name: str, spec: TaskSpec, task: TaskConfig, resolution: int) -> None:
+        super().__init__(name, spec, task, resolution)
+        self.root = Path(task.source.path).expanduser()
+        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise ValueError(f"tasks.{name}.source: no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def record(self, index: int) -> dict[str, Any]:
+        path = self.files[index]
+        caption = path.with_suffix(".txt")
+        return {"target": path, "text": caption.read_text().strip() if caption.is_file() else ""}
+
+
+def open_source(name: str, task: TaskConfig, resolution: int) -> ShapesSource | RecordSource:
+    """The source of one task, opened (datasets loaded, files listed, columns checked)."""
+    spec, kind = task.spec(name), task.source.type
+    if kind == "shapes":
+        return ShapesSource(name, resolution)
+    if kind == "hf":
+        return HFSource(name, spec, task, resolution)
+    if kind == "jsonl":
+        return JsonlSource(name, spec, task, resolution)
+    if kind == "folder":
+        return FolderSource(name, spec, task, resolution)
+    raise ValueError(f"tasks.{name}.source.type: {kind!r} is not one of ['shapes', 'hf', 'jsonl', 'folder']")
