@@ -15,7 +15,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from mtu.assets import ASSETS_DIR
+from mtu.assets import ASSETS_DIR, SHAPES_BASE_SAMPLER
 
 DEFAULT_CONFIG = ASSETS_DIR / "configs" / "shapes.yaml"
 TASKS = ("t2i", "edit", "sr", "remove", "inpaint")
@@ -25,7 +25,7 @@ HEADLINE = {"t2i": ("all_correct", "color", "shape", "position"), "default": ("p
 
 
 def quickstart(out: str | Path = "outputs/quickstart", steps: int = 300, eval_samples: int = 32, seed: int = 0,
-               config: str | Path = DEFAULT_CONFIG) -> Path:
+               config: str | Path = DEFAULT_CONFIG, eval_steps: int = 25) -> Path:
     """Run the quickstart; returns the path of the report (`out/report.md`).
 
     Args:
@@ -34,6 +34,7 @@ def quickstart(out: str | Path = "outputs/quickstart", steps: int = 300, eval_sa
         eval_samples: held-out Shapes examples per task for the before/after metrics.
         seed: training seed and evaluation seed.
         config: the training config (default: the packaged copy of configs/shapes.yaml).
+        eval_steps: denoising steps of every evaluation and example (the shipped model's default is 25).
     """
     from mtu.training import load_config, train
 
@@ -43,14 +44,15 @@ def quickstart(out: str | Path = "outputs/quickstart", steps: int = 300, eval_sa
     overrides = {"output_dir": str(out / "run"), "train.max_steps": steps, "seed": seed,
                  "logging.log_with": "none", "logging.sample_every": 0, "checkpoint.every": max(steps // 2, 1)}
     training = load_config(config, overrides)
-    before = _evaluate_untrained(training.model, eval_samples, seed)
+    sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": eval_steps}
+    before = _evaluate_untrained(training.model, eval_samples, seed, sampler)
     model_dir = out / "run" / "model"
     if not (model_dir / "mtu_model.safetensors").is_file():
         resume = "latest" if (out / "run").is_dir() else None
         model_dir = Path(train(training, resume=resume)["model"])
     pipe = _pipeline(model_dir)
-    after = {task: _evaluate(pipe, task, eval_samples, seed) for task in TASKS}
-    grids = {task: _example_grid(pipe, task, out / f"examples-{task}.png", seed) for task in TASKS}
+    after = {task: _evaluate(pipe, task, eval_samples, seed, sampler) for task in TASKS}
+    grids = {task: _example_grid(pipe, task, out / f"examples-{task}.png", seed, sampler) for task in TASKS}
     router = _router_figure(pipe, out / "router.png")
     minutes = (time.perf_counter() - started) / 60
     report = _write_report(out, before, after, grids, router, steps, eval_samples, minutes)
@@ -66,29 +68,27 @@ def _pipeline(model_dir: Path | None = None, base: str | None = None):
     return pipe
 
 
-def _evaluate(pipe, task: str, samples: int, seed: int) -> dict:
-    from mtu.assets import SHAPES_BASE_SAMPLER
+def _evaluate(pipe, task: str, samples: int, seed: int, sampler: dict) -> dict:
     from mtu.evaluation.shapes_eval import evaluate_mtu_task
 
-    return evaluate_mtu_task(pipe, task, samples, seed, batch_size=16, **SHAPES_BASE_SAMPLER)
+    return evaluate_mtu_task(pipe, task, samples, seed, batch_size=16, **sampler)
 
 
-def _evaluate_untrained(base: str, samples: int, seed: int) -> dict:
+def _evaluate_untrained(base: str, samples: int, seed: int, sampler: dict) -> dict:
     """The freshly upcycled model: the base model for t2i, a starting point for the image tasks."""
     pipe = _pipeline(base=base)
-    return {task: _evaluate(pipe, task, samples, seed) for task in TASKS}
+    return {task: _evaluate(pipe, task, samples, seed, sampler) for task in TASKS}
 
 
 @torch.no_grad()
-def _example_grid(pipe, task: str, path: Path, seed: int) -> Path:
+def _example_grid(pipe, task: str, path: Path, seed: int, sampler: dict) -> Path:
     """Rows of (input, output, target) on held-out examples, enlarged 3x for viewing."""
-    from mtu.assets import SHAPES_BASE_SAMPLER
     from mtu.data.shapes.tasks import evaluation_set
     from mtu.evaluation.shapes_eval import example_request
 
     examples = evaluation_set(task, GRID_EXAMPLES, seed + 1)
-    steps = SHAPES_BASE_SAMPLER["num_inference_steps"]
-    settings = {k: v for k, v in SHAPES_BASE_SAMPLER.items() if k != "num_inference_steps"}
+    steps = sampler["num_inference_steps"]
+    settings = {k: v for k, v in sampler.items() if k != "num_inference_steps"}
     requests = [example_request(example, seed, index, settings) for index, example in enumerate(examples)]
     outputs = [images[0] for images in pipe.run_batch(requests, num_inference_steps=steps, output_type="np")]
     size = examples[0].target.shape[0]

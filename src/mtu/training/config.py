@@ -19,7 +19,7 @@ import yaml
 
 from mtu.config import BUILTIN_TASKS, CONDITIONINGS, TaskSpec
 
-METHODS = ("mtu", "single-task", "lora", "ia3")
+METHODS = ("mtu", "single-task", "lora", "ia3", "full")
 SOURCE_TYPES = ("shapes", "hf", "jsonl", "folder")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
@@ -437,9 +437,9 @@ class TrainConfig:
         weights = [t.weight for t in self.tasks.values() if _is_number(t.weight)]
         if self.tasks and len(weights) == len(self.tasks) and sum(weights) <= 0:
             found.append("tasks: the sampling weights sum to 0; give at least one task a positive weight")
-        if self.method == "single-task" and len(self.tasks) != 1:
+        if self.method in ("single-task", "full") and len(self.tasks) != 1:
             found.append(
-                f"method: single-task trains exactly one task, got {len(self.tasks)} ({self.task_names}); "
+                f"method: {self.method} trains exactly one task, got {len(self.tasks)} ({self.task_names}); "
                 "run once per task, or use method: mtu"
             )
         for name in SECTIONS:

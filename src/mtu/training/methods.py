@@ -5,6 +5,7 @@
 | mtu | experts (the FFN weights), routers, task embeddings, task norms, task input convs |
 | single-task | the same parts, for one task |
 | lora / ia3 | one peft adapter per task on each FFN's `ff.net.0.proj` and `ff.net.2`, plus the same task layers |
+| full | every denoiser weight, for one task (the paper's Fig. 2 deviation analysis), plus the task layers |
 
 The baselines get their task layers from `mtu.upcycle.add_task_layers` (MTU minus the experts), so the
 comparison isolates what the experts add. Adapters cannot mix tasks in one forward: `activate` switches
@@ -32,6 +33,7 @@ from mtu.upcycle import add_task_layers, find_feedforwards, upcycle
 
 METHOD_FILE = "training_method.json"
 ADAPTERS_FILE = "adapters.safetensors"
+DENOISER_FILE = "denoiser.safetensors"  # method "full": every weight of the fine-tuned denoiser
 ADAPTER_METHODS = ("lora", "ia3")
 
 
@@ -122,6 +124,10 @@ def build_model(unet: nn.Module, method: str, mtu_config: MTUConfig, adapter: Ad
         _inject_adapters(model, adapter, mtu_config.target_modules)
         activate(model, model.task_names[0])
         return model
+    if method == "full":
+        model = add_task_layers(unet, mtu_config)
+        model.base_model.requires_grad_(True)
+        return model
     raise ValueError(f"unknown method {method!r}; valid options: {list(METHODS)}")
 
 
@@ -190,6 +196,9 @@ def save_trained(model: MTUModel, folder: str | Path, method: str, adapter: Adap
     if method in ADAPTER_METHODS:
         tensors = {name: p.detach().cpu().contiguous() for name, p in adapter_parameters(model.base_model).items()}
         save_file(tensors, folder / ADAPTERS_FILE)
+    if method == "full":
+        tensors = {name: p.detach().cpu().contiguous() for name, p in model.base_model.state_dict().items()}
+        save_file(tensors, folder / DENOISER_FILE)
     info = {"method": method, "adapter": None if adapter is None else adapter.__dict__}
     (folder / METHOD_FILE).write_text(json.dumps(info, indent=1) + "\n")
 
@@ -218,3 +227,5 @@ def load_weights(model: MTUModel, folder: Path, method: str) -> None:
             raise ValueError(f"adapter weights in {folder} do not match the model ({len(saved)} saved, {len(own)} expected)")
         for name, parameter in own.items():
             parameter.copy_(saved[name])
+    if method == "full":
+        model.base_model.load_state_dict(load_file(folder / DENOISER_FILE))

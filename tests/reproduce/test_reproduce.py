@@ -1,0 +1,54 @@
+"""`mtu reproduce --quick` and `mtu quickstart` end to end on a tiny random base (tiny budgets: the code path, not the numbers)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from mtu.quickstart import DEFAULT_CONFIG
+from tests.helpers import save_tiny_sd_pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    """configs/shapes.yaml on a tiny random base, batch 2."""
+    root = tmp_path_factory.mktemp("repro")
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["model"] = str(save_tiny_sd_pipeline(root / "base"))
+    data["data"]["batch_size"] = 2
+    data["data"]["resolution"] = 16  # the tiny VAE's native size: keeps every step cheap
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_quick_reproduction_writes_results_and_reuses_runs(tiny_config, tmp_path):
+    from mtu.reproduce import reproduce
+
+    runs, results = tmp_path / "runs", tmp_path / "RESULTS.md"
+    report = reproduce(runs, tiny_config, quick=True, seeds=(0,), steps=1, eval_samples=1, results=results, tasks=("t2i", "edit"), eval_steps=1)
+    text = report.read_text()
+    for section in ("## Claims", "## Main table", "## Number of experts", "Fig. 2", "Fig. 5"):
+        assert section in text
+    for claim in ("single-task models on every task", "beats LoRA-FFN", "beats IA3-FFN", "T2I quality is kept"):
+        assert claim in text
+    figures = tmp_path / "RESULTS_figures"
+    assert {p.name for p in figures.iterdir()} >= {"router.png", "deviation_per_parameter.png", "deviation_raw.png"}
+    finished = sorted(runs.glob("*/metrics.json"))
+    assert len(finished) == 9  # base, 2 single-task, MTU N=4 and N=1, LoRA, IA3, 2 full fine-tunes
+    stamps = {path: path.stat().st_mtime_ns for path in finished}
+    reproduce(runs, tiny_config, quick=True, seeds=(0,), steps=1, eval_samples=1, results=results, tasks=("t2i", "edit"), eval_steps=1)
+    assert {path: path.stat().st_mtime_ns for path in finished} == stamps  # cached: nothing re-run
+
+
+def test_quickstart_writes_a_report(tiny_config, tmp_path):
+    from mtu.quickstart import quickstart
+
+    report = quickstart(tmp_path / "qs", steps=1, eval_samples=1, config=tiny_config, eval_steps=1)
+    text = report.read_text()
+    assert "| t2i |" in text and "| inpaint |" in text and "![router](router.png)" in text
+    assert all((tmp_path / "qs" / f"examples-{task}.png").is_file() for task in ("t2i", "edit", "sr", "remove", "inpaint"))
+    metrics = json.loads((tmp_path / "qs" / "metrics.json").read_text())
+    assert set(metrics["after"]) == {"t2i", "edit", "sr", "remove", "inpaint"}
