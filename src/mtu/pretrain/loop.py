@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mtu.signals import StopRequest
 from mtu.pretrain.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -127,33 +126,6 @@ class Stage:
         if name in self.ema:
             module.load_state_dict(self.ema[name], strict=False)
         return module
-
-
-class StopRequest:
-    """Turns SIGINT / SIGTERM into a flag the loop checks between steps (so it can checkpoint first).
-
-    A second Ctrl-C falls through to the default handler and interrupts at once.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, object] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\nreceived signal {signum}: saving a checkpoint after this step", file=sys.stderr, flush=True)
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 @dataclass

@@ -33,7 +33,8 @@ from mtu.pretrain.components import build_text_encoder, build_train_scheduler, b
 from mtu.pretrain.config import PretrainConfig, load_run_config, save_run_config
 from mtu.pretrain.data import held_out_images, sample_batch
 from mtu.pretrain.export import export_pipeline
-from mtu.pretrain.loop import Stage, StepBudget, StopRequest, latest_checkpoint, log_metrics, lr_at, run_steps
+from mtu.pretrain.loop import Stage, StepBudget, latest_checkpoint, log_metrics, lr_at, run_steps
+from mtu.signals import StopRequest
 from mtu.pretrain.objectives import diffusion_loss, latent_scaling_factor, vae_loss, vae_psnr
 from mtu.pretrain.tokenizer import build_tokenizer, save_tokenizer
 

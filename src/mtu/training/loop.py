@@ -15,9 +15,7 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from tqdm.auto import tqdm
 
 from mtu.conditioning import denoiser_input, latent_mask, mask_image
 from mtu.model import concat_task_inputs
+from mtu.signals import StopRequest
 from mtu.training.checkpoint import (
     CONFIG_FILE,
     Progress,
@@ -61,33 +60,6 @@ LOG_FILE = "train_log.jsonl"
 MODEL_DIR = "model"
 # Settings that must not change when a run is resumed: the weights would not fit or would mean something else.
 FIXED_ON_RESUME = ("model", "method", "mtu", "adapter")
-
-
-class StopRequest:
-    """SIGINT / SIGTERM set a flag the loop checks after each optimizer step (then checkpoints and exits).
-
-    A second Ctrl-C interrupts at once.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, object] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\nreceived signal {signum}: checkpointing after this step", file=sys.stderr, flush=True)
-
-    def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 @dataclass
