@@ -109,18 +109,13 @@ def run_once(run: Run, folder: Path, base: dict[str, Any], settings: dict[str, i
 
 def load_pipeline(base: str, model_dir: Path | None, run: Run):
     """An MTUPipeline over the run's trained denoiser (or the freshly upcycled base for "base")."""
-    from diffusers import DiffusionPipeline
-
-    from mtu.assets import resolve_model_path
     from mtu.pipelines import MTUPipeline
-    from mtu.training.methods import load_trained
+    from mtu.training.evaluate import run_pipeline
 
     if model_dir is None:
         pipe = MTUPipeline.from_base(base, config=MTUConfig(tasks=list(run.tasks), num_experts=run.num_experts))
     else:
-        parts = DiffusionPipeline.from_pretrained(resolve_model_path(base)).components
-        unet = load_trained(parts.pop("unet"), model_dir)
-        pipe = MTUPipeline(unet=unet, **{k: v for k, v in parts.items() if k in ("vae", "text_encoder", "tokenizer", "scheduler")})
+        pipe = run_pipeline(model_dir)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
