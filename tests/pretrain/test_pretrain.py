@@ -146,9 +146,9 @@ def test_shipped_shapes_base_loads_in_stock_diffusers_and_generates():
 def test_sigterm_checkpoints_the_current_step_and_stops(tmp_path):
     module = torch.nn.Linear(2, 2)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
-    stage = Stage("vae", {"vae": module}, optimizer, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    stage = Stage("vae", {"vae": module}, optimizer, torch.Generator().manual_seed(0))
 
-    def train_step() -> dict:
+    def train_step(batch) -> dict:
         loss = module(torch.ones(1, 2)).sum()
         optimizer.zero_grad()
         loss.backward()
@@ -158,7 +158,7 @@ def test_sigterm_checkpoints_the_current_step_and_stops(tmp_path):
         return {"loss": float(loss.detach())}
 
     with StopRequest() as stop:
-        finished = run_steps(stage, 10, lambda step: 1e-3, train_step, tmp_path, 100, stop, StepBudget())
+        finished = run_steps(stage, 10, lambda step: 1e-3, range(10), train_step, tmp_path, 100, stop, StepBudget())
     assert not finished
     assert latest_checkpoint(tmp_path).name == "0-vae-0000003"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
@@ -168,3 +168,26 @@ def test_lr_warms_up_then_decays_to_the_final_fraction():
     assert lr_at(0, 100, 1.0, 10, 0.05) == pytest.approx(0.1)
     assert lr_at(10, 100, 1.0, 10, 0.05) == pytest.approx(1.0)
     assert lr_at(100, 100, 1.0, 10, 0.05) == pytest.approx(0.05)
+
+
+def test_data_workers_render_the_same_batches_as_the_training_process():
+    from mtu.pretrain.data import SceneBatches, step_batches
+
+    dataset = SceneBatches(seed=0, stage_index=2, batch_size=3, num_steps=6, caption_dropout=0.5,
+                           tokenizer=build_tokenizer(vocabulary(), max_length=40))  # fmt: skip
+    inline = list(step_batches(dataset, first_step=2, workers=0))
+    parallel = list(step_batches(dataset, first_step=2, workers=2))
+    assert len(inline) == len(parallel) == 4
+    for (images_a, ids_a), (images_b, ids_b) in zip(inline, parallel):
+        assert torch.equal(images_a, images_b) and torch.equal(ids_a, ids_b)
+    assert not torch.equal(inline[0][0], inline[1][0])  # each step draws new scenes
+
+
+def test_time_limit_checkpoints_and_exports_then_resume_finishes(tmp_path):
+    run, export = tmp_path / "run", tmp_path / "export"
+    stopped = pretrain_shapes(run, {**TINY_RUN, "export_every": 100}, time_limit=0.0, export_to=export)
+    assert stopped["step"] == 1 and not stopped["finished"]  # one VAE step, then the deadline
+    resumed = pretrain_shapes(run, resume=True, time_limit=None, export_to=export)
+    assert resumed["finished"]
+    info = json.loads((export / "pretrain_info.json").read_text())
+    assert info["unet_step"] == 4 and info["unet_seconds_total"] > 0 and "CPU" in info["unet_hardware"]

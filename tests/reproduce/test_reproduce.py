@@ -52,3 +52,19 @@ def test_quickstart_writes_a_report(tiny_config, tmp_path):
     assert all((tmp_path / "qs" / f"examples-{task}.png").is_file() for task in ("t2i", "edit", "sr", "remove", "inpaint"))
     metrics = json.loads((tmp_path / "qs" / "metrics.json").read_text())
     assert set(metrics["after"]) == {"t2i", "edit", "sr", "remove", "inpaint"}
+
+
+def test_parallel_jobs_give_the_same_runs_as_one_process(tiny_config, tmp_path):
+    from mtu.reproduce import reproduce
+
+    kwargs = dict(quick=True, seeds=(0,), steps=2, eval_samples=1, tasks=("t2i", "edit"), eval_steps=1, device="cpu")
+    reproduce(tmp_path / "serial", tiny_config, results=tmp_path / "serial.md", **kwargs)
+    reproduce(tmp_path / "parallel", tiny_config, results=tmp_path / "parallel.md", jobs=2, **kwargs)
+    serial = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "serial").glob("*/metrics.json")}
+    parallel = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "parallel").glob("*/metrics.json")}
+    assert serial.keys() == parallel.keys() and len(serial) == 9
+    for name, result in serial.items():
+        for task, scores in result["tasks"].items():
+            for metric, value in scores.items():
+                if isinstance(value, float):
+                    assert parallel[name]["tasks"][task][metric] == pytest.approx(value, rel=1e-3, abs=1e-4), (name, metric)

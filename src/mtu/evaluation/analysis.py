@@ -222,13 +222,22 @@ def deviation_analysis(
     Returns:
         A `DeviationAnalysis`; ``.table()`` and ``.component_ranks()`` give the mean rank per component type.
     """
-    if measure not in MEASURES:
-        raise ValueError(f"unknown measure {measure!r}; valid options: {list(MEASURES)}")
     if not finetuned:
         raise ValueError("finetuned is empty: pass {task name: fine-tuned state dict}")
+    return rank_deviations({task: layer_deviations(pretrained, state) for task, state in finetuned.items()}, measure)
+
+
+def rank_deviations(
+    deviations: Mapping[str, Mapping[str, tuple[float, int, bool]]], measure: str = "per_parameter"
+) -> DeviationAnalysis:
+    """`deviation_analysis` from per-task `layer_deviations` results (small enough to cache as JSON)."""
+    if measure not in MEASURES:
+        raise ValueError(f"unknown measure {measure!r}; valid options: {list(MEASURES)}")
+    if not deviations:
+        raise ValueError("deviations is empty: pass {task name: layer_deviations(pretrained, finetuned)}")
     layers: dict[str, LayerDeviation] = {}
-    for task, state in finetuned.items():
-        for name, (norm, numel, partial) in layer_deviations(pretrained, state).items():
+    for task, per_layer in deviations.items():
+        for name, (norm, numel, partial) in per_layer.items():
             key, label = depth_of(name)
             layer = layers.setdefault(name, LayerDeviation(name, component_of(name), label, key, numel))
             layer.raw[task], layer.per_parameter[task] = norm, norm / math.sqrt(max(numel, 1))
@@ -236,7 +245,7 @@ def deviation_analysis(
         ordered = list(layers.values())
         for layer, rank in zip(ordered, average_ranks([getattr(layer, measure)[task] for layer in ordered])):
             layer.rank[task] = float(rank)
-    return DeviationAnalysis(sorted(layers.values(), key=lambda layer: (layer.depth_key, layer.name)), measure, list(finetuned))
+    return DeviationAnalysis(sorted(layers.values(), key=lambda layer: (layer.depth_key, layer.name)), measure, list(deviations))
 
 
 @dataclass

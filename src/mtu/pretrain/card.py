@@ -9,12 +9,17 @@ def _fmt(value, pattern: str, missing: str = "not measured yet") -> str:
     return missing if value is None else pattern.format(value)
 
 
-def _recipe_command(config: dict) -> str:
+def _recipe_command(config: dict, hardware: str | None) -> str:
+    where = "--device cuda --data-workers 14" if hardware and "GPU" in hardware else "--threads 1"
     return (
-        "mtu pretrain-shapes --out runs/shapes-base --threads 1 "
-        f"--vae-steps {config['vae_steps']} --unet-steps {config['unet_steps']} "
-        "--export-to src/mtu/assets/shapes-base"
+        f"mtu pretrain-shapes --out runs/shapes-base {where} "
+        f"--vae-steps {config['vae_steps']} --unet-steps {config['unet_steps']} --batch-size {config['batch_size']} "
+        f"--lr {config['lr']:g} --warmup-steps {config['warmup_steps']} --export-to src/mtu/assets/shapes-base"
     )
+
+
+def _minutes(seconds: float | None) -> str:
+    return "" if not seconds else f", {seconds / 60:.1f} min in all"
 
 
 def _architecture_rows(info: dict) -> str:
@@ -60,8 +65,8 @@ def render_card(info: dict) -> str:
     """Markdown model card. `info` is what `export.export_pipeline` writes to pretrain_info.json."""
     config = info["config"]
     sampler = ", ".join(f"`{k}={v}`" for k, v in SHAPES_BASE_SAMPLER.items())
-    vae_speed = _fmt(info["vae_seconds_per_step"], "{:.2f} s")
-    unet_speed = _fmt(info["unet_seconds_per_step"], "{:.2f} s")
+    vae_speed = _fmt(info["vae_seconds_per_step"], "{:.3f} s")
+    unet_speed = _fmt(info["unet_seconds_per_step"], "{:.3f} s")
     finished = info["unet_step"] >= config["unet_steps"]
     progress_note = (
         "Training is finished." if finished else "Training continues; this folder is re-exported as it improves."
@@ -84,9 +89,9 @@ image = pipe("a red circle at the top left, on a gray background", **SHAPES_BASE
 
 - Exported {info['exported_at']} at stage-2 step **{info['unet_step']:,} of {config['unet_steps']:,}**
   (text encoder + UNet, EMA weights), after {info['vae_step']:,} VAE steps. {progress_note}
-- Wall-clock per optimizer step on 1 thread of a shared 2-core CPU: VAE {vae_speed} (batch
-  {config['vae_batch_size']}); text encoder + UNet {unet_speed} (batch {config['batch_size']}, including data and VAE
-  encoding).
+- Wall-clock per optimizer step, data included: VAE {vae_speed} (batch {config['vae_batch_size']}, on
+  {info.get('vae_hardware') or 'the CPU'}{_minutes(info.get('vae_seconds_total'))}); text encoder + UNet
+  {unet_speed} (batch {config['batch_size']}, on {info.get('unet_hardware') or 'the CPU'}{_minutes(info.get('unet_seconds_total'))}).
 - VAE reconstruction PSNR on {info['eval_scenes']} held-out scenes (the targets of
   `mtu.data.shapes.evaluation_set("t2i", {info['eval_scenes']}, seed=0)`, posterior mean, uint8 pixels):
   **{_fmt(info['vae_psnr_db'], '{:.2f} dB')}**.
@@ -105,7 +110,7 @@ starts from pure noise at t=999); 64x64 output.
 ## Recipe
 
 ```
-{_recipe_command(config)}
+{_recipe_command(config, info.get('unet_hardware'))}
 # continue after Ctrl-C / SIGTERM (both checkpoint first) or a crash (last checkpoint):
 mtu pretrain-shapes --out runs/shapes-base --resume --export-to src/mtu/assets/shapes-base
 # export the latest checkpoint without touching a running training:

@@ -6,11 +6,10 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -56,11 +55,12 @@ class Stage:
     name: str
     modules: dict[str, torch.nn.Module]  # trained modules, by checkpoint prefix
     optimizer: torch.optim.Optimizer
-    rng: np.random.Generator  # data stream
-    generator: torch.Generator  # noise, timesteps, latent sampling
+    generator: torch.Generator  # noise, timesteps, latent sampling (on the CPU, whatever the device)
     ema_decay: float | None = None  # None: no EMA copy
     step: int = 0
-    seconds_per_step: float | None = None  # moving average of the compute time of one step
+    seconds_per_step: float | None = None  # moving average of the wall-clock time of one step
+    hardware: str | None = None  # where the latest steps ran (for the model card)
+    seconds_total: float = 0.0  # wall-clock of all steps so far, across resumes (checkpoints excluded)
     ema: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +82,7 @@ class Stage:
                     averages[key].lerp_(param.detach(), 1 - decay)
 
     def record_time(self, seconds: float) -> None:
+        self.seconds_total += seconds
         previous = self.seconds_per_step
         self.seconds_per_step = seconds if previous is None else 0.98 * previous + 0.02 * seconds
 
@@ -100,7 +101,8 @@ class Stage:
             "stage": self.name,
             "step": self.step,
             "seconds_per_step": self.seconds_per_step,
-            "data_rng": self.rng.bit_generator.state,
+            "hardware": self.hardware,
+            "seconds_total": self.seconds_total,
             "optimizer_param_groups": groups,
         }
 
@@ -114,12 +116,23 @@ class Stage:
             raise ValueError(f"checkpoint {path} belongs to stage {state['stage']!r}, not {self.name!r}")
         for name, module in self.modules.items():
             module.load_state_dict(unprefixed(name, tensors))
-        self.ema = {name: unprefixed(f"ema.{name}", tensors) for name in self.ema}
+        self.ema = {
+            name: {key: value.to(self._device(name)) for key, value in unprefixed(f"ema.{name}", tensors).items()}
+            for name in self.ema
+        }
         self.optimizer.load_state_dict(optimizer_from_flat(tensors, state["optimizer_param_groups"]))
         self.generator.set_state(tensors["rng.torch"])
-        self.rng.bit_generator.state = state["data_rng"]
         self.step = state["step"]
         self.seconds_per_step = state["seconds_per_step"]
+        self.hardware = state.get("hardware")
+        self.seconds_total = state.get("seconds_total", 0.0)
+
+    def _device(self, name: str) -> torch.device:
+        return next(self.modules[name].parameters()).device
+
+    @property
+    def device(self) -> torch.device:
+        return self._device(next(iter(self.modules)))
 
     def ema_module(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
         """`module` with this stage's EMA weights loaded (in place); plain weights when there is no EMA."""
@@ -130,9 +143,11 @@ class Stage:
 
 @dataclass
 class StepBudget:
-    """How many optimizer steps this invocation may still take (None: unlimited)."""
+    """How many optimizer steps, and how many seconds, this invocation may still take (None: unlimited)."""
 
     remaining: int | None = None
+    seconds: float | None = None
+    started: float = field(default_factory=time.monotonic)
 
     def spend(self) -> None:
         if self.remaining is not None:
@@ -140,7 +155,9 @@ class StepBudget:
 
     @property
     def exhausted(self) -> bool:
-        return self.remaining is not None and self.remaining <= 0
+        out_of_steps = self.remaining is not None and self.remaining <= 0
+        out_of_time = self.seconds is not None and time.monotonic() - self.started >= self.seconds
+        return out_of_steps or out_of_time
 
 
 def log_metrics(out: Path, record: dict) -> None:
@@ -152,7 +169,8 @@ def run_steps(
     stage: Stage,
     total: int,
     lr_of_step: Callable[[int], float],
-    train_step: Callable[[], dict[str, float]],
+    batches: Iterable,
+    train_step: Callable[[object], dict[str, float]],
     out: Path,
     checkpoint_every: int,
     stop: StopRequest,
@@ -161,19 +179,24 @@ def run_steps(
 ) -> bool:
     """Train `stage` from its current step to `total`, checkpointing on schedule and on stop requests.
 
+    `batches` yields the batch of each remaining step in order (see `data.step_batches`); each goes to
+    `train_step`.
+
     Returns:
         True when the stage reached `total`; False when a signal or the step budget stopped it (a
         checkpoint of the stopping step has been written).
     """
     interactive = sys.stderr.isatty()
     bar = tqdm(total=total, initial=stage.step, desc=stage.name, mininterval=1 if interactive else 30, file=sys.stderr)
+    batch_iterator = iter(batches)
     try:
         while stage.step < total:
+            start = time.perf_counter()  # data wait included: this is the wall-clock a step costs
+            batch = next(batch_iterator)
             lr = lr_of_step(stage.step)
             for group in stage.optimizer.param_groups:
                 group["lr"] = lr
-            start = time.perf_counter()
-            metrics = train_step()
+            metrics = train_step(batch)
             stage.step += 1
             stage.update_ema()
             stage.record_time(time.perf_counter() - start)

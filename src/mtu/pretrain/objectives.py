@@ -23,8 +23,9 @@ def vae_loss(vae: AutoencoderKL, images: torch.Tensor, generator: torch.Generato
 @torch.no_grad()
 def vae_psnr(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 50) -> float:
     """Mean PSNR (dB, uint8 pixels) of encode (posterior mean) -> decode over `images` in [-1, 1]."""
-    scores = []
+    scores, device = [], next(vae.parameters()).device
     for batch in images.split(batch_size):
+        batch = batch.to(device)
         decoded = vae.decode(vae.encode(batch).latent_dist.mode()).sample
         error = tensor_to_uint8(decoded).astype(np.float64) - tensor_to_uint8(batch).astype(np.float64)
         mse = np.maximum((error**2).mean(axis=(1, 2, 3)), 1e-10)
@@ -38,7 +39,8 @@ def latent_scaling_factor(
 ) -> float:
     """1 / std of posterior samples of fresh scenes: makes the latents the diffusion sees unit-variance."""
     images, _ = sample_batch(rng, num_scenes)
-    latents = torch.cat([vae.encode(b).latent_dist.sample(generator=generator) for b in images.split(64)])
+    device = next(vae.parameters()).device
+    latents = torch.cat([vae.encode(b.to(device)).latent_dist.sample(generator=generator) for b in images.split(64)])
     return float(1.0 / latents.std())
 
 
@@ -51,17 +53,20 @@ def snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float)
     """
     if gamma <= 0:
         return torch.ones(timesteps.shape)
-    alphas = scheduler.alphas_cumprod[timesteps]
+    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]  # add_noise may have moved it
     snr = alphas / (1 - alphas)
     return ((gamma + 1) / (snr + 1)).clamp(max=1.0)
 
 
 def diffusion_loss(unet, text_encoder, latents, input_ids, scheduler: DDPMScheduler, generator, gamma: float):
     """Weighted v-prediction MSE for latents (B, 4, 16, 16) (already scaled) and token ids (B, L)."""
-    noise = torch.randn(latents.shape, generator=generator)
+    # Drawn on the CPU from the CPU generator: the same noise on every device.
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
+    weights = snr_weights(scheduler, timesteps, gamma).to(latents.device)
+    timesteps = timesteps.to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     target = scheduler.get_velocity(latents, noise, timesteps)
     prediction = unet(noisy, timesteps, text_encoder(input_ids)[0]).sample
     per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
-    return (per_sample * snr_weights(scheduler, timesteps, gamma)).mean()
+    return (per_sample * weights).mean()

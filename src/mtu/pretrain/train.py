@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import sys
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from mtu.data.shapes import vocabulary
 from mtu.pretrain.checkpoint import replace_dir
 from mtu.pretrain.components import build_text_encoder, build_train_scheduler, build_unet, build_vae
 from mtu.pretrain.config import PretrainConfig, load_run_config, save_run_config
-from mtu.pretrain.data import held_out_images, sample_batch
+from mtu.pretrain.data import SceneBatches, held_out_images, step_batches
 from mtu.pretrain.export import export_pipeline
 from mtu.pretrain.loop import Stage, StepBudget, latest_checkpoint, log_metrics, lr_at, run_steps
 from mtu.signals import StopRequest
@@ -50,6 +52,9 @@ def pretrain_shapes(
     export_to: str | Path | None = None,
     threads: int = 1,
     stop_after: int | None = None,
+    device: str = "cpu",
+    data_workers: int = 0,
+    time_limit: float | None = None,
 ) -> dict:
     """Run (or continue) the recipe in folder `out`.
 
@@ -61,26 +66,34 @@ def pretrain_shapes(
         export_to: folder to write the stage-2 model to, every `export_every` steps and at the end.
         threads: torch intra-op threads (1 leaves the other core of a 2-core machine free).
         stop_after: checkpoint and return after this many optimizer steps (tests, time-boxed runs).
+        device: torch device to train on ("cpu", "cuda", ...). Data, noise and timesteps are drawn on
+            the CPU from the same seeds whatever the device.
+        data_workers: processes rendering batches ahead (0: render in the training process). A GPU
+            needs several: one CPU core renders ~1,300 scenes per second.
+        time_limit: checkpoint and return once this many seconds have passed (at a step boundary).
 
     Returns:
         ``{"stage", "step", "finished", "vae_psnr_db"}`` where training stopped.
     """
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    if data_workers < 0:
+        raise ValueError(f"data_workers must be >= 0, got {data_workers}")
     torch.set_num_threads(threads)
     out = Path(out)
     config = _prepare_run(out, overrides or {}, resume)
-    budget = StepBudget(stop_after)
+    hardware = Hardware(torch.device(device), data_workers)
+    budget = StepBudget(stop_after, time_limit)
     with StopRequest() as stop:
         if not (out / "vae" / VAE_REPORT).is_file():
-            if not _train_vae(out, config, _latest_of_stage(out, "vae"), stop, budget):
+            if not _train_vae(out, config, _latest_of_stage(out, "vae"), stop, budget, hardware):
                 return _summary(out, "vae", finished=False)
             if stop.requested or budget.exhausted:
                 return _summary(out, "unet", finished=False)
         elif config.vae_steps != _vae_report(out)["steps"]:
             steps = _vae_report(out)["steps"]
             print(f"note: the VAE is final after {steps} steps; --vae-steps is ignored", file=sys.stderr)
-        finished = _train_unet(out, config, _latest_of_stage(out, "unet"), stop, budget, export_to)
+        finished = _train_unet(out, config, _latest_of_stage(out, "unet"), stop, budget, export_to, hardware)
     return _summary(out, "unet", finished)
 
 
@@ -129,14 +142,33 @@ def _vae_report(out: Path) -> dict:
     return json.loads((out / "vae" / VAE_REPORT).read_text())
 
 
-def _stage_generators(config: PretrainConfig, stage: str) -> tuple[np.random.Generator, torch.Generator]:
+@dataclass(frozen=True)
+class Hardware:
+    """Where a run executes; it changes speed, not the recipe (the card reports it)."""
+
+    device: torch.device
+    data_workers: int
+
+    def describe(self) -> str:
+        if self.device.type == "cuda":
+            return f"one {torch.cuda.get_device_name(self.device)} GPU, {self.data_workers} data worker(s)"
+        return f"{torch.get_num_threads()} torch thread(s) of a {os.cpu_count()}-core CPU, {self.data_workers} data worker(s)"
+
+    def batches(self, dataset: SceneBatches, first_step: int):
+        return step_batches(dataset, first_step, self.data_workers, pin_memory=self.device.type == "cuda")
+
+
+def _stage_index(stage: str) -> int:
     # Distinct, reproducible streams per stage; none can reproduce the held-out evaluation streams.
-    index = 1 + ("vae", "unet").index(stage)
-    return np.random.default_rng([config.seed, index]), torch.Generator().manual_seed(config.seed * 1000 + index)
+    return 1 + ("vae", "unet").index(stage)
 
 
-def _vae_step(vae, stage: Stage, config: PretrainConfig) -> dict:
-    images, _ = sample_batch(stage.rng, config.vae_batch_size)
+def _stage_generator(config: PretrainConfig, stage: str) -> torch.Generator:
+    return torch.Generator().manual_seed(config.seed * 1000 + _stage_index(stage))
+
+
+def _vae_step(vae, stage: Stage, config: PretrainConfig, batch) -> dict:
+    images = batch[0].to(stage.device, non_blocking=True)
     losses = vae_loss(vae, images, stage.generator, config.kl_weight)
     stage.optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
@@ -144,16 +176,17 @@ def _vae_step(vae, stage: Stage, config: PretrainConfig) -> dict:
     return {k: float(v.detach()) for k, v in losses.items()}
 
 
-def _train_vae(out: Path, config: PretrainConfig, checkpoint: Path | None, stop, budget) -> bool:
+def _train_vae(out: Path, config: PretrainConfig, checkpoint: Path | None, stop, budget, hardware: Hardware) -> bool:
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        vae = build_vae(config.sizes)
+        vae = build_vae(config.sizes).to(hardware.device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=config.weight_decay)
-    rng, generator = _stage_generators(config, "vae")
-    stage = Stage("vae", {"vae": vae}, optimizer, rng, generator)
+    stage = Stage("vae", {"vae": vae}, optimizer, _stage_generator(config, "vae"))
     if checkpoint is not None:
         stage.restore(checkpoint)
+    stage.hardware = hardware.describe()
     quick_eval = held_out_images(min(100, config.eval_scenes))
+    dataset = SceneBatches(config.seed, _stage_index("vae"), config.vae_batch_size, config.vae_steps)
 
     def check_psnr(step: int) -> None:
         if step % _PSNR_EVERY == 0:
@@ -161,8 +194,9 @@ def _train_vae(out: Path, config: PretrainConfig, checkpoint: Path | None, stop,
 
     schedule = partial(lr_at, total=config.vae_steps, peak=config.vae_lr, warmup=config.vae_warmup_steps,
                        final_fraction=config.final_lr_fraction)  # fmt: skip
-    done = run_steps(stage, config.vae_steps, schedule, partial(_vae_step, vae, stage, config), out,
-                     config.checkpoint_every, stop, budget, after_step=check_psnr)  # fmt: skip
+    done = run_steps(stage, config.vae_steps, schedule, hardware.batches(dataset, stage.step),
+                     partial(_vae_step, vae, stage, config), out, config.checkpoint_every, stop, budget,
+                     after_step=check_psnr)  # fmt: skip
     if done:
         _finish_vae(out, vae, stage, config)
     return done
@@ -175,11 +209,12 @@ def _finish_vae(out: Path, vae: AutoencoderKL, stage: Stage, config: PretrainCon
     scale = latent_scaling_factor(vae, np.random.default_rng([config.seed, 99]), torch.Generator().manual_seed(99))
     vae.register_to_config(scaling_factor=scale)
     report = {"steps": stage.step, "psnr_db": psnr, "eval_scenes": config.eval_scenes,
-              "scaling_factor": scale, "seconds_per_step": stage.seconds_per_step}  # fmt: skip
+              "scaling_factor": scale, "seconds_per_step": stage.seconds_per_step,
+              "hardware": stage.hardware, "seconds_total": stage.seconds_total}  # fmt: skip
     tmp = out / "vae.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    vae.save_pretrained(tmp)
+    vae.to("cpu").save_pretrained(tmp)
     (tmp / VAE_REPORT).write_text(json.dumps(report, indent=1) + "\n")
     replace_dir(tmp, out / "vae")
     log_metrics(out, {"stage": "vae", "step": stage.step, "psnr_db": psnr, "scaling_factor": scale})
@@ -187,11 +222,9 @@ def _finish_vae(out: Path, vae: AutoencoderKL, stage: Stage, config: PretrainCon
           file=sys.stderr)  # fmt: skip
 
 
-def _unet_step(models: dict, stage: Stage, config: PretrainConfig, scheduler: DDPMScheduler) -> dict:
-    tokenizer, vae = models["tokenizer"], models["vae"]
-    images, captions = sample_batch(stage.rng, config.batch_size, config.caption_dropout)
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids  # fmt: skip
+def _unet_step(models: dict, stage: Stage, config: PretrainConfig, scheduler: DDPMScheduler, batch) -> dict:
+    vae = models["vae"]
+    images, ids = (tensor.to(stage.device, non_blocking=True) for tensor in batch)
     with torch.no_grad():
         latents = vae.encode(images).latent_dist.sample(generator=stage.generator) * vae.config.scaling_factor
     loss = diffusion_loss(models["unet"], models["text_encoder"], latents, ids, scheduler, stage.generator,
@@ -205,53 +238,64 @@ def _unet_step(models: dict, stage: Stage, config: PretrainConfig, scheduler: DD
     return {"loss": float(loss.detach())}
 
 
-def _unet_stage(out: Path, config: PretrainConfig) -> tuple[Stage, dict]:
+def _unet_stage(out: Path, config: PretrainConfig, device: torch.device) -> tuple[Stage, dict]:
     """A fresh stage-2 `Stage` and its fixed parts (tokenizer, frozen VAE)."""
     tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
-    vae = AutoencoderKL.from_pretrained(out / "vae").eval().requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(out / "vae").eval().requires_grad_(False).to(device)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        text_encoder = build_text_encoder(config.sizes, tokenizer)
-        unet = build_unet(config.sizes)
+        text_encoder = build_text_encoder(config.sizes, tokenizer).to(device)
+        unet = build_unet(config.sizes).to(device)
     trained = {"text_encoder": text_encoder, "unet": unet}
     parameters = [p for module in trained.values() for p in module.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    rng, generator = _stage_generators(config, "unet")
-    stage = Stage("unet", trained, optimizer, rng, generator, ema_decay=config.ema_decay)
+    stage = Stage("unet", trained, optimizer, _stage_generator(config, "unet"), ema_decay=config.ema_decay)
     return stage, {"tokenizer": tokenizer, "vae": vae, **trained}
 
 
 def _export(out: Path, config: PretrainConfig, stage: Stage, models: dict, dest: Path) -> None:
     report = _vae_report(out)
     progress = {
+        "vae_hardware": report.get("hardware"),
+        "unet_hardware": stage.hardware,
         "config": config.to_dict(),
         "vae_step": report["steps"],
         "unet_step": stage.step,
         "vae_seconds_per_step": report["seconds_per_step"],
         "unet_seconds_per_step": stage.seconds_per_step,
+        "vae_seconds_total": report.get("seconds_total"),
+        "unet_seconds_total": stage.seconds_total,
         "vae_psnr_db": report["psnr_db"],
         "eval_scenes": report["eval_scenes"],
         "vocabulary_words": len(json.loads((out / "vocabulary.json").read_text())),
     }
-    shipped = {name: stage.ema_module(name, copy.deepcopy(models[name])) for name in ("text_encoder", "unet")}
-    export_pipeline(dest, models["tokenizer"], shipped["text_encoder"], models["vae"], shipped["unet"], progress)
+    shipped = {name: stage.ema_module(name, copy.deepcopy(models[name])).cpu() for name in ("text_encoder", "unet")}
+    vae = copy.deepcopy(models["vae"]).cpu()
+    export_pipeline(dest, models["tokenizer"], shipped["text_encoder"], vae, shipped["unet"], progress)
 
 
-def _train_unet(out: Path, config: PretrainConfig, checkpoint: Path | None, stop, budget, export_to) -> bool:
-    stage, models = _unet_stage(out, config)
+def _train_unet(
+    out: Path, config: PretrainConfig, checkpoint: Path | None, stop, budget, export_to, hardware: Hardware
+) -> bool:
+    stage, models = _unet_stage(out, config, hardware.device)
     if checkpoint is not None:
         stage.restore(checkpoint)
+    stage.hardware = hardware.describe()
     scheduler = build_train_scheduler()
+    dataset = SceneBatches(config.seed, _stage_index("unet"), config.batch_size, config.unet_steps,
+                           config.caption_dropout, models["tokenizer"])  # fmt: skip
 
     def maybe_export(step: int) -> None:
-        if export_to is not None and (step % config.export_every == 0 or step == config.unet_steps):
+        # Also when a time limit or signal stops the run: a time-boxed run still leaves a model.
+        scheduled = step % config.export_every == 0 or step == config.unet_steps
+        if export_to is not None and (scheduled or stop.requested or budget.exhausted):
             _export(out, config, stage, models, Path(export_to))
 
     schedule = partial(lr_at, total=config.unet_steps, peak=config.lr, warmup=config.warmup_steps,
                        final_fraction=config.final_lr_fraction)  # fmt: skip
     step_fn = partial(_unet_step, models, stage, config, scheduler)
-    return run_steps(stage, config.unet_steps, schedule, step_fn, out, config.checkpoint_every, stop, budget,
-                     after_step=maybe_export)  # fmt: skip
+    return run_steps(stage, config.unet_steps, schedule, hardware.batches(dataset, stage.step), step_fn, out,
+                     config.checkpoint_every, stop, budget, after_step=maybe_export)  # fmt: skip
 
 
 def export_run(out: str | Path, dest: str | Path) -> Path:
@@ -264,7 +308,7 @@ def export_run(out: str | Path, dest: str | Path) -> Path:
             f"{out} has no stage-2 (text encoder + UNet) checkpoint yet (latest: {latest_checkpoint(out)}); "
             "export once the VAE is done and the UNet has passed its first checkpoint"
         )
-    stage, models = _unet_stage(out, config)
+    stage, models = _unet_stage(out, config, torch.device("cpu"))
     stage.restore(checkpoint)
     _export(out, config, stage, models, Path(dest))
     return Path(dest)

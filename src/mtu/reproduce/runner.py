@@ -7,8 +7,11 @@ last checkpoint) and `metrics.json`, written last and atomically: a run with `me
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import statistics
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,10 @@ QUICK_SETTINGS = {"steps": 20, "eval_samples": 8, "eval_steps": 25}
 FULL_SETTINGS = {"steps": 600, "eval_samples": 64, "eval_steps": 25}
 
 
+class RunInterrupted(RuntimeError):
+    """A run's training was stopped by a signal; it checkpointed, and the next `reproduce` resumes it."""
+
+
 def reproduce(
     out: str | Path,
     config: str | Path,
@@ -34,6 +41,8 @@ def reproduce(
     results: str | Path = "RESULTS.md",
     tasks: tuple[str, ...] = ALL_TASKS,
     eval_steps: int | None = None,
+    jobs: int = 1,
+    device: str | None = None,
 ) -> Path:
     """Run (or reuse) every run of the plan and write the results report; returns its path.
 
@@ -47,6 +56,9 @@ def reproduce(
         results: where to write the report (figures go next to it, in `<stem>_figures/`).
         tasks: the tasks to compare (t2i and at least one more; all five by default).
         eval_steps: denoising steps of the evaluation sampler (default: the shipped model's 25).
+        jobs: runs trained at once, each in its own process (the longest runs start first). On one
+            GPU, several jobs keep it busy: a tiny model's steps are bound by kernel launches.
+        device: where runs train and evaluate (default: cuda when available, else cpu).
     """
     from mtu.reproduce.report import write_report
 
@@ -55,11 +67,40 @@ def reproduce(
     seeds = seeds[:1] if quick else seeds
     tables = build_plan(quick, seeds, tasks)
     out, base = Path(out), yaml.safe_load(Path(config).read_text())
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
-    metrics = {}
-    for run in tqdm(unique_runs(tables), desc="reproduce", unit="run"):
-        metrics[run] = run_once(run, out / run.name, base, settings)
+    runs = unique_runs(tables)
+    # Longest first (more tasks to evaluate), so parallel jobs finish together.
+    queue = sorted(runs, key=lambda run: -len(run.tasks))
+    if jobs == 1:
+        metrics = {run: run_once(run, out / run.name, base, settings, device) for run in tqdm(queue, desc="reproduce", unit="run")}
+    else:
+        metrics = _run_parallel(queue, out, base, settings, device, jobs)
     return write_report(Path(results), tables, metrics, out, base["model"], settings, time.perf_counter() - started)
+
+
+def _run_parallel(queue: list[Run], out: Path, base: dict, settings: dict, device: str, jobs: int) -> dict:
+    """`run_once` over `queue` in `jobs` fresh processes (spawned: CUDA cannot be forked).
+
+    At most `jobs` runs are handed out at a time, so after Ctrl-C (which stops the running ones at a
+    checkpoint) no queued run starts.
+    """
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending, running, metrics = list(queue), {}, {}
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        with tqdm(total=len(queue), desc="reproduce", unit="run") as bar:
+            while pending or running:
+                while pending and len(running) < jobs:
+                    run = pending.pop(0)
+                    running[pool.submit(run_once, run, out / run.name, base, settings, device)] = run
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    metrics[running.pop(future)] = future.result()
+                    bar.update(1)
+    return metrics
 
 
 def train_config(run: Run, base: dict[str, Any], folder: Path, steps: int):
@@ -81,11 +122,12 @@ def train_config(run: Run, base: dict[str, Any], folder: Path, steps: int):
     return TrainConfig.from_dict(apply_overrides(base, overrides))
 
 
-def run_once(run: Run, folder: Path, base: dict[str, Any], settings: dict[str, int]) -> dict:
-    """Train (resuming) and evaluate one run, unless its metrics are already on disk."""
+def run_once(run: Run, folder: Path, base: dict[str, Any], settings: dict[str, int], device: str = "cpu") -> dict:
+    """Train (resuming) and evaluate one run on `device`, unless its metrics are already on disk."""
     done = folder / METRICS_FILE
     if done.is_file():
         return json.loads(done.read_text())
+    started = time.perf_counter()
     model_dir = None
     if run.method != "base":
         model_dir = folder / "train" / "model"
@@ -94,15 +136,19 @@ def run_once(run: Run, folder: Path, base: dict[str, Any], settings: dict[str, i
 
             config = train_config(run, base, folder, settings["steps"])
             resume = "latest" if (folder / "train" / "checkpoints").is_dir() else None
-            model_dir = Path(train(config, resume=resume)["model"])
-    pipe = load_pipeline(base["model"], model_dir, run)
-    result = {"run": run.name, "tasks": {}, "cost": measure_cost(pipe)}
+            summary = train(config, resume=resume)
+            if summary["model"] is None:  # stopped by a signal: checkpointed; the next call resumes it
+                raise RunInterrupted(f"{run.name} stopped at step {summary['step']}; run again to resume")
+            model_dir = Path(summary["model"])
+    pipe = load_pipeline(base["model"], model_dir, run).to(device)
+    result = {"run": run.name, "device": str(device), "tasks": {}, "cost": measure_cost(pipe, base["model"])}
     for task in run.tasks:
         result["tasks"][task] = evaluate(pipe, task, settings["eval_samples"], settings["eval_steps"])
     if run.method == "full":
-        result["finetuned_state"] = str(_save_export(pipe, run.tasks[0], folder))
+        result["layer_deviations"] = _layer_deviations(base["model"], pipe, run.tasks[0])
     if run.method == "mtu":
         result["routing"] = {name: w.tolist() for name, w in pipe.unet.routing_weights().items()}
+    result["seconds"] = time.perf_counter() - started  # this call's training (if any) and evaluation
     write_text_atomic(done, json.dumps(result, indent=1, default=str))
     return result
 
@@ -131,37 +177,54 @@ def evaluate(pipe, task: str, samples: int, steps: int) -> dict:
 
 
 @torch.no_grad()
-def measure_cost(pipe, repeats: int = 5) -> dict:
-    """Parameters, trainable parameters, GFLOPs and median latency of one denoiser call (batch 1, t2i)."""
+def measure_cost(pipe, base_model: str, repeats: int = 7) -> dict:
+    """Parameters, trainable parameters, GFLOPs of one denoiser call (batch 1, t2i), and its latency
+    relative to the original (never upcycled) base UNet, the two timed alternately in this process."""
+    from diffusers import UNet2DConditionModel
     from torch.utils.flop_counter import FlopCounterMode
 
+    from mtu.assets import resolve_model_path
+
     unet = pipe.unet
+    device = next(unet.parameters()).device
+    original = UNet2DConditionModel.from_pretrained(resolve_model_path(base_model), subfolder="unet").to(device)
     size = unet.config.sample_size
-    latent = torch.randn(1, unet.config.in_channels, size, size)
-    text = torch.randn(1, pipe.tokenizer.model_max_length, unet.config.cross_attention_dim)
     task = unet.task_names[0]
-    sample = torch.cat([latent, torch.zeros(1, unet.task_in_channels(task) - latent.shape[1], size, size)], dim=1)
-    call = lambda: unet(sample, torch.tensor([500]), text, task=task)  # noqa: E731
+    sample = torch.zeros(1, unet.task_in_channels(task), size, size, device=device)
+    sample[:, : unet.config.in_channels] = torch.randn(1, unet.config.in_channels, size, size)
+    text = torch.randn(1, pipe.tokenizer.model_max_length, unet.config.cross_attention_dim).to(device)
+    timestep = torch.tensor([500], device=device)
+    calls = {
+        "model": lambda: unet(sample, timestep, text, task=task),
+        "original": lambda: original(sample[:, : unet.config.in_channels], timestep, text),
+    }
     with FlopCounterMode(display=False) as counter:
-        call()
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
+        calls["model"]()
+    times = {name: [] for name in calls}
+    for repeat in range(repeats + 1):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if repeat:  # the first round warms up
+                times[name].append(time.perf_counter() - start)
     return {
         "params": sum(p.numel() for p in unet.parameters()),
         "trainable": sum(p.numel() for p in unet.parameters() if p.requires_grad),
         "gflops": counter.get_total_flops() / 1e9,
-        "latency_s": statistics.median(times[1:]),
+        "latency_s": statistics.median(times["model"]),
+        "latency_vs_original": statistics.median(times["model"]) / statistics.median(times["original"]),
     }
 
 
-def _save_export(pipe, task: str, folder: Path) -> Path:
-    """The fully fine-tuned denoiser as a plain state dict with the base's key names (for Fig. 2)."""
-    from safetensors.torch import save_file
+def _layer_deviations(base_model: str, pipe, task: str) -> dict[str, list]:
+    """Fig. 2's raw material: per layer of the fully fine-tuned denoiser, (L2 change, numel, partial)."""
+    from diffusers import UNet2DConditionModel
 
-    path = folder / "finetuned_unet.safetensors"
-    state = {key: value.contiguous() for key, value in pipe.unet.export(task).state_dict().items()}
-    save_file(state, path)
-    return path
+    from mtu.assets import resolve_model_path
+    from mtu.evaluation.analysis import layer_deviations
+
+    pretrained = UNet2DConditionModel.from_pretrained(resolve_model_path(base_model), subfolder="unet").state_dict()
+    finetuned = {key: value.detach().cpu() for key, value in pipe.unet.export(task).state_dict().items()}
+    return {name: list(values) for name, values in layer_deviations(pretrained, finetuned).items()}
