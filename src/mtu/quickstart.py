@@ -16,14 +16,12 @@ import PIL.Image
 import torch
 
 from mtu.assets import ASSETS_DIR, SHAPES_BASE_SAMPLER
+from mtu.evaluation.shapes_metrics import summary
 
 DEFAULT_CONFIG = ASSETS_DIR / "configs" / "shapes.yaml"
 TASKS = ("t2i", "edit", "sr", "remove", "inpaint")
 GRID_EXAMPLES = 4
 # The headline figure of each task in the report: attribute accuracy for t2i, pixel fidelity otherwise.
-HEADLINE = {"t2i": ("all_correct", "color", "shape", "position"), "default": ("psnr", "ssim", "all_correct")}
-
-
 def quickstart(out: str | Path = "outputs/quickstart", steps: int = 300, eval_samples: int = 32, seed: int = 0,
                config: str | Path = DEFAULT_CONFIG, eval_steps: int = 25) -> Path:
     """Run the quickstart; returns the path of the report (`out/report.md`).
@@ -111,11 +109,6 @@ def _router_figure(pipe, path: Path) -> tuple[Path, str]:
     return analysis.plot(path), analysis.summary()
 
 
-def _headline(task: str, metrics: dict) -> str:
-    keys = HEADLINE.get(task, HEADLINE["default"])
-    return ", ".join(f"{key} {metrics[key]:.3f}" for key in keys if isinstance(metrics.get(key), (int, float)))
-
-
 def _write_report(out: Path, before: dict, after: dict, grids: dict, router: tuple[Path, str], steps: int,
                   samples: int, minutes: float) -> Path:
     lines = [
@@ -129,7 +122,7 @@ def _write_report(out: Path, before: dict, after: dict, grids: dict, router: tup
         "| task | untrained (just upcycled) | trained |",
         "|---|---|---|",
     ]
-    lines += [f"| {task} | {_headline(task, before[task])} | {_headline(task, after[task])} |" for task in TASKS]
+    lines += [f"| {task} | {summary(task, before[task])} | {summary(task, after[task])} |" for task in TASKS]
     lines += ["", "The untrained model is exactly the base model: its t2i is the base's, and the image tasks ignore "
               "their input (their extra input channels start at zero).", ""]
     for task in TASKS:

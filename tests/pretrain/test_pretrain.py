@@ -191,3 +191,23 @@ def test_time_limit_checkpoints_and_exports_then_resume_finishes(tmp_path):
     assert resumed["finished"]
     info = json.loads((export / "pretrain_info.json").read_text())
     assert info["unet_step"] == 4 and info["unet_seconds_total"] > 0 and "CPU" in info["unet_hardware"]
+
+
+def test_evaluate_writes_measured_figures_into_the_card(tmp_path, tiny_run):
+    import shutil
+
+    folder = tmp_path / "export"
+    shutil.copytree(tiny_run[0] / "export", folder)
+    assert "Not measured yet" in (folder / "README.md").read_text()
+    assert main(["pretrain-shapes", "--export-to", str(folder), "--evaluate", "--eval-samples", "3"]) == 0
+    info = json.loads((folder / "pretrain_info.json").read_text())
+    vae, t2i = info["evaluation"]["vae"], info["evaluation"]["t2i"]
+    assert vae["num_scenes"] == 3 and 0 <= vae["parser"]["all_correct"] <= 1 and vae["psnr_db"] > 0
+    assert t2i["num_images"] == 3 and set(t2i["by_num_objects"]) <= {"1", "2", "3"}
+    card = (folder / "README.md").read_text()
+    assert f"PSNR **{vae['psnr_db']:.2f} dB**" in card and "| all | 3 |" in card
+
+
+def test_evaluate_without_an_export_folder_names_the_fix(capsys):
+    assert main(["pretrain-shapes", "--evaluate"]) != 0
+    assert "--evaluate need --export-to DIR" in capsys.readouterr().err

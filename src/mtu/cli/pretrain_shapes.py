@@ -13,11 +13,11 @@ def register(subparsers) -> None:
         description="Stage 1 trains the VAE, stage 2 the text encoder + UNet, on fresh Shapes scenes. "
         "Ctrl-C / SIGTERM checkpoint before exiting; --resume continues from the last checkpoint.",
     )
-    parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, tokenizer, VAE)")
+    parser.add_argument("--out", help="run folder (checkpoints, logs, tokenizer, VAE); omit with --evaluate alone")
     parser.add_argument("--vae-steps", type=int, help="stage-1 steps (default 4000; resume: the saved value)")
-    parser.add_argument("--unet-steps", type=int, help="stage-2 steps (default 30000; resume: the saved value)")
+    parser.add_argument("--unet-steps", type=int, help="stage-2 steps (default 1661; resume: the saved value)")
     parser.add_argument("--seed", type=int, help="seed of a new run (default 0)")
-    parser.add_argument("--batch-size", type=int, help="stage-2 batch size (default 32)")
+    parser.add_argument("--batch-size", type=int, help="stage-2 batch size (default 256)")
     parser.add_argument("--lr", type=float, help="stage-2 peak learning rate (default 1e-3)")
     parser.add_argument("--warmup-steps", type=int, help="stage-2 warmup steps (default 500)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
@@ -32,17 +32,40 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--export-only", action="store_true", help="export the latest stage-2 checkpoint to --export-to and exit"
     )
+    parser.add_argument(
+        "--evaluate", action="store_true",
+        help="then measure the --export-to folder (VAE PSNR + parser, t2i accuracy) and write it into its card",
+    )
+    parser.add_argument("--eval-samples", type=int, default=500, help="held-out scenes / captions for --evaluate")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtu.pretrain.train import export_run, pretrain_shapes
+    from mtu.pretrain.train import export_run
 
+    if (args.export_only or args.evaluate) and not args.export_to:
+        raise ValueError("--export-only and --evaluate need --export-to DIR")
+    if args.out is None and not args.evaluate:
+        raise ValueError("--out DIR is required (the run folder); only --evaluate --export-to DIR works without it")
     if args.export_only:
-        if not args.export_to:
-            raise ValueError("--export-only needs --export-to DIR")
         print(f"exported to {export_run(args.out, args.export_to)}")
-        return 0
+    elif args.out is not None:
+        _train(args)
+    if args.evaluate:
+        import torch
+
+        from mtu.pretrain.evaluate import evaluate_export
+
+        torch.set_num_threads(args.threads)
+        evaluation = evaluate_export(args.export_to, args.eval_samples, device=args.device)
+        print(json.dumps({"vae_psnr_db": evaluation["vae"]["psnr_db"], "t2i_all_correct": evaluation["t2i"]["all_correct"],
+                          "t2i_single_object_all_correct": evaluation["t2i"]["by_num_objects"].get("1", {}).get("all_correct")}))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> None:
+    from mtu.pretrain.train import pretrain_shapes
+
     overrides = {
         "vae_steps": args.vae_steps,
         "unet_steps": args.unet_steps,
@@ -57,4 +80,3 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, data_workers=args.data_workers, time_limit=args.time_limit,
     )
     print(json.dumps(summary))
-    return 0

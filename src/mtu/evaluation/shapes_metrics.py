@@ -145,3 +145,20 @@ def pair_metrics(
     per_scene = [score_scene(parse_scene(output), scene) for output, scene in zip(outputs, target_scenes)]
     metrics.update(_summarise(per_scene))
     return metrics
+
+
+# The numbers each Shapes task is summarised by, everywhere (reports, logs, the CLI's one-liners).
+HEADLINE_METRIC = {"t2i": "all_correct", "edit": "psnr", "sr": "psnr", "remove": "psnr", "inpaint": "psnr"}
+SUMMARY_METRICS = {"t2i": ("all_correct", "color", "shape", "position", "background"),
+                   "default": ("psnr", "ssim", "all_correct")}  # fmt: skip
+
+
+def headline_metric(task: str) -> str:
+    """The one metric a task's results are compared by: t2i all-attributes-correct, else PSNR (dB)."""
+    return HEADLINE_METRIC.get(task, "psnr")
+
+
+def summary(task: str, metrics: dict, separator: str = ", ") -> str:
+    """The task's summary metrics as "name value" pairs, e.g. "psnr 24.310, ssim 0.871, all_correct 0.812"."""
+    keys = SUMMARY_METRICS.get(task, SUMMARY_METRICS["default"])
+    return separator.join(f"{key} {metrics[key]:.3f}" for key in keys if isinstance(metrics.get(key), (int, float)))

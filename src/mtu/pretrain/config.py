@@ -19,9 +19,9 @@ class PretrainConfig:
     """
 
     vae_steps: int = 4000  # stage-1 optimizer steps
-    unet_steps: int = 30000  # stage-2 optimizer steps (the learning rate decays over exactly these)
+    unet_steps: int = 1661  # stage-2 optimizer steps (the learning rate decays over exactly these)
     vae_batch_size: int = 16
-    batch_size: int = 32  # stage 2
+    batch_size: int = 256  # stage 2
     vae_lr: float = 5e-4  # peak learning rate, stage 1
     lr: float = 1e-3  # peak learning rate, stage 2
     vae_warmup_steps: int = 100
@@ -34,7 +34,7 @@ class PretrainConfig:
     min_snr_gamma: float = 5.0  # min-SNR loss weighting (Hang et al. 2023); 0 disables it
     ema_decay: float = 0.999  # EMA of text encoder + UNet weights; the EMA weights are exported
     seed: int = 0  # seeds weight init, the data stream and the noise
-    checkpoint_every: int = 200
+    checkpoint_every: int = 250
     export_every: int = 1000  # stage-2 steps between exports (when an export folder is given)
     eval_scenes: int = 500  # held-out scenes for the VAE PSNR
     sizes: ModelSizes = field(default_factory=ModelSizes)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
+from mtu.evaluation.shapes_metrics import headline_metric
 from mtu.reproduce.plan import MAIN_EXPERTS, Run
 
 # The figure each task is compared on: attribute accuracy for t2i, PSNR (dB) against the exact target otherwise.
-HEADLINE = {"t2i": "all_correct", "edit": "psnr", "sr": "psnr", "remove": "psnr", "inpaint": "psnr"}
 METHOD_LABELS = {"base": "base model", "single-task": "single-task models", "mtu": f"MTU (N={MAIN_EXPERTS})",
                  "lora": "LoRA-FFN", "ia3": "IA3-FFN"}
 
@@ -32,7 +32,7 @@ def _cell(values: list[float], digits: int = 3) -> str:
 
 
 def _headline(metrics: dict, runs: list[Run], task: str) -> list[float]:
-    return [metrics[run]["tasks"][task][HEADLINE[task]] for run in runs if task in metrics[run]["tasks"]]
+    return [metrics[run]["tasks"][task][headline_metric(task)] for run in runs if task in metrics[run]["tasks"]]
 
 
 def _verdict(better: list[float], worse: list[float], margin: float = 0.0) -> str:
@@ -65,7 +65,7 @@ def _tasks(tables: dict) -> tuple[str, ...]:
 def _main_table(tables: dict, metrics: dict) -> list[str]:
     rows = _main_rows(tables, metrics)
     tasks = _tasks(tables)
-    header = [f"{task} ({HEADLINE[task]})" for task in tasks] + ["params", "trainable", "GFLOPs/call",
+    header = [f"{task} ({headline_metric(task)})" for task in tasks] + ["params", "trainable", "GFLOPs/call",
                                                                   "latency vs original UNet"]
     lines = ["| method | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for label, by_task in rows.items():
@@ -73,15 +73,16 @@ def _main_table(tables: dict, metrics: dict) -> list[str]:
         runs = [run for task_runs in by_task.values() for run in task_runs]
         cost = metrics[runs[0]]["cost"]
         latency = statistics.mean(metrics[run]["cost"]["latency_vs_original"] for run in runs)
+        devices = "/".join(sorted({metrics[run].get("device", "cpu") for run in runs}))
         cells += [f"{cost['params']:,}", f"{cost['trainable']:,}" + (" per task" if label.startswith("single") else ""),
-                  f"{cost['gflops']:.3f}", f"{latency:.2f}x"]
+                  f"{cost['gflops']:.3f}", f"{latency:.2f}x ({devices})"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
 def _experts_table(tables: dict, metrics: dict) -> tuple[list[str], int]:
     counts, tasks = sorted({run.num_experts for run in tables["experts"]}), _tasks(tables)
-    lines = ["| N | " + " | ".join(f"{t} ({HEADLINE[t]})" for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    lines = ["| N | " + " | ".join(f"{t} ({headline_metric(t)})" for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     scores = {}
     for n in counts:
         runs = [run for run in tables["experts"] if run.num_experts == n]
@@ -204,6 +205,11 @@ def write_report(path: Path, tables: dict, metrics: dict, out: Path, base_model:
         "## Main table",
         "",
         *_main_table(tables, metrics),
+        "",
+        "Latency: one denoiser call at batch 1, timed alternately with the original (never upcycled) UNet in the "
+        "run's own process on its device (median of 7); the ratio is what carries over. On a GPU a model this "
+        "small is bound by kernel launches, so the router's and experts' extra small kernels weigh more than their "
+        "FLOPs; GFLOPs/call is the device-independent cost.",
         "",
         "## Number of experts",
         "",

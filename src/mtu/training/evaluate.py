@@ -76,11 +76,9 @@ def evaluate_run(
 
 def summary_line(task: str, metrics: dict) -> str:
     """One line per task: the headline numbers."""
-    if task == "t2i":
-        keys = ("all_correct", "color", "shape", "position", "background")
-    else:
-        keys = ("psnr", "ssim", "all_correct")
-    return f"{task:<8} " + "  ".join(f"{k} {metrics[k]:.3f}" for k in keys if metrics.get(k) is not None)
+    from mtu.evaluation.shapes_metrics import summary
+
+    return f"{task:<8} " + summary(task, metrics, separator="  ")
 
 
 def main(argv: list[str] | None = None) -> None:

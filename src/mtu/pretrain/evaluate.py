@@ -1,0 +1,64 @@
+"""Measure an exported shapes-base folder and write the figures into its model card.
+
+Two measurements, both on held-out Shapes sets that no training stream can draw:
+the VAE (encode -> decode the targets of ``evaluation_set("t2i", n, seed)``: PSNR and the parser's
+agreement with the true scenes) and text-to-image (`evaluate_t2i` with the default sampler).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from mtu.assets import SHAPES_BASE_SAMPLER
+from mtu.config import write_text_atomic
+from mtu.data.shapes import evaluation_set
+from mtu.evaluation.shapes_eval import evaluate_t2i, load_pipeline
+from mtu.evaluation.shapes_metrics import t2i_accuracy
+from mtu.pretrain.card import render_card
+from mtu.pretrain.data import images_to_tensor, tensor_to_uint8
+from mtu.pretrain.export import INFO_FILE
+from mtu.pretrain.objectives import vae_psnr
+
+
+@torch.no_grad()
+def vae_report(vae, num_scenes: int, seed: int = 0, batch_size: int = 50) -> dict:
+    """PSNR of the VAE's reconstructions of held-out scenes and the parser's accuracy on them."""
+    examples = evaluation_set("t2i", num_scenes, seed)
+    images = images_to_tensor([example.target for example in examples])
+    device = next(vae.parameters()).device
+    decoded = [
+        tensor_to_uint8(vae.decode(vae.encode(batch.to(device)).latent_dist.mode()).sample)
+        for batch in images.split(batch_size)
+    ]
+    reconstructions = [image for batch in decoded for image in batch]
+    parsed = t2i_accuracy(reconstructions, [example.target_scene for example in examples])
+    return {"num_scenes": num_scenes, "seed": seed, "psnr_db": vae_psnr(vae, images),
+            "parser": {k: v for k, v in parsed.items() if k != "by_num_objects"}}  # fmt: skip
+
+
+def evaluate_export(folder: str | Path, num_samples: int = 500, seed: int = 0, device: str | None = None,
+                    batch_size: int = 50) -> dict:  # fmt: skip
+    """Measure the shapes-base folder `folder` and store the figures in its pretrain_info.json and README.md.
+
+    Returns:
+        ``{"vae": vae_report(...), "t2i": evaluate_t2i(...)}`` as stored under ``"evaluation"``.
+    """
+    folder = Path(folder)
+    info_path = folder / INFO_FILE
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path} not found: {folder} is not a folder written by mtu pretrain-shapes")
+    pipeline = load_pipeline(folder, device)
+    evaluation = {
+        "vae": vae_report(pipeline.vae, num_samples, seed),
+        "t2i": evaluate_t2i(pipeline, num_samples, seed, batch_size=batch_size, **SHAPES_BASE_SAMPLER),
+        "device": str(pipeline.device),
+        "batch_size": batch_size,  # the noise stream depends on it (one generator across batches)
+    }
+    info = json.loads(info_path.read_text())
+    info["evaluation"] = evaluation
+    write_text_atomic(info_path, json.dumps(info, indent=1) + "\n")
+    write_text_atomic(folder / "README.md", render_card(info))
+    return evaluation
