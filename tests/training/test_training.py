@@ -167,3 +167,16 @@ def test_evaluate_a_trained_run_and_the_untrained_upcycle(tiny_model, tmp_path, 
     assert set(after) == {"t2i", "remove"} and set(before) == {"remove"}
     assert after["remove"]["num_samples"] == 2 and 0 <= after["t2i"]["color"] <= 1
     assert summary_line("remove", after["remove"]).startswith("remove   psnr ")
+
+
+def test_image_tasks_can_be_scored_without_their_prompt(tiny_model, tmp_path):
+    from mtu.training.evaluate import evaluate_run
+
+    config = TrainConfig.from_dict(config_dict(tiny_model, tmp_path / "run", tasks=("t2i", "sr"), train={"max_steps": 1}))
+    sampler = {"num_inference_steps": 1, "guidance_scale": 1.0}
+    with_prompt = evaluate_run(None, config=config, tasks=["sr"], num_samples=2, **sampler)["sr"]
+    without = evaluate_run(None, config=config, tasks=["sr"], num_samples=2, prompt=False, **sampler)["sr"]
+    assert with_prompt["prompt"] and not without["prompt"]
+    assert without["psnr"] != with_prompt["psnr"]  # the prompt reached the text encoder in one and not the other
+    with pytest.raises(ValueError, match="t2i cannot be scored without its prompt"):
+        evaluate_run(None, config=config, tasks=["t2i"], num_samples=1, prompt=False, **sampler)

@@ -18,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-samples", type=int, default=None, help="held-out examples per task")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (default 1)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--report-only", action="store_true", help="run nothing: write the report from the finished runs")
     parser.set_defaults(func=run)
 
 
@@ -30,5 +31,5 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError("--seeds needs at least one seed, e.g. --seeds 0,1")
     tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
     report = reproduce(args.out, args.config or DEFAULT_CONFIG, args.quick, seeds, args.steps, args.eval_samples,
-                       args.results, tasks, jobs=args.jobs, device=args.device)
+                       args.results, tasks, jobs=args.jobs, device=args.device, report_only=args.report_only)
     print(f"wrote {report}")

@@ -51,8 +51,12 @@ def evaluate_t2i(pipeline: Any, num_samples: int, seed: int, batch_size: int = 1
     return metrics
 
 
-def example_request(example: TaskExample, seed: int, index: int, sampler: dict[str, Any]) -> Any:
-    """An `MTURequest` for a Shapes example, with its own generator seeded from (seed, index)."""
+def example_request(example: TaskExample, seed: int, index: int, sampler: dict[str, Any], prompt: bool = True) -> Any:
+    """An `MTURequest` for a Shapes example, with its own generator seeded from (seed, index).
+
+    `prompt=False` sends an empty prompt: sr and inpaint then have to work from the image alone (a
+    Shapes caption names every attribute, so a strong text-to-image base can answer them from the
+    caption and ignore the image)."""
     import PIL.Image
 
     from mtu.pipelines import MTURequest
@@ -61,12 +65,13 @@ def example_request(example: TaskExample, seed: int, index: int, sampler: dict[s
     mask = None if example.mask is None else PIL.Image.fromarray(example.mask * 255)
     size = example.target.shape[0]
     generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
-    return MTURequest(example.task, example.prompt, image=image, mask_image=mask, generator=generator,
+    return MTURequest(example.task, example.prompt if prompt else "", image=image, mask_image=mask, generator=generator,
                       height=size, width=size, **sampler)
 
 
 def evaluate_mtu_task(
-    pipeline: Any, task: str, num_samples: int, seed: int, batch_size: int = 16, num_inference_steps: int = 25, **sampler: Any
+    pipeline: Any, task: str, num_samples: int, seed: int, batch_size: int = 16, num_inference_steps: int = 25,
+    prompt: bool = True, **sampler: Any,
 ) -> dict:
     """Score one task of an `MTUPipeline` on held-out Shapes examples against their exact targets.
 
@@ -77,22 +82,27 @@ def evaluate_mtu_task(
     Args:
         pipeline: an `mtu.pipelines.MTUPipeline`.
         task: a task of the model that the Shapes world defines.
+        prompt: False sends empty prompts (see `example_request`); t2i needs its prompt.
         sampler: `MTURequest` settings such as ``guidance_scale`` and ``image_guidance_scale``.
     """
+    if task == "t2i" and not prompt:
+        raise ValueError("t2i cannot be scored without its prompt; use prompt=True")
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}")
     examples = evaluation_set(task, num_samples, seed)
     pipeline.set_progress_bar_config(disable=True)
     outputs = []
     for start in tqdm(range(0, num_samples, batch_size), desc=f"shapes {task}", unit="batch"):
-        requests = [example_request(e, seed, start + i, sampler) for i, e in enumerate(examples[start : start + batch_size])]
+        batch = examples[start : start + batch_size]
+        requests = [example_request(e, seed, start + i, sampler, prompt) for i, e in enumerate(batch)]
         for images in pipeline.run_batch(requests, num_inference_steps=num_inference_steps, output_type="np"):
             outputs.extend(images)
     if task == "t2i":
         metrics = t2i_accuracy(outputs, [e.target_scene for e in examples])
     else:
         metrics = pair_metrics(outputs, [e.target for e in examples], [e.target_scene for e in examples], task)
-    metrics.update(task=task, num_samples=num_samples, seed=seed, sampler={"num_inference_steps": num_inference_steps, **sampler})
+    metrics.update(task=task, num_samples=num_samples, seed=seed, prompt=prompt,
+                   sampler={"num_inference_steps": num_inference_steps, **sampler})
     return metrics
 
 

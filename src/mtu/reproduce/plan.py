@@ -51,7 +51,7 @@ def build_plan(quick: bool, seeds: tuple[int, ...], tasks: tuple[str, ...] = ALL
         + [Run(method, tasks, MAIN_EXPERTS, seed) for method in ("lora", "ia3") for seed in seeds],
         "experts": [Run("mtu", tasks, n, seed) for n in expert_counts for seed in seeds],
         "pairs": [] if quick else [Run("mtu", pair, MAIN_EXPERTS, seed) for pair in combinations(tasks, 2) for seed in seeds] + mtu,
-        "deviation": [Run("full", (task,), MAIN_EXPERTS, seeds[0]) for task in tasks],
+        "deviation": [Run("full", (task,), MAIN_EXPERTS, seed) for task in tasks for seed in seeds],
     }
     return tables
 

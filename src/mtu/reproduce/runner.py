@@ -43,6 +43,7 @@ def reproduce(
     eval_steps: int | None = None,
     jobs: int = 1,
     device: str | None = None,
+    report_only: bool = False,
 ) -> Path:
     """Run (or reuse) every run of the plan and write the results report; returns its path.
 
@@ -59,6 +60,8 @@ def reproduce(
         jobs: runs trained at once, each in its own process (the longest runs start first). On one
             GPU, several jobs keep it busy: a tiny model's steps are bound by kernel launches.
         device: where runs train and evaluate (default: cuda when available, else cpu).
+        report_only: run nothing; write the report from the runs already finished in `out` (the
+            missing ones are listed in it).
     """
     from mtu.reproduce.report import write_report
 
@@ -71,10 +74,12 @@ def reproduce(
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
-    runs = unique_runs(tables)
-    # Longest first (more tasks to evaluate), so parallel jobs finish together.
-    queue = sorted(runs, key=lambda run: -len(run.tasks))
-    if jobs == 1:
+    # By importance, so an interrupted reproduction has the main claims first: main, Fig. 2, experts, pairs.
+    queue = unique_runs({name: tables[name] for name in ("main", "deviation", "experts", "pairs")})
+    if report_only:
+        metrics = {run: json.loads((out / run.name / METRICS_FILE).read_text())
+                   for run in queue if (out / run.name / METRICS_FILE).is_file()}  # fmt: skip
+    elif jobs == 1:
         metrics = {run: run_once(run, out / run.name, base, settings, device) for run in tqdm(queue, desc="reproduce", unit="run")}
     else:
         metrics = _run_parallel(queue, out, base, settings, device, jobs)

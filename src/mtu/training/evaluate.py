@@ -51,6 +51,7 @@ def evaluate_run(
     seed: int = 0,
     config=None,
     device: str = "cpu",
+    prompt: bool = True,
     **sampler: Any,
 ) -> dict[str, dict]:
     """Shapes metrics per task: t2i attribute accuracy; PSNR / SSIM / attribute accuracy for the others.
@@ -59,6 +60,7 @@ def evaluate_run(
         folder: a run's `model/` folder (any method), or None with `config` for the untrained upcycle.
         tasks: tasks to score (default: every Shapes task the model serves).
         num_samples, seed: held-out examples per task and their seed (`evaluation_set`).
+        prompt: False scores with empty prompts (the image tasks from their images alone).
         sampler: `evaluate_mtu_task` settings, e.g. num_inference_steps, guidance_scale.
     """
     from mtu.data.shapes.tasks import TASKS
@@ -70,7 +72,7 @@ def evaluate_run(
     for task in tasks or [t for t in model.task_names if t in TASKS]:
         activate(model, task)
         with torch.no_grad():
-            results[task] = evaluate_mtu_task(pipeline, task, num_samples, seed, **sampler)
+            results[task] = evaluate_mtu_task(pipeline, task, num_samples, seed, prompt=prompt, **sampler)
     return results
 
 
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=SHAPES_BASE_SAMPLER["num_inference_steps"])
     parser.add_argument("--guidance", type=float, default=SHAPES_BASE_SAMPLER["guidance_scale"])
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-prompt", action="store_true", help="empty prompts: the image tasks from their images alone")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("pass a model folder or --before CONFIG")
     config = load_config(args.before) if args.before else None
     tasks = args.tasks.split(",") if args.tasks else None
-    results = evaluate_run(args.folder, tasks, args.num_samples, args.seed, config,
+    results = evaluate_run(args.folder, tasks, args.num_samples, args.seed, config, prompt=not args.no_prompt,
                            num_inference_steps=args.steps, guidance_scale=args.guidance)  # fmt: skip
     for task, metrics in results.items():
         print(summary_line(task, metrics), flush=True)
