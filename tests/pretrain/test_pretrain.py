@@ -211,3 +211,10 @@ def test_evaluate_writes_measured_figures_into_the_card(tmp_path, tiny_run):
 def test_evaluate_without_an_export_folder_names_the_fix(capsys):
     assert main(["pretrain-shapes", "--evaluate"]) != 0
     assert "--evaluate need --export-to DIR" in capsys.readouterr().err
+
+
+def test_asking_for_a_gpu_without_one_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="--device cpu"):
+        pretrain_shapes(tmp_path / "run", TINY_RUN, device="cuda")
+    assert not (tmp_path / "run").exists()  # nothing written

@@ -79,6 +79,8 @@ def pretrain_shapes(
         raise ValueError(f"threads must be >= 1, got {threads}")
     if data_workers < 0:
         raise ValueError(f"data_workers must be >= 0, got {data_workers}")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
     torch.set_num_threads(threads)
     out = Path(out)
     config = _prepare_run(out, overrides or {}, resume)
