@@ -10,8 +10,6 @@ import sys
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 
-import torch
-
 COMPARISONS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "": lambda a, b: None}
 
 

@@ -6,7 +6,6 @@ import itertools
 import time
 import warnings
 
-import torch
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from mtu.training.config import TaskConfig, SourceConfig, TrainConfig
+from mtu.training.config import SourceConfig, TaskConfig
 from mtu.training.data import Dropout, Layout, StepBatches
 from mtu.training.degradation import second_order_degrade
 from mtu.training.sources import ShapesSource, UnreadableSample, open_source

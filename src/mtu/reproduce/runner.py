@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import statistics
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -57,8 +56,9 @@ def reproduce(
         results: where to write the report (figures go next to it, in `<stem>_figures/`).
         tasks: the tasks to compare (t2i and at least one more; all five by default).
         eval_steps: denoising steps of the evaluation sampler (default: the shipped model's 25).
-        jobs: runs trained at once, each in its own process (the longest runs start first). On one
-            GPU, several jobs keep it busy: a tiny model's steps are bound by kernel launches.
+        jobs: runs trained at once, each in its own process, started in priority order (main table,
+            Fig. 2, experts, pairs). On one GPU, several jobs keep it busy: a tiny model's steps are
+            bound by kernel launches.
         device: where runs train and evaluate (default: cuda when available, else cpu).
         report_only: run nothing; write the report from the runs already finished in `out` (the
             missing ones are listed in it).
@@ -146,7 +146,8 @@ def run_once(run: Run, folder: Path, base: dict[str, Any], settings: dict[str, i
                 raise RunInterrupted(f"{run.name} stopped at step {summary['step']}; run again to resume")
             model_dir = Path(summary["model"])
     pipe = load_pipeline(base["model"], model_dir, run).to(device)
-    result = {"run": run.name, "device": str(device), "tasks": {}, "cost": measure_cost(pipe, base["model"])}
+    # Costs (params, FLOPs, latency) are structural: the report measures them once, side by side.
+    result = {"run": run.name, "device": str(device), "tasks": {}}
     for task in run.tasks:
         result["tasks"][task] = evaluate(pipe, task, settings["eval_samples"], settings["eval_steps"])
     if run.method == "full":
@@ -179,48 +180,6 @@ def evaluate(pipe, task: str, samples: int, steps: int) -> dict:
     activate(pipe.unet, task)  # adapters: route through this task's adapter (no-op for MTU)
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": steps}
     return evaluate_mtu_task(pipe, task, samples, seed=0, batch_size=16, **sampler)
-
-
-@torch.no_grad()
-def measure_cost(pipe, base_model: str, repeats: int = 7) -> dict:
-    """Parameters, trainable parameters, GFLOPs of one denoiser call (batch 1, t2i), and its latency
-    relative to the original (never upcycled) base UNet, the two timed alternately in this process."""
-    from diffusers import UNet2DConditionModel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from mtu.assets import resolve_model_path
-
-    unet = pipe.unet
-    device = next(unet.parameters()).device
-    original = UNet2DConditionModel.from_pretrained(resolve_model_path(base_model), subfolder="unet").to(device)
-    size = unet.config.sample_size
-    task = unet.task_names[0]
-    sample = torch.zeros(1, unet.task_in_channels(task), size, size, device=device)
-    sample[:, : unet.config.in_channels] = torch.randn(1, unet.config.in_channels, size, size)
-    text = torch.randn(1, pipe.tokenizer.model_max_length, unet.config.cross_attention_dim).to(device)
-    timestep = torch.tensor([500], device=device)
-    calls = {
-        "model": lambda: unet(sample, timestep, text, task=task),
-        "original": lambda: original(sample[:, : unet.config.in_channels], timestep, text),
-    }
-    with FlopCounterMode(display=False) as counter:
-        calls["model"]()
-    times = {name: [] for name in calls}
-    for repeat in range(repeats + 1):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if repeat:  # the first round warms up
-                times[name].append(time.perf_counter() - start)
-    return {
-        "params": sum(p.numel() for p in unet.parameters()),
-        "trainable": sum(p.numel() for p in unet.parameters() if p.requires_grad),
-        "gflops": counter.get_total_flops() / 1e9,
-        "latency_s": statistics.median(times["model"]),
-        "latency_vs_original": statistics.median(times["model"]) / statistics.median(times["original"]),
-    }
 
 
 def _layer_deviations(base_model: str, pipe, task: str) -> dict[str, list]:
