@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from mtu.assets import SHAPES_BASE_SAMPLER
 from mtu.config import write_text_atomic
 from mtu.data.shapes import evaluation_set
@@ -20,22 +18,16 @@ from mtu.evaluation.shapes_metrics import t2i_accuracy
 from mtu.pretrain.card import render_card
 from mtu.pretrain.data import images_to_tensor, tensor_to_uint8
 from mtu.pretrain.export import INFO_FILE
-from mtu.pretrain.objectives import vae_psnr
+from mtu.pretrain.objectives import psnr_uint8, vae_reconstructions
 
 
-@torch.no_grad()
-def vae_report(vae, num_scenes: int, seed: int = 0, batch_size: int = 50) -> dict:
+def vae_report(vae, num_scenes: int, seed: int = 0) -> dict:
     """PSNR of the VAE's reconstructions of held-out scenes and the parser's accuracy on them."""
     examples = evaluation_set("t2i", num_scenes, seed)
     images = images_to_tensor([example.target for example in examples])
-    device = next(vae.parameters()).device
-    decoded = [
-        tensor_to_uint8(vae.decode(vae.encode(batch.to(device)).latent_dist.mode()).sample)
-        for batch in images.split(batch_size)
-    ]
-    reconstructions = [image for batch in decoded for image in batch]
+    reconstructions = vae_reconstructions(vae, images)
     parsed = t2i_accuracy(reconstructions, [example.target_scene for example in examples])
-    return {"num_scenes": num_scenes, "seed": seed, "psnr_db": vae_psnr(vae, images),
+    return {"num_scenes": num_scenes, "seed": seed, "psnr_db": psnr_uint8(reconstructions, tensor_to_uint8(images)),
             "parser": {k: v for k, v in parsed.items() if k != "by_num_objects"}}  # fmt: skip
 
 

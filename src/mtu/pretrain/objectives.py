@@ -21,16 +21,23 @@ def vae_loss(vae: AutoencoderKL, images: torch.Tensor, generator: torch.Generato
 
 
 @torch.no_grad()
+def vae_reconstructions(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 50) -> np.ndarray:
+    """uint8 (N, H, W, 3) encode (posterior mean) -> decode of `images` (N, 3, H, W) in [-1, 1]."""
+    device = next(vae.parameters()).device
+    decoded = [vae.decode(vae.encode(batch.to(device)).latent_dist.mode()).sample for batch in images.split(batch_size)]
+    return np.concatenate([tensor_to_uint8(batch) for batch in decoded])
+
+
+def psnr_uint8(images: np.ndarray, references: np.ndarray) -> float:
+    """Mean over images of the PSNR (dB) between uint8 (N, H, W, 3) arrays."""
+    error = images.astype(np.float64) - references.astype(np.float64)
+    mse = np.maximum((error**2).mean(axis=(1, 2, 3)), 1e-10)
+    return float(np.mean(10 * np.log10(255.0**2 / mse)))
+
+
 def vae_psnr(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 50) -> float:
     """Mean PSNR (dB, uint8 pixels) of encode (posterior mean) -> decode over `images` in [-1, 1]."""
-    scores, device = [], next(vae.parameters()).device
-    for batch in images.split(batch_size):
-        batch = batch.to(device)
-        decoded = vae.decode(vae.encode(batch).latent_dist.mode()).sample
-        error = tensor_to_uint8(decoded).astype(np.float64) - tensor_to_uint8(batch).astype(np.float64)
-        mse = np.maximum((error**2).mean(axis=(1, 2, 3)), 1e-10)
-        scores.extend(10 * np.log10(255.0**2 / mse))
-    return float(np.mean(scores))
+    return psnr_uint8(vae_reconstructions(vae, images, batch_size), tensor_to_uint8(images))
 
 
 @torch.no_grad()

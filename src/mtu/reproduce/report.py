@@ -188,7 +188,7 @@ def _pairs_table(tables: dict, metrics: dict) -> list[str]:
     return lines
 
 
-def _deviation(tables: dict, metrics: dict, base_model: str, figures: Path) -> tuple[list[str], str]:
+def _deviation(tables: dict, metrics: dict, figures: Path) -> tuple[list[str], str]:
     from mtu.evaluation.analysis import rank_deviations
 
     if not tables["deviation"]:
@@ -282,7 +282,7 @@ def write_report(path: Path, tables: dict, metrics: dict, out: Path, base_model:
     figures.mkdir(parents=True, exist_ok=True)
     costs = measure_costs(base_model, _tasks(tables), MAIN_EXPERTS)
     experts, best_n = _experts_table(tables, metrics)
-    deviation_lines, deviation_verdict = _deviation(tables, metrics, base_model, figures)
+    deviation_lines, deviation_verdict = _deviation(tables, metrics, figures)
     router_lines, router_verdict = _router(tables, metrics, figures)
     seeds = sorted({run.seed for run in tables["main"]})
     devices: dict[str, list[float]] = {}
