@@ -17,6 +17,7 @@ from mtu.assets import SHAPES_BASE_SAMPLER, resolve_model_path
 from mtu.cli.main import main
 from mtu.data.shapes import caption, sample_scene, vocabulary
 from mtu.pretrain import TINY_SIZES, ModelSizes, build_tokenizer, export_run, pretrain_shapes, save_tokenizer
+from mtu.pretrain.evaluate import record_rerun
 from mtu.pretrain.loop import Stage, StepBudget, StopRequest, latest_checkpoint, lr_at, run_steps
 
 TINY_RUN = {
@@ -208,9 +209,41 @@ def test_evaluate_writes_measured_figures_into_the_card(tmp_path, tiny_run):
     assert f"PSNR **{vae['psnr_db']:.2f} dB**" in card and "| all | 3 |" in card
 
 
+def test_record_rerun_files_an_evaluated_rerun_in_the_card_and_rejects_other_recipes(tmp_path, tiny_run):
+    import shutil
+
+    folders = {}
+    for name, seed in (("shipped", 0), ("rerun", 1)):
+        folders[name] = tmp_path / name
+        shutil.copytree(tiny_run[0] / "export", folders[name])
+        info_path = folders[name] / "pretrain_info.json"
+        info = json.loads(info_path.read_text())
+        info["config"]["seed"] = seed
+        info_path.write_text(json.dumps(info))
+    record = ["pretrain-shapes", "--export-to", str(folders["shipped"]), "--record-rerun", str(folders["rerun"])]
+    assert main(record) != 0  # neither folder is evaluated yet: nothing to compare
+    for folder in folders.values():
+        assert main(["pretrain-shapes", "--export-to", str(folder), "--evaluate", "--eval-samples", "3"]) == 0
+    assert main(record) == 0
+    assert main(record) == 0  # the same re-run filed twice replaces itself
+    info = json.loads((folders["shipped"] / "pretrain_info.json").read_text())
+    rerun = json.loads((folders["rerun"] / "pretrain_info.json").read_text())["evaluation"]
+    assert [r["seed"] for r in info["reruns"]] == [1]
+    assert info["reruns"][0]["vae_psnr_db"] == rerun["vae"]["psnr_db"]
+    card = (folders["shipped"] / "README.md").read_text()
+    assert "### Re-runs of the recipe" in card and "| re-run | 1 |" in card and "| this folder | 0 |" in card
+
+    info_path = folders["rerun"] / "pretrain_info.json"
+    other = json.loads(info_path.read_text())
+    other["config"]["lr"] *= 2
+    info_path.write_text(json.dumps(other))
+    with pytest.raises(ValueError, match=r"other settings \(lr\)"):
+        record_rerun(folders["shipped"], folders["rerun"])
+
+
 def test_evaluate_without_an_export_folder_names_the_fix(capsys):
     assert main(["pretrain-shapes", "--evaluate"]) != 0
-    assert "--evaluate need --export-to DIR" in capsys.readouterr().err
+    assert "--evaluate and --record-rerun need --export-to DIR" in capsys.readouterr().err
 
 
 def test_asking_for_a_gpu_without_one_names_the_fix(tmp_path, monkeypatch):

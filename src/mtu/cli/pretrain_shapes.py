@@ -37,16 +37,22 @@ def register(subparsers) -> None:
         help="then measure the --export-to folder (VAE PSNR + parser, t2i accuracy) and write it into its card",
     )
     parser.add_argument("--eval-samples", type=int, default=500, help="held-out scenes / captions for --evaluate")
+    parser.add_argument(
+        "--record-rerun", metavar="RERUN_FOLDER",
+        help="file an evaluated re-run of the recipe (its --export-to folder) in the --export-to folder's card",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mtu.pretrain.train import export_run
 
-    if (args.export_only or args.evaluate) and not args.export_to:
-        raise ValueError("--export-only and --evaluate need --export-to DIR")
-    if args.out is None and not args.evaluate:
-        raise ValueError("--out DIR is required (the run folder); only --evaluate --export-to DIR works without it")
+    if (args.export_only or args.evaluate or args.record_rerun) and not args.export_to:
+        raise ValueError("--export-only, --evaluate and --record-rerun need --export-to DIR")
+    if args.out is None and not (args.evaluate or args.record_rerun):
+        raise ValueError(
+            "--out DIR is required (the run folder); only --evaluate / --record-rerun with --export-to DIR work without it"
+        )
     if args.export_only:
         print(f"exported to {export_run(args.out, args.export_to)}")
     elif args.out is not None:
@@ -60,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         evaluation = evaluate_export(args.export_to, args.eval_samples, device=args.device)
         print(json.dumps({"vae_psnr_db": evaluation["vae"]["psnr_db"], "t2i_all_correct": evaluation["t2i"]["all_correct"],
                           "t2i_single_object_all_correct": evaluation["t2i"]["by_num_objects"].get("1", {}).get("all_correct")}))
+    if args.record_rerun:
+        from mtu.pretrain.evaluate import record_rerun
+
+        print(json.dumps(record_rerun(args.export_to, args.record_rerun)))
     return 0
 
 

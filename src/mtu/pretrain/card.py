@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mtu.assets import SHAPES_BASE_SAMPLER
 
 
@@ -10,7 +12,7 @@ def _fmt(value, pattern: str, missing: str = "not measured yet") -> str:
 
 
 def _recipe_command(config: dict, hardware: str | None) -> str:
-    where = "--device cuda --data-workers 14" if hardware and "GPU" in hardware else "--threads 1"
+    where = "--device cuda --data-workers 14" if hardware and "GPU" in hardware else "--threads 2"
     return (
         f"mtu pretrain-shapes --out runs/shapes-base {where} "
         f"--vae-steps {config['vae_steps']} --unet-steps {config['unet_steps']} --batch-size {config['batch_size']} "
@@ -60,7 +62,8 @@ Every step draws fresh scenes (`mtu.data.shapes.sample_scene`, captions with ran
 of step s comes from its own seed (seed {config['seed']}, stage, s), so any number of data workers gives the
 same stream. Checkpoints every {config['checkpoint_every']} steps (safetensors + JSON, written atomically).
 All settings are in `pretrain_info.json` next to this card. Without a GPU, drop `--device cuda
---data-workers 14` (on 2 cores: `--threads 1 --data-workers 1`); the same steps then take hours, not minutes."""
+--data-workers 14` and give torch every core: on a 2-core CPU with `--threads 2` we measured 0.55 s per VAE
+step and 5.9 s per stage-2 step (about 37 min + 2.7 h; `--threads 1`: 1.1 s and 8.4 s, about 5 h)."""
 
 
 _ATTRIBUTES = ("all_correct", "background", "count", "color", "shape", "position")
@@ -87,6 +90,49 @@ def _evaluation(info: dict) -> str:
   --model shapes-base --num-samples {t2i['num_samples']} --seed {t2i['seed']} --batch-size {evaluation.get('batch_size', 16)}`;
   {sampler}): attribute accuracy read back by the parser; "all correct" = every attribute of every
   object and the background right.
+
+{chr(10).join(rows)}"""
+
+
+def run_summary(info: dict, folder: str | Path) -> dict:
+    """The figures of an evaluated export that the re-run table compares (``info``: its pretrain_info.json)."""
+    evaluation = info.get("evaluation")
+    if not evaluation:
+        raise ValueError(f"{folder} has no measured figures yet: run mtu pretrain-shapes --export-to {folder} --evaluate")
+    t2i = evaluation["t2i"]
+    return {
+        "seed": info["config"]["seed"],
+        "hardware": info.get("unet_hardware"),
+        "minutes": ((info.get("vae_seconds_total") or 0) + (info.get("unet_seconds_total") or 0)) / 60,
+        "finished": info["unet_step"] >= info["config"]["unet_steps"],
+        "vae_psnr_db": evaluation["vae"]["psnr_db"],
+        "vae_parser_all_correct": evaluation["vae"]["parser"]["all_correct"],
+        "t2i_num_samples": t2i["num_samples"],
+        "t2i_all_correct": t2i["all_correct"],
+        "t2i_all_correct_by_num_objects": {n: s["all_correct"] for n, s in t2i["by_num_objects"].items()},
+    }
+
+
+def _reruns(info: dict) -> str:
+    if not info.get("reruns"):
+        return ""
+    header = ("| run | seed | trained on | minutes | VAE PSNR | VAE parser all correct | t2i all correct "
+              "| 1 object | 2 objects | 3 objects |")
+    rows = [header, "|---" * 10 + "|"]
+    runs = [("this folder", run_summary(info, "this folder"))] + [("re-run", r) for r in info["reruns"]]
+    for label, run in runs:
+        by_objects = [run["t2i_all_correct_by_num_objects"].get(n) for n in ("1", "2", "3")]
+        cells = [label, str(run["seed"]), run["hardware"] or "-", f"{run['minutes']:.1f}", f"{run['vae_psnr_db']:.2f} dB",
+                 f"{run['vae_parser_all_correct']:.1%}", f"{run['t2i_all_correct']:.1%}"]
+        cells += ["-" if value is None else f"{value:.1%}" for value in by_objects]
+        rows.append("| " + " | ".join(cells) + " |")
+    return f"""
+
+### Re-runs of the recipe
+
+The same command from scratch with another seed, measured the same way and filed here by
+`mtu pretrain-shapes --export-to THIS_FOLDER --record-rerun RERUN_FOLDER` (minutes: training wall-clock,
+both stages, evaluation excluded).
 
 {chr(10).join(rows)}"""
 
@@ -128,7 +174,7 @@ image = pipe("a red circle at the top left, on a gray background", **SHAPES_BASE
 
 ## Evaluation
 
-{_evaluation(info)}
+{_evaluation(info)}{_reruns(info)}
 
 ## Default sampler
 
