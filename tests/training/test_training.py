@@ -154,29 +154,29 @@ def test_sdxl_layout_trains_and_samples(tmp_path):
     assert summary["step"] == 1 and (tmp_path / "run" / "samples" / "step-00000001" / "sr.png").is_file()
 
 
-@pytest.mark.parametrize("method", ["lora", "mtu"])
-def test_evaluate_a_trained_run_and_the_untrained_upcycle(tiny_model, tmp_path, method):
-    from mtu.training.evaluate import evaluate_run, summary_line
+def _eval(capsys, model, task: str, *flags: str) -> dict:
+    argv = ["eval", "--benchmark", "shapes", "--model", str(model), "--task", task, "--num-samples", "2",
+            "--steps", "1", "--guidance", "1", "--json", *flags]  # fmt: skip
+    capsys.readouterr()  # drop what ran before
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
 
+
+@pytest.mark.parametrize("method", ["lora", "mtu"])
+def test_mtu_eval_scores_a_trained_run_of_any_method(tiny_model, tmp_path, capsys, method):
     config = TrainConfig.from_dict(config_dict(tiny_model, tmp_path / "run", method=method, tasks=("t2i", "remove"),
                                                train={"max_steps": 1}))  # fmt: skip
-    summary = train(config)
-    sampler = {"num_inference_steps": 1, "guidance_scale": 1.0}
-    after = evaluate_run(summary["model"], num_samples=2, **sampler)
-    before = evaluate_run(None, config=config, tasks=["remove"], num_samples=2, **sampler)
-    assert set(after) == {"t2i", "remove"} and set(before) == {"remove"}
-    assert after["remove"]["num_samples"] == 2 and 0 <= after["t2i"]["color"] <= 1
-    assert summary_line("remove", after["remove"]).startswith("remove   psnr ")
+    model = train(config)["model"]
+    t2i, remove = _eval(capsys, model, "t2i"), _eval(capsys, model, "remove")
+    assert t2i["num_samples"] == 2 and 0 <= t2i["color"] <= 1
+    assert remove["task"] == "remove" and remove["psnr"] > 0 and remove["sampler"]["num_inference_steps"] == 1
 
 
-def test_image_tasks_can_be_scored_without_their_prompt(tiny_model, tmp_path):
-    from mtu.training.evaluate import evaluate_run
-
-    config = TrainConfig.from_dict(config_dict(tiny_model, tmp_path / "run", tasks=("t2i", "sr"), train={"max_steps": 1}))
-    sampler = {"num_inference_steps": 1, "guidance_scale": 1.0}
-    with_prompt = evaluate_run(None, config=config, tasks=["sr"], num_samples=2, **sampler)["sr"]
-    without = evaluate_run(None, config=config, tasks=["sr"], num_samples=2, prompt=False, **sampler)["sr"]
+def test_image_tasks_can_be_scored_without_their_prompt(tiny_model, tmp_path, capsys):
+    folder = tmp_path / "upcycled"
+    assert main(["upcycle", "--base", str(tiny_model), "--tasks", "t2i,sr", "--out", str(folder)]) == 0
+    with_prompt, without = _eval(capsys, folder, "sr"), _eval(capsys, folder, "sr", "--no-prompt")
     assert with_prompt["prompt"] and not without["prompt"]
     assert without["psnr"] != with_prompt["psnr"]  # the prompt reached the text encoder in one and not the other
-    with pytest.raises(ValueError, match="t2i cannot be scored without its prompt"):
-        evaluate_run(None, config=config, tasks=["t2i"], num_samples=1, prompt=False, **sampler)
+    assert main(["eval", "--model", str(folder), "--task", "t2i", "--no-prompt", "--num-samples", "1"]) != 0
+    assert "t2i cannot be scored without its prompt" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """`mtu eval`: score a model on a benchmark's held-out set, or on your own data with the paper's metrics.
 
     mtu eval --benchmark shapes --task t2i --model shapes-base --seed 0 --num-samples 256 --json
+    mtu eval --benchmark shapes --task sr --model runs/shapes-mtu/model --no-prompt   # any `mtu train` method
     mtu eval --benchmark folder --data edits.jsonl --task edit --model my-mtu --clip ./clip-vit-l14
 """
 
@@ -26,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="shapes: the built-in held-out set; folder: your --data with the paper's metrics (default: shapes)",
     )
     parser.add_argument("--task", choices=TASK_CHOICES, default="t2i", help="task to evaluate (default: t2i)")
-    parser.add_argument("--model", required=True, help="MTU folder, or a base pipeline folder / shipped name (t2i)")
+    parser.add_argument("--model", required=True, help="an `mtu train` run's model/ folder (any method), an MTU folder, "
+                        "or a base pipeline folder / shipped name (t2i)")
     parser.add_argument("--seed", type=int, default=0, help="selects the held-out set and the sampling noise")
     parser.add_argument("--num-samples", type=int, default=None, help="examples to score (default: shapes 256, folder all)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: shapes the model's sampler, folder 50)")
@@ -35,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="examples per pipeline call (default: 16)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--json", action="store_true", help="print only the metrics as JSON on stdout")
+    parser.add_argument(
+        "--no-prompt", action="store_true",
+        help="shapes: score sr / inpaint / edit / remove with empty prompts, from the image alone (a Shapes caption "
+        "names the whole scene, so with it a strong base answers sr and inpaint without reading the image)",
+    )
     folder = parser.add_argument_group("folder benchmark (docs/evaluation.md)")
     folder.add_argument("--data", default=None, help="a .jsonl file, or a folder holding metadata.jsonl")
     folder.add_argument("--metrics", default=None, help="comma-separated metrics (default: the task's paper metrics)")
@@ -77,6 +84,8 @@ def run_folder(args: argparse.Namespace) -> dict:
 
     if args.data is None:
         raise ValueError("--benchmark folder needs --data <file.jsonl or folder>")
+    if args.no_prompt:
+        raise ValueError("--no-prompt: only for --benchmark shapes (a folder benchmark scores your own prompts)")
     sampler = {"num_inference_steps": args.steps, "guidance_scale": args.guidance}
     return evaluate_folder(
         args.model,
@@ -113,6 +122,7 @@ def run_shapes(args: argparse.Namespace) -> dict:
         image_guidance_scale=args.image_guidance,
         batch_size=args.batch_size,
         device=args.device,
+        prompt=not args.no_prompt,
     )
 
 

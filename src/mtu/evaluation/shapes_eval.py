@@ -130,21 +130,26 @@ def evaluate_shapes(
     image_guidance_scale: float = 1.5,
     batch_size: int = 16,
     device: str | None = None,
+    prompt: bool = True,
 ) -> dict:
     """Load `model` and evaluate it on one Shapes task.
 
     Args:
-        model: an MTU folder (any task it serves), or a base pipeline folder / shipped name (t2i only).
+        model: a trained run's `model/` folder (any method: mtu, single-task, lora, ia3, full), an MTU
+            folder (`mtu upcycle`: the untrained upcycle computes what the base computes), or a base
+            pipeline folder / shipped name (t2i only).
         task: one of `TASKS`.
         num_samples, seed, batch_size: see `evaluate_t2i` / `evaluate_mtu_task`.
         num_inference_steps, guidance_scale: sampler settings; None takes `SHAPES_BASE_SAMPLER`'s.
         image_guidance_scale: image guidance of edit/sr/remove.
         device: torch device; None picks "cuda" when available.
+        prompt: False scores the image tasks with empty prompts (see `example_request`).
 
     Returns:
         The metrics dict, with ``task`` and ``model`` added.
     """
     from mtu.config import CONFIG_NAME
+    from mtu.training.methods import METHOD_FILE
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid options: {list(TASKS)}")
@@ -154,13 +159,23 @@ def evaluate_shapes(
     if guidance_scale is not None:
         sampler["guidance_scale"] = guidance_scale
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if (Path(model) / CONFIG_NAME).is_file():
+    folder = Path(model)
+    if (folder / METHOD_FILE).is_file():  # an `mtu train` run, any method
+        from mtu.training.methods import activate, load_trained_pipeline
+
+        pipeline = load_trained_pipeline(folder).to(device)
+        activate(pipeline.unet, task)  # adapters: this task's adapter (no-op for MTU)
+    elif (folder / CONFIG_NAME).is_file():  # an MTU folder (`mtu upcycle`, `MTUModel.save_pretrained`)
         from mtu.pipelines import MTUPipeline
 
-        pipeline = MTUPipeline.from_mtu(model).to(device)
-        metrics = evaluate_mtu_task(pipeline, task, num_samples, seed, batch_size, image_guidance_scale=image_guidance_scale, **sampler)
-    elif task == "t2i":
-        metrics = evaluate_t2i(load_pipeline(model, device), num_samples, seed, batch_size=batch_size, **sampler)
-    else:
+        pipeline = MTUPipeline.from_mtu(folder).to(device)
+    elif task != "t2i":
         raise ValueError(f"{model} is a base text-to-image model; task {task!r} needs an MTU folder (mtu upcycle / mtu train)")
+    elif not prompt:
+        raise ValueError("t2i cannot be scored without its prompt; drop --no-prompt")
+    else:
+        metrics = evaluate_t2i(load_pipeline(model, device), num_samples, seed, batch_size=batch_size, **sampler)
+        return {**metrics, "task": task, "model": str(model)}
+    metrics = evaluate_mtu_task(pipeline, task, num_samples, seed, batch_size, prompt=prompt,
+                                image_guidance_scale=image_guidance_scale, **sampler)  # fmt: skip
     return {**metrics, "task": task, "model": str(model)}

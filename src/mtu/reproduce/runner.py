@@ -162,12 +162,12 @@ def run_once(run: Run, folder: Path, base: dict[str, Any], settings: dict[str, i
 def load_pipeline(base: str, model_dir: Path | None, run: Run):
     """An MTUPipeline over the run's trained denoiser (or the freshly upcycled base for "base")."""
     from mtu.pipelines import MTUPipeline
-    from mtu.training.evaluate import run_pipeline
+    from mtu.training.methods import load_trained_pipeline
 
     if model_dir is None:
         pipe = MTUPipeline.from_base(base, config=MTUConfig(tasks=list(run.tasks), num_experts=run.num_experts))
     else:
-        pipe = run_pipeline(model_dir)
+        pipe = load_trained_pipeline(model_dir)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -215,6 +215,27 @@ def load_trained(unet: nn.Module, folder: str | Path) -> MTUModel:
     return model
 
 
+
+def load_trained_pipeline(folder: str | Path):
+    """An `MTUPipeline` over a `save_trained` folder of any method, on the base model its config names.
+
+    Adapter methods (lora / ia3) serve one task at a time: call `activate(pipeline.unet, task)` first and
+    keep each batch to that task.
+    """
+    from diffusers import DiffusionPipeline
+
+    from mtu.pipelines import MTUPipeline
+    from mtu.training.components import model_folder
+
+    folder = Path(folder)
+    if not (folder / METHOD_FILE).is_file():
+        raise FileNotFoundError(f"{folder} has no {METHOD_FILE}: pass the model/ folder of an `mtu train` run")
+    base = MTUConfig.load(folder).base_model_name_or_path
+    parts = DiffusionPipeline.from_pretrained(model_folder(base)).components
+    model = load_trained(parts["unet"], folder).eval()
+    names = ("vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
+    return MTUPipeline(unet=model, **{name: parts.get(name) for name in names})
+
 @torch.no_grad()
 def load_weights(model: MTUModel, folder: Path, method: str) -> None:
     """Load the weights of `save_trained` into a model of the same method and config (exact copy)."""
