@@ -51,7 +51,9 @@ def test_quickstart_writes_a_report(tiny_config, tmp_path):
     assert "| t2i |" in text and "| inpaint |" in text and "![router](router.png)" in text
     assert all((tmp_path / "qs" / f"examples-{task}.png").is_file() for task in ("t2i", "edit", "sr", "remove", "inpaint"))
     metrics = json.loads((tmp_path / "qs" / "metrics.json").read_text())
-    assert set(metrics["after"]) == {"t2i", "edit", "sr", "remove", "inpaint"}
+    assert set(metrics["after"]) == {"t2i", "edit", "sr", "remove", "inpaint", "sr (image only)", "inpaint (image only)"}
+    assert not metrics["after"]["sr (image only)"]["prompt"] and metrics["after"]["sr"]["prompt"]
+    assert "| sr (image only) |" in text
 
 
 def test_parallel_jobs_give_the_same_runs_as_one_process(tiny_config, tmp_path):
