@@ -16,15 +16,12 @@ import PIL.Image
 import torch
 
 from mtu.assets import ASSETS_DIR, SHAPES_BASE_SAMPLER
+from mtu.evaluation.shapes_eval import IMAGE_ONLY_SUFFIX
 from mtu.evaluation.shapes_metrics import summary
 
 DEFAULT_CONFIG = ASSETS_DIR / "configs" / "shapes.yaml"
 TASKS = ("t2i", "edit", "sr", "remove", "inpaint")
 GRID_EXAMPLES = 4
-# A Shapes caption names the whole scene, so with it the base answers sr and inpaint without reading
-# the image; these are scored a second time with empty prompts, where the image is all there is.
-IMAGE_ONLY_TASKS = ("sr", "inpaint")
-IMAGE_ONLY = " (image only)"
 
 
 def quickstart(out: str | Path = "outputs/quickstart", steps: int = 300, eval_samples: int = 32, seed: int = 0,
@@ -72,14 +69,13 @@ def _pipeline(model_dir: Path | None = None, base: str | None = None):
 
 
 def _evaluate(pipe, samples: int, seed: int, sampler: dict) -> dict:
-    """Every task's metrics, keyed by task; IMAGE_ONLY_TASKS once more with empty prompts."""
-    from mtu.evaluation.shapes_eval import evaluate_mtu_task
+    """Every task's metrics, keyed by task; sr and inpaint once more from the image alone (empty prompts)."""
+    from mtu.evaluation.shapes_eval import evaluate_mtu_task, parse_scored_name, with_image_only
 
     metrics = {}
-    for task in TASKS:
-        metrics[task] = evaluate_mtu_task(pipe, task, samples, seed, batch_size=16, **sampler)
-        if task in IMAGE_ONLY_TASKS:
-            metrics[task + IMAGE_ONLY] = evaluate_mtu_task(pipe, task, samples, seed, batch_size=16, prompt=False, **sampler)
+    for name in with_image_only(TASKS):
+        task, prompt = parse_scored_name(name)
+        metrics[name] = evaluate_mtu_task(pipe, task, samples, seed, batch_size=16, prompt=prompt, **sampler)
     return metrics
 
 
@@ -128,10 +124,11 @@ def _write_report(out: Path, before: dict, after: dict, grids: dict, router: tup
         "|---|---|---|",
     ]
     lines += [f"| {row} | {summary(row, before[row])} | {summary(row, after[row])} |" for row in before]
+    image_only = IMAGE_ONLY_SUFFIX.strip()
     lines += ["", "The untrained model is exactly the base model: its t2i is the base's, and the image tasks ignore "
               "their input (their extra input channels start at zero). A Shapes caption names every object and the "
               "background, so with its caption the base already paints the sr and inpaint targets without reading "
-              f"the image; the rows marked{IMAGE_ONLY} score them with empty prompts, where only the image tells "
+              f"the image; the rows marked {image_only} score them with empty prompts, where only the image tells "
               "the model what to draw: those show what training taught.", ""]
     for task in TASKS:
         prompts = grids[task].with_suffix(".txt").read_text().strip().splitlines()

@@ -70,3 +70,34 @@ def test_parallel_jobs_give_the_same_runs_as_one_process(tiny_config, tmp_path):
             for metric, value in scores.items():
                 if isinstance(value, float):
                     assert parallel[name]["tasks"][task][metric] == pytest.approx(value, rel=1e-3, abs=1e-4), (name, metric)
+
+
+def test_runs_scored_before_image_only_scoring_get_it_from_their_model_or_are_redone(tiny_config, tmp_path):
+    from mtu.reproduce.plan import Run
+    from mtu.reproduce.runner import run_once
+
+    base = yaml.safe_load(tiny_config.read_text())
+    settings = {"steps": 1, "eval_samples": 1, "eval_steps": 1}
+    run = Run("mtu", ("t2i", "sr"), 2, 0)
+    assert run.scored == ("t2i", "sr", "sr (image only)") and Run("full", ("sr",), 2, 0).scored == ("sr",)
+    folder = tmp_path / run.name
+    first = run_once(run, folder, base, settings)
+    assert not first["tasks"]["sr (image only)"]["prompt"] and first["tasks"]["sr"]["prompt"]
+
+    # Metrics written before image-only scoring existed, model still there: only the missing score is added.
+    old = {**first, "tasks": {k: v for k, v in first["tasks"].items() if k != "sr (image only)"}, "marker": 1}
+    (folder / "metrics.json").write_text(json.dumps(old))
+    weights = folder / "train" / "model" / "mtu_model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    upgraded = run_once(run, folder, base, settings)
+    assert upgraded["marker"] == 1 and upgraded["tasks"]["sr"] == first["tasks"]["sr"]  # kept, not re-measured
+    assert upgraded["tasks"]["sr (image only)"] == first["tasks"]["sr (image only)"]
+    assert weights.stat().st_mtime_ns == stamp  # not retrained
+
+    # Metrics copied in without their model: the run is trained and scored again, all from one model.
+    import shutil
+
+    shutil.rmtree(folder / "train")
+    (folder / "metrics.json").write_text(json.dumps(old))
+    redone = run_once(run, folder, base, settings)
+    assert "marker" not in redone and set(redone["tasks"]) == set(run.scored) and weights.is_file()

@@ -14,6 +14,24 @@ from mtu.data.shapes.tasks import TASKS, TaskExample, evaluation_set
 from mtu.evaluation.shapes_metrics import pair_metrics, t2i_accuracy
 
 
+# A Shapes caption names every object and the background, so with its caption a good base answers sr
+# and inpaint without reading the image; these tasks are also scored from the image alone (empty prompt).
+IMAGE_ONLY_TASKS = ("sr", "inpaint")
+IMAGE_ONLY_SUFFIX = " (image only)"
+
+
+def with_image_only(tasks: Sequence[str]) -> tuple[str, ...]:
+    """`tasks`, each of IMAGE_ONLY_TASKS followed by its image-only name: ("t2i", "sr") -> ("t2i", "sr", "sr (image only)")."""
+    return tuple(name for task in tasks for name in (task, task + IMAGE_ONLY_SUFFIX)[: 1 + (task in IMAGE_ONLY_TASKS)])
+
+
+def parse_scored_name(name: str) -> tuple[str, bool]:
+    """A scored name -> (task, prompt): "sr (image only)" -> ("sr", False), "sr" -> ("sr", True)."""
+    if name.endswith(IMAGE_ONLY_SUFFIX):
+        return name[: -len(IMAGE_ONLY_SUFFIX)], False
+    return name, True
+
+
 def _batches(items: Sequence[TaskExample], batch_size: int) -> Iterator[Sequence[TaskExample]]:
     for start in range(0, len(items), batch_size):
         yield items[start : start + batch_size]

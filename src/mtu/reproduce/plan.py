@@ -29,6 +29,14 @@ class Run:
     seed: int
 
     @property
+    def scored(self) -> tuple[str, ...]:
+        """What it is scored on: its tasks, sr and inpaint also from the image alone (see
+        `mtu.evaluation.shapes_eval.IMAGE_ONLY_TASKS`); the full fine-tunes serve Fig. 2 only."""
+        from mtu.evaluation.shapes_eval import with_image_only
+
+        return self.tasks if self.method == "full" else with_image_only(self.tasks)
+
+    @property
     def name(self) -> str:
         tasks = "+".join(self.tasks)
         experts = f"-n{self.num_experts}" if self.method in ("mtu", "single-task") else ""

@@ -71,7 +71,7 @@ def _main_rows(tables: dict, metrics: dict) -> dict[str, dict[str, list[Run]]]:
     rows: dict[str, dict[str, list[Run]]] = {}
     for run in tables["main"]:
         label = METHOD_LABELS[run.method]
-        for task in run.tasks:
+        for task in run.scored:
             rows.setdefault(label, {}).setdefault(task, []).append(run)
     return rows
 
@@ -81,9 +81,14 @@ def _tasks(tables: dict) -> tuple[str, ...]:
     return next(run.tasks for run in tables["main"] if run.method == "mtu")
 
 
+def _scored(tables: dict) -> tuple[str, ...]:
+    """The compared scores: the main MTU run's tasks, sr and inpaint also from the image alone."""
+    return next(run.scored for run in tables["main"] if run.method == "mtu")
+
+
 def _main_table(tables: dict, metrics: dict, costs: dict[str, dict]) -> list[str]:
     rows = _main_rows(tables, metrics)
-    tasks = _tasks(tables)
+    tasks = _scored(tables)
     header = [f"{task} ({headline_metric(task)})" for task in tasks] + ["params", "trainable", "GFLOPs/call",
                                                                   "CPU latency vs base"]
     lines = ["| method | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
@@ -156,7 +161,7 @@ def measure_costs(base_model: str, tasks: tuple[str, ...], num_experts: int, rep
 
 
 def _experts_table(tables: dict, metrics: dict) -> tuple[list[str], int]:
-    counts, tasks = sorted({run.num_experts for run in tables["experts"]}), _tasks(tables)
+    counts, tasks = sorted({run.num_experts for run in tables["experts"]}), _scored(tables)
     lines = ["| N | " + " | ".join(f"{t} ({headline_metric(t)})" for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     scores = {}
     for n in counts:
@@ -168,23 +173,24 @@ def _experts_table(tables: dict, metrics: dict) -> tuple[list[str], int]:
 
 def _normalised_score(metrics: dict, runs: list[Run], pool: list[Run], tasks: tuple[str, ...]) -> float:
     """Mean over tasks of the headline, each task min-max normalised over `pool` (so PSNR and accuracy mix)."""
-    total = 0.0
+    scores = []
     for task in tasks:
-        values = _headline(metrics, pool, task)
-        low, high = min(values), max(values)
-        total += (statistics.mean(_headline(metrics, runs, task)) - low) / ((high - low) or 1.0)
-    return total / len(tasks)
+        values, ours = _headline(metrics, pool, task), _headline(metrics, runs, task)
+        if ours:  # a task not scored yet (a partial cache) counts for no one
+            low, high = min(values), max(values)
+            scores.append((statistics.mean(ours) - low) / ((high - low) or 1.0))
+    return statistics.mean(scores) if scores else float("nan")
 
 
 def _pairs_table(tables: dict, metrics: dict) -> list[str]:
     if not tables["pairs"]:
         return ["Skipped in --quick mode."]
     all_runs = [r for r in tables["pairs"] if r.tasks == _tasks(tables)]
-    lines = ["| tasks trained | first task: pair / all | second task: pair / all |", "|---|---|---|"]
+    lines = ["| tasks trained | each score: trained on the pair / on all tasks |", "|---|---|"]
     for pair in dict.fromkeys(r.tasks for r in tables["pairs"] if r.tasks != _tasks(tables)):
         runs = [r for r in tables["pairs"] if r.tasks == pair]
-        cells = [f"{t}: {_cell(_headline(metrics, runs, t))} / {_cell(_headline(metrics, all_runs, t))}" for t in pair]
-        lines.append(f"| {' + '.join(pair)} | " + " | ".join(cells) + " |")
+        cells = [f"{t}: {_cell(_headline(metrics, runs, t))} / {_cell(_headline(metrics, all_runs, t))}" for t in runs[0].scored]
+        lines.append(f"| {' + '.join(pair)} | " + "; ".join(cells) + " |")
     return lines
 
 
@@ -234,7 +240,7 @@ def _claims(tables: dict, metrics: dict, best_n: int, deviation: str, router: st
     rows = defaultdict(lambda: defaultdict(list), found)  # runs not finished yet: empty lists
     mtu, single = rows[METHOD_LABELS["mtu"]], rows[METHOD_LABELS["single-task"]]
     base_t2i = _headline(metrics, rows[METHOD_LABELS["base"]]["t2i"], "t2i")
-    tasks = _tasks(tables)
+    tasks = _scored(tables)
     def compare(task: str, other: dict) -> str:
         ours, theirs = _headline(metrics, mtu[task], task), _headline(metrics, other[task], task)
         return _verdict(ours, theirs, _evaluation_noise(task, ours + theirs, samples))
@@ -297,7 +303,8 @@ def write_report(path: Path, tables: dict, metrics: dict, out: Path, base_model:
         f"over runs (training + evaluation, each timed where it ran): {compute}; the last invocation took "
         f"{seconds / 60:.1f} minutes (runs cached in `{out}` are reused, not re-timed). Cells: mean ± sample "
         "standard deviation over seeds. Headline metrics: t2i = all attributes correct (parser); other tasks = PSNR "
-        "(dB) against the exact target.",
+        "(dB) against the exact target. \"(image only)\": sr / inpaint scored with empty prompts (a Shapes caption "
+        "names the whole scene, so with it a good base answers them without reading the image).",
         "",
         *([f"**Incomplete**: {len(set(missing))} planned runs have not finished and are left out: "
            + ", ".join(f"`{name}`" for name in dict.fromkeys(missing)) + ".", ""] if missing else []),

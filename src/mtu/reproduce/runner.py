@@ -128,10 +128,16 @@ def train_config(run: Run, base: dict[str, Any], folder: Path, steps: int):
 
 
 def run_once(run: Run, folder: Path, base: dict[str, Any], settings: dict[str, int], device: str = "cpu") -> dict:
-    """Train (resuming) and evaluate one run on `device`, unless its metrics are already on disk."""
+    """Train (resuming) and score one run on `device`, unless its metrics are already on disk.
+
+    A run scored before some of `run.scored` existed gets the missing scores from its trained model;
+    if that model is gone (a run copied in from another machine: metrics only), it is trained and
+    scored again from scratch, so one run's figures always come from one model.
+    """
     done = folder / METRICS_FILE
-    if done.is_file():
-        return json.loads(done.read_text())
+    cached = json.loads(done.read_text()) if done.is_file() else None
+    if cached is not None and all(name in cached["tasks"] for name in run.scored):
+        return cached
     started = time.perf_counter()
     model_dir = None
     if run.method != "base":
@@ -139,6 +145,7 @@ def run_once(run: Run, folder: Path, base: dict[str, Any], settings: dict[str, i
         if not (model_dir / "training_method.json").is_file():
             from mtu.training import train
 
+            cached = None  # its model is gone: everything is measured anew
             config = train_config(run, base, folder, settings["steps"])
             resume = "latest" if (folder / "train" / "checkpoints").is_dir() else None
             summary = train(config, resume=resume)
@@ -147,14 +154,15 @@ def run_once(run: Run, folder: Path, base: dict[str, Any], settings: dict[str, i
             model_dir = Path(summary["model"])
     pipe = load_pipeline(base["model"], model_dir, run).to(device)
     # Costs (params, FLOPs, latency) are structural: the report measures them once, side by side.
-    result = {"run": run.name, "device": str(device), "tasks": {}}
-    for task in run.tasks:
-        result["tasks"][task] = evaluate(pipe, task, settings["eval_samples"], settings["eval_steps"])
-    if run.method == "full":
+    result = cached or {"run": run.name, "device": str(device), "tasks": {}, "seconds": 0.0}
+    for name in run.scored:
+        if name not in result["tasks"]:
+            result["tasks"][name] = evaluate(pipe, name, settings["eval_samples"], settings["eval_steps"])
+    if cached is None and run.method == "full":
         result["layer_deviations"] = _layer_deviations(base["model"], pipe, run.tasks[0])
-    if run.method == "mtu":
+    if cached is None and run.method == "mtu":
         result["routing"] = {name: w.tolist() for name, w in pipe.unet.routing_weights().items()}
-    result["seconds"] = time.perf_counter() - started  # this call's training (if any) and evaluation
+    result["seconds"] += time.perf_counter() - started  # training (if any) and evaluation, every call
     write_text_atomic(done, json.dumps(result, indent=1, default=str))
     return result
 
@@ -172,14 +180,16 @@ def load_pipeline(base: str, model_dir: Path | None, run: Run):
     return pipe
 
 
-def evaluate(pipe, task: str, samples: int, steps: int) -> dict:
+def evaluate(pipe, name: str, samples: int, steps: int) -> dict:
+    """Score one of `Run.scored` (a task, or its image-only variant) on the held-out Shapes set."""
     from mtu.assets import SHAPES_BASE_SAMPLER
-    from mtu.evaluation.shapes_eval import evaluate_mtu_task
+    from mtu.evaluation.shapes_eval import evaluate_mtu_task, parse_scored_name
     from mtu.training.methods import activate
 
+    task, prompt = parse_scored_name(name)
     activate(pipe.unet, task)  # adapters: route through this task's adapter (no-op for MTU)
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": steps}
-    return evaluate_mtu_task(pipe, task, samples, seed=0, batch_size=16, **sampler)
+    return evaluate_mtu_task(pipe, task, samples, seed=0, batch_size=16, prompt=prompt, **sampler)
 
 
 def _layer_deviations(base_model: str, pipe, task: str) -> dict[str, list]:
