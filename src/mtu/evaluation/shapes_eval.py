@@ -22,7 +22,12 @@ IMAGE_ONLY_SUFFIX = " (image only)"
 
 def with_image_only(tasks: Sequence[str]) -> tuple[str, ...]:
     """`tasks`, each of IMAGE_ONLY_TASKS followed by its image-only name: ("t2i", "sr") -> ("t2i", "sr", "sr (image only)")."""
-    return tuple(name for task in tasks for name in (task, task + IMAGE_ONLY_SUFFIX)[: 1 + (task in IMAGE_ONLY_TASKS)])
+    names = []
+    for task in tasks:
+        names.append(task)
+        if task in IMAGE_ONLY_TASKS:
+            names.append(task + IMAGE_ONLY_SUFFIX)
+    return tuple(names)
 
 
 def parse_scored_name(name: str) -> tuple[str, bool]:

@@ -162,7 +162,7 @@ def run_once(run: Run, folder: Path, base: dict[str, Any], settings: dict[str, i
         result["layer_deviations"] = _layer_deviations(base["model"], pipe, run.tasks[0])
     if cached is None and run.method == "mtu":
         result["routing"] = {name: w.tolist() for name, w in pipe.unet.routing_weights().items()}
-    result["seconds"] += time.perf_counter() - started  # training (if any) and evaluation, every call
+    result["seconds"] = result.get("seconds", 0.0) + time.perf_counter() - started  # every call's training and scoring
     write_text_atomic(done, json.dumps(result, indent=1, default=str))
     return result
 
