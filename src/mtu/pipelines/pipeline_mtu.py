@@ -167,8 +167,13 @@ class MTUPipeline(DiffusionPipeline):
             config = config or MTUConfig()
             config.base_model_name_or_path = config.base_model_name_or_path or str(base)
             unet = mtu.upcycle(parts["unet"], config)
+        return cls.from_stock(parts, unet)
+
+    @classmethod
+    def from_stock(cls, components: dict[str, Any], unet: torch.nn.Module) -> "MTUPipeline":
+        """An MTUPipeline of a stock pipeline's `components` around the MTU denoiser `unet`."""
         names = ("vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
-        return cls(unet=unet, **{name: parts.get(name) for name in names})
+        return cls(unet=unet, **{name: components.get(name) for name in names})
 
     @classmethod
     def from_mtu(cls, mtu_model: str | Path, base: str | Path | None = None, **kwargs: Any) -> "MTUPipeline":

@@ -232,9 +232,7 @@ def load_trained_pipeline(folder: str | Path):
         raise FileNotFoundError(f"{folder} has no {METHOD_FILE}: pass the model/ folder of an `mtu train` run")
     base = MTUConfig.load(folder).base_model_name_or_path
     parts = DiffusionPipeline.from_pretrained(model_folder(base)).components
-    model = load_trained(parts["unet"], folder).eval()
-    names = ("vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
-    return MTUPipeline(unet=model, **{name: parts.get(name) for name in names})
+    return MTUPipeline.from_stock(parts, load_trained(parts["unet"], folder).eval())
 
 @torch.no_grad()
 def load_weights(model: MTUModel, folder: Path, method: str) -> None:
