@@ -36,7 +36,11 @@ def test_two_processes_match_one_process(tiny_model, tmp_path):
     single = train(TrainConfig.from_dict(one_process))
     two = load_file(tmp_path / "two" / "model" / "mtu_model.safetensors")
     one = load_file(Path(single["model"]) / "mtu_model.safetensors")
-    start = load_file(tmp_path / "two" / "checkpoints" / "step-00000002" / "model" / "mtu_model.safetensors")
+    checkpoint = tmp_path / "two" / "checkpoints" / "step-00000002"
+    start = load_file(checkpoint / "model" / "mtu_model.safetensors")
+    # Each process wrote its own RNG states into the shared checkpoint (nothing pickled).
+    rng_files = {f"process-{i}.{ext}" for i in (0, 1) for ext in ("json", "safetensors")}
+    assert {p.name for p in (checkpoint / "rng").iterdir()} == rng_files
     assert any(not torch.equal(two[k], start[k]) for k in two)  # training moved the weights
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)

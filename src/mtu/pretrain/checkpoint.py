@@ -4,7 +4,8 @@ A checkpoint is a folder ``<root>/<name>`` holding ``tensors.safetensors`` (mode
 and RNG state, by prefixed key) and ``state.json`` (step, optimizer hyper-parameters, data RNG state,
 metrics). It is written under ``<name>.tmp`` and renamed into place, so a reader or a resumed run sees
 either a complete checkpoint or none. We do not use accelerate's ``save_state``: it pickles RNG states
-and writes in place, so a kill mid-save leaves a half-written checkpoint behind.
+and writes in place, so a kill mid-save leaves a half-written checkpoint behind. The optimizer is split
+into tensors and JSON by `mtu.safe_state`.
 """
 
 from __future__ import annotations
@@ -19,26 +20,6 @@ from safetensors.torch import load_file, save_file
 
 TENSORS_FILE = "tensors.safetensors"
 STATE_FILE = "state.json"
-
-
-def optimizer_to_flat(state_dict: dict) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """Split `optimizer.state_dict()` into tensors keyed ``optimizer.<param index>.<name>`` and JSON groups."""
-    tensors = {
-        f"optimizer.{index}.{name}": value
-        for index, param_state in state_dict["state"].items()
-        for name, value in param_state.items()
-    }
-    return tensors, state_dict["param_groups"]
-
-
-def optimizer_from_flat(tensors: dict[str, torch.Tensor], param_groups: list[dict]) -> dict:
-    """Inverse of `optimizer_to_flat`."""
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    return {"state": state, "param_groups": param_groups}
 
 
 def replace_dir(source: Path, destination: Path) -> None:

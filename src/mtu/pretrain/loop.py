@@ -14,15 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from mtu.signals import StopRequest
-from mtu.pretrain.checkpoint import (
-    list_checkpoints,
-    load_checkpoint,
-    optimizer_from_flat,
-    optimizer_to_flat,
-    prefixed,
-    save_checkpoint,
-    unprefixed,
-)
+from mtu.pretrain.checkpoint import list_checkpoints, load_checkpoint, prefixed, save_checkpoint, unprefixed
+from mtu.safe_state import optimizer_from_flat, optimizer_to_flat
 
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"

@@ -9,7 +9,9 @@ import torch
 
 
 class TrainableEMA:
-    """EMA over a fixed list of parameters; checkpointed through accelerate's `register_for_checkpointing`.
+    """EMA over a fixed list of parameters, checkpointed by `mtu.training.checkpoint` without pickle.
+
+    `mtu.training.checkpoint` writes `state_dict`'s shadow tensors as safetensors, decay and update count as JSON.
 
     The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so early averages are not
     dominated by the untrained start (diffusers' `EMAModel` does the same).

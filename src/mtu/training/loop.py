@@ -4,9 +4,9 @@
     >>> train(load_config("configs/shapes.yaml", {"train.max_steps": 100}), resume="latest")
 
 Shape of accelerate's `nlp_example.py` (build data, build model, loop), split into small functions.
-Steps are optimizer steps. Accelerate owns the state (`save_state` / `load_state`, with the model
-weights replaced by the trainable ones through save / load hooks); the data stream is a pure function
-of (seed, step), so resuming needs no skipped batches (see `mtu.training.data`).
+Steps are optimizer steps. Checkpoints are written and read by `mtu.training.checkpoint` as safetensors +
+JSON (not accelerate's `save_state` / `load_state`, whose pickles run code when loaded); the data stream
+is a pure function of (seed, step), so resuming needs no skipped batches (see `mtu.training.data`).
 """
 
 from __future__ import annotations
@@ -32,9 +32,12 @@ from mtu.signals import StopRequest
 from mtu.training.checkpoint import (
     CONFIG_FILE,
     Progress,
+    check_loadable,
     find_checkpoint,
     list_checkpoints,
+    load_checkpoint,
     save_checkpoint,
+    saved_config,
     step_of,
 )
 from mtu.training.components import Components, load_components
@@ -47,7 +50,6 @@ from mtu.training.methods import (
     activate,
     build_model,
     format_counts,
-    load_weights,
     mtu_config_of,
     parameter_counts,
     save_trained,
@@ -162,28 +164,10 @@ def build_run(config: TrainConfig, accelerator) -> Run:
     prepared, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema = TrainableEMA(parameters, section.ema_decay) if section.ema_decay is not None else None
     progress = Progress()
-    accelerator.register_for_checkpointing(progress, *([ema] if ema else []))
     noise_scheduler = DDPMScheduler.from_config(components.scheduler_config)
     run = Run(config, accelerator, components, prepared, optimizer, lr_scheduler, noise_scheduler, progress, ema,
               adapter, Path(config.output_dir))  # fmt: skip
-    _register_hooks(run)
     return run
-
-
-def _register_hooks(run: Run) -> None:
-    """Checkpoint the trainable weights (safetensors, `save_trained`) instead of the whole denoiser."""
-
-    def save_hook(models, weights, output_dir):
-        if run.accelerator.is_main_process:
-            save_trained(run.unwrapped, Path(output_dir) / MODEL_DIR, run.config.method, run.adapter)
-        weights.clear()
-
-    def load_hook(models, input_dir):
-        load_weights(run.unwrapped, Path(input_dir) / MODEL_DIR, run.config.method)
-        models.clear()
-
-    run.accelerator.register_save_state_pre_hook(save_hook)
-    run.accelerator.register_load_state_pre_hook(load_hook)
 
 
 def resolve_seed(config: TrainConfig, accelerator) -> int:
@@ -215,13 +199,14 @@ def restore(run: Run, resume: str | None) -> None:
     if checkpoint is None:
         run.accelerator.print(f"--resume {resume}: no checkpoint in {run.output_dir} yet; starting a new run")
         return
+    check_loadable(checkpoint)  # an older pickle checkpoint is refused before anything in it is read
     _check_compatible(run.config, checkpoint)
-    run.accelerator.load_state(str(checkpoint))
+    load_checkpoint(run, checkpoint)
     run.accelerator.print(f"resumed from {checkpoint} at step {run.progress.step}")
 
 
 def _check_compatible(config: TrainConfig, checkpoint: Path) -> None:
-    saved = yaml.safe_load((checkpoint / CONFIG_FILE).read_text())
+    saved = saved_config(checkpoint)
     current = config.to_dict()
     changed = [key for key in FIXED_ON_RESUME if saved.get(key) != current.get(key)]
     # Tasks: their names, order and layouts fix the weights' shapes; weights and sources may change.
@@ -524,7 +509,7 @@ def _loop(run: Run, sources: dict, stop_at: int | None) -> dict:
             due = step % config.checkpoint.every == 0 or step == config.train.max_steps
             if due or result["stop"]:
                 keep = config.checkpoint.keep
-                checkpoint = save_checkpoint(accelerator, run.output_dir, step, keep, config_text(config))
+                checkpoint = save_checkpoint(run, step, keep, config_text(config))
             if config.logging.sample_every and step % config.logging.sample_every == 0:
                 write_samples(run, previews)
             if result["stop"] and step < config.train.max_steps:
