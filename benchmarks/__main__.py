@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from benchmarks import denoiser, ffn, limits, size, switching, training
+from benchmarks import denoiser, ffn, limits, size, switching, train_cache, training
 from benchmarks.configs import base_unet
 from benchmarks.report import Section, environment, sections_from_json, to_json, to_markdown
 from benchmarks.settings import Settings
@@ -40,6 +40,7 @@ SECTIONS: dict[str, Callable[[Settings], Section]] = {
     "switching": switching.run,
     "mixed": denoiser.run_mixed,
     "training": training.run,
+    "cache": train_cache.run,
     "limits": limits.run,
     "gpu": gpu_section,
 }
@@ -47,7 +48,7 @@ SECTIONS: dict[str, Callable[[Settings], Section]] = {
 
 # Run order: training needs the most memory (full fine-tuning: ~14 GiB in a worker), so it runs after the
 # shared base UNet is released; the report keeps the order of SECTIONS.
-RUN_ORDER = ["ffn", "denoiser", "size", "switching", "mixed", "limits", "training", "gpu"]
+RUN_ORDER = ["ffn", "denoiser", "size", "switching", "mixed", "limits", "training", "cache", "gpu"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -115,7 +116,8 @@ def merge(path: Path, env: dict, fresh: list[Section], seconds: float) -> tuple[
     update["sections"] = [section.key for section in fresh]
     merged_env = dict(previous["environment"])
     merged_env["updates"] = [*merged_env.get("updates", []), update]
-    total = previous["total_seconds"] + sum(section.seconds - old[section.key].seconds for section in fresh)
+    replaced = sum(old[section.key].seconds for section in fresh if section.key in old)  # a new section replaces nothing
+    total = previous["total_seconds"] + sum(section.seconds for section in fresh) - replaced
     return merged_env, [sections[key] for key in SECTIONS if key in sections], total
 
 

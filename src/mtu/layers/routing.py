@@ -14,6 +14,12 @@ import torch
 from torch import nn
 
 
+def task_runs(ids: list[int]) -> list[tuple[int, slice]]:
+    """Maximal runs of consecutive equal task ids, as (task id, rows): [0, 0, 2] -> [(0, 0:2), (2, 2:3)]."""
+    starts = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]]
+    return [(ids[start], slice(start, stop)) for start, stop in zip(starts, starts[1:] + [len(ids)])]
+
+
 @dataclass
 class TaskBatch:
     """The tasks of one batch, resolved once per forward.
@@ -32,9 +38,7 @@ class TaskBatch:
     @classmethod
     def from_ids(cls, ids: list[int], embedding_table: torch.nn.Embedding, device: torch.device) -> "TaskBatch":
         id_tensor = torch.tensor(ids, dtype=torch.long, device=device)
-        starts = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]]
-        runs = [(ids[start], slice(start, stop)) for start, stop in zip(starts, starts[1:] + [len(ids)])]
-        return cls(ids=id_tensor, embedding=embedding_table(id_tensor), runs=runs)
+        return cls(ids=id_tensor, embedding=embedding_table(id_tensor), runs=task_runs(ids))
 
     @property
     def single_task(self) -> int | None:

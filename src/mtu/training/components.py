@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from mtu.conditioning import latent_mask, mask_image
 from mtu.training.config import is_hub_id
 
 
@@ -50,8 +51,8 @@ class Components:
         return next(self.vae.parameters()).dtype
 
     @torch.no_grad()
-    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, dict | None]:
-        """(B, L, D) prompt embeddings and, for SDXL, the `added_cond_kwargs`."""
+    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, L, D) prompt embeddings and, for SDXL, the (B, P) pooled embeddings (else None)."""
         hidden, pooled = [], None
         for tokenizer, encoder in zip(self.tokenizers, self.text_encoders):
             ids = tokenizer(
@@ -63,29 +64,52 @@ class Components:
                 pooled = output[0]  # the last encoder's projected pooled embedding
             else:
                 hidden.append(encoder(ids)[0])
-        embeddings = torch.cat(hidden, dim=-1)
-        if not self.xl:
-            return embeddings, None
+        return torch.cat(hidden, dim=-1), pooled
+
+    def added_cond_kwargs(self, pooled: torch.Tensor | None) -> dict | None:
+        """SDXL's `added_cond_kwargs` for a batch of pooled embeddings; None for SD."""
+        if pooled is None:
+            return None
         size = self.resolution
         # (original size, crop top-left, target size): training images are resized to the target, uncropped.
-        time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=self.device, dtype=embeddings.dtype)
-        return embeddings, {"text_embeds": pooled, "time_ids": time_ids.repeat(len(texts), 1)}
+        time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=pooled.device, dtype=pooled.dtype)
+        return {"text_embeds": pooled, "time_ids": time_ids.repeat(len(pooled), 1)}
 
     def _scale(self, latents: torch.Tensor) -> torch.Tensor:
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         return (latents - shift) * self.vae.config.scaling_factor
 
     @torch.no_grad()
-    def target_latents(self, images: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Scaled VAE samples of (B, 3, H, W) images in [-1, 1], drawn with the given standard normal `eps`."""
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the VAE posterior of (B, 3, H, W) images in [-1, 1] (unscaled, float32)."""
         distribution = self.vae.encode(images.to(self.device, self.dtype)).latent_dist
-        return self._scale(distribution.mean + distribution.std * eps.to(distribution.mean)).float()
+        return distribution.mean.float(), distribution.std.float()
+
+    def target_latents(self, mean: torch.Tensor, std: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Scaled VAE samples `mean + std * eps` of a posterior, drawn with the given standard normal `eps`."""
+        return self._scale(mean + std * eps.to(mean))
 
     @torch.no_grad()
     def image_latents(self, images: torch.Tensor, scaled: bool = False) -> torch.Tensor:
         """`latent_dist.mode()` of conditioning images; `scaled` for inpainting's masked-image latents."""
         latents = self.vae.encode(images.to(self.device, self.dtype)).latent_dist.mode()
         return (self._scale(latents) if scaled else latents).float()
+
+    def extra_channels(self, spec) -> int:
+        """Channels a task's conditioning adds after the noisy latent (`mtu.conditioning` layouts)."""
+        latent = self.vae.config.latent_channels
+        return {"none": 0, "image": latent, "masked_image": latent + 1}[spec.conditioning]
+
+    @torch.no_grad()
+    def condition_latents(self, spec, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """A task's conditioning channels in denoiser layout, from (B, 3, H, W) images and (B, 1, H, W) masks."""
+        if spec.conditioning == "masked_image":
+            masks = masks.to(self.device)
+            masked = self.image_latents(mask_image(images.to(self.device), masks), scaled=True)
+            return torch.cat([latent_mask(masks, masked.shape[2:]).float(), masked], dim=1)
+        if spec.conditioning == "image":
+            return self.image_latents(images)
+        raise ValueError(f"task {spec.name!r}: conditioning {spec.conditioning!r} has no image latents")
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

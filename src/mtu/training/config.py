@@ -28,6 +28,7 @@ DEGRADATIONS = ("first_order", "second_order")
 ROLES = ("image", "text", "target")
 
 # Column names of the paper's datasets, per conditioning / task (override with `source.columns`).
+CACHE_MODES = ("none", "latents")
 DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
     "none": {"target": "image", "text": "caption"},  # COCO captions
     "image": {"image": "input_image", "text": "edit_prompt", "target": "edited_image"},  # InstructPix2Pix
@@ -120,6 +121,8 @@ class TaskConfig:
             (Real-ESRGAN style) and resizing it back up; 4 by default for "sr", unset otherwise.
         degradation: "second_order" (two degradation rounds, the second milder; Real-ESRGAN) or
             "first_order", for `sr_scale` on real images. Shapes sr uses the world's own first-order chain.
+        prompt: false trains the task with empty prompts (the paper's SR data has no captions; a Shapes
+            caption names the whole scene, so with it sr could be answered without reading the image).
     """
 
     weight: float = 1.0
@@ -128,6 +131,7 @@ class TaskConfig:
     description: str = ""
     sr_scale: int | None = None
     degradation: str = "second_order"
+    prompt: bool = True
 
     def spec(self, name: str) -> TaskSpec:
         if name in BUILTIN_TASKS and self.conditioning is None:
@@ -165,6 +169,7 @@ class TaskConfig:
         if self.sr_scale is not None and (not _is_int(self.sr_scale) or self.sr_scale < 2):
             found.append(f"{where}.sr_scale: must be an int >= 2, got {self.sr_scale!r}")
         _choice(found, f"{where}.degradation", self.degradation, DEGRADATIONS)
+        _need(found, isinstance(self.prompt, bool), f"{where}.prompt: must be true or false, got {self.prompt!r}")
         found += self.source.problems(f"{where}.source")
         if self.source.type == "hf" and importlib.util.find_spec("datasets") is None:
             found.append(f"{where}.source: type hf needs the `datasets` package (pip install datasets)")
@@ -248,6 +253,14 @@ class DataSection:
             empty prompt; a dropped image is a zero latent. Tasks without a conditioning image (t2i,
             inpaint) drop their text with probability text_dropout + both_dropout.
         max_skips: unreadable samples tolerated in a row before the run stops (a dataset that is mostly corrupt).
+        pool_size: train on a fixed pool per task: Shapes tasks draw this many examples once (seeded by
+            `pool_seed`); a dataset's pool is its records, their random parts (caption choice, degradation,
+            mask) drawn once per record. null: a fresh example (Shapes) or fresh random parts every draw.
+        pool_seed: the seed of the Shapes pools (independent of `seed`, so runs that differ only in
+            their training seed share one pool and one latent cache).
+        cache: "latents": encode every pool entry once with the frozen VAE and text encoder(s) and train
+            from the stored latents (`mtu.training.cache`); "none": encode every step. Needs a finite pool.
+        cache_dir: where latent caches live (null: $MTU_CACHE_DIR, else ~/.cache/mtu/latents).
     """
 
     resolution: int = 64
@@ -257,9 +270,19 @@ class DataSection:
     image_dropout: float = 0.05
     both_dropout: float = 0.05
     max_skips: int = 50
+    pool_size: int | None = None
+    pool_seed: int = 0
+    cache: str = "none"
+    cache_dir: str | None = None
 
     def problems(self) -> list[str]:
         found = []
+        if self.pool_size is not None:
+            _int_at_least(found, "data.pool_size", self.pool_size, 1)
+        _int_at_least(found, "data.pool_seed", self.pool_seed, 0)
+        _choice(found, "data.cache", self.cache, CACHE_MODES)
+        if self.cache_dir is not None and not isinstance(self.cache_dir, str):
+            found.append(f"data.cache_dir: expected a folder path or null, got {self.cache_dir!r}")
         if not _is_int(self.resolution) or self.resolution < 8 or self.resolution % 8:
             found.append(f"data.resolution: must be a positive multiple of 8, got {self.resolution!r}")
         for name, low in (("batch_size", 1), ("num_workers", 0), ("max_skips", 1)):
@@ -286,6 +309,9 @@ class TrainSection:
         gradient_checkpointing: recompute activations in the backward pass (less memory, ~30% slower).
         ema_decay: keep an exponential moving average of the trainable weights (null: none); the final
             model folder holds the EMA weights.
+        lr_multipliers: regular expression over trainable parameter names -> factor on learning_rate (the
+            first match wins), e.g. {"conv_in|task_embedding|router": 10.0}: a zero-initialised input
+            pathway or router can learn faster than the experts copied from the base.
     """
 
     max_steps: int = 1000
@@ -301,9 +327,15 @@ class TrainSection:
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     ema_decay: float | None = None
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         found = []
+        multipliers = self.lr_multipliers
+        if not isinstance(multipliers, dict) or not all(
+            isinstance(k, str) and _is_number(v) and v > 0 for k, v in multipliers.items()
+        ):
+            found.append(f"train.lr_multipliers: expected a mapping regex -> number > 0, got {multipliers!r}")
         for name, low in (("max_steps", 1), ("gradient_accumulation_steps", 1), ("lr_warmup_steps", 0)):
             _int_at_least(found, f"train.{name}", getattr(self, name), low)
         for name in ("learning_rate", "adam_epsilon"):
@@ -444,6 +476,12 @@ class TrainConfig:
             )
         for name in SECTIONS:
             found += getattr(self, name).problems()
+        shapes = [name for name, task in self.tasks.items() if task.source.type == "shapes"]
+        if self.data.cache == "latents" and self.data.pool_size is None and shapes:
+            found.append(
+                f"data.cache: latents needs a finite pool for the shapes tasks {shapes}; set data.pool_size "
+                "(e.g. 8192 examples per task)"
+            )
         return found
 
     def check(self) -> None:

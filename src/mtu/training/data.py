@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mtu.training.sources import Pair, UnreadableSample
+from mtu.training.cache import CachedExample, stack_cached
+from mtu.training.sources import Pair, UnreadableSample, stack_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +64,6 @@ class Layout:
 
 def sample_rng(seed: int, step: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(step, index)))
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) -> float (3, H, W) in [-1, 1]."""
-    return torch.tensor(image).permute(2, 0, 1).float() / 127.5 - 1
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -117,7 +113,7 @@ class StepBatches(torch.utils.data.Dataset):
         samples.sort(key=lambda sample: sample[0])  # contiguous task runs: one slice per task in every MTU layer
         return collate(samples, step, skipped)
 
-    def _sample(self, task: str, rng: np.random.Generator, skipped: list[str]) -> tuple[Pair, bool, bool, int]:
+    def _sample(self, task: str, rng: np.random.Generator, skipped: list[str]) -> tuple[Pair | CachedExample, bool, bool, int]:
         source = self.sources[task]
         noise_seed, r = int(rng.integers(2**62)), float(rng.random())
         for _ in range(self.max_skips):
@@ -132,29 +128,30 @@ class StepBatches(torch.utils.data.Dataset):
                 "is the dataset mostly corrupt, or its columns wrong? (data.max_skips raises the limit)"
             )
         # Inpainting keeps its masked image (as SD-inpainting training does): only "image" layouts drop it.
-        drop_text, drop_image = self.dropout.decide(r, has_image=pair.image is not None and pair.mask is None)
+        drop_text, drop_image = self.dropout.decide(r, has_image=pair.droppable_image)
         return pair, drop_text, drop_image, noise_seed
 
 
-def collate(samples: list[tuple[int, Pair, bool, bool, int]], step: int, skipped: list[str]) -> dict:
-    """Stack (task id, pair, drop text, drop image, noise seed) samples; missing images / masks are zeros."""
-    targets = torch.stack([to_tensor(pair.target) for _, pair, *_ in samples])
-    zeros, no_mask = torch.zeros_like(targets[0]), torch.zeros(1, *targets.shape[2:])
-    images = torch.stack([to_tensor(pair.image) if pair.image is not None else zeros for _, pair, *_ in samples])
-    masks = torch.stack(
-        [torch.tensor(pair.mask, dtype=torch.float32)[None] if pair.mask is not None else no_mask for _, pair, *_ in samples]
-    )
-    return {
+def collate(samples: list[tuple[int, Pair | CachedExample, bool, bool, int]], step: int, skipped: list[str]) -> dict:
+    """Stack (task id, example, drop text, drop image, noise seed) samples into one micro-batch.
+
+    Pairs give images and texts (encoded by the step, `encode_batch`); cached examples give their
+    encodings directly, under "encoded", with the same dropout applied.
+    """
+    examples = [example for _, example, *_ in samples]
+    drop_text = [drop for _, _, drop, _, _ in samples]
+    drop_image = [drop for *_, drop, _ in samples]
+    batch = {
         "step": step,
         "task_ids": torch.tensor([task for task, *_ in samples], dtype=torch.long),
-        "texts": ["" if drop_text else pair.text for _, pair, drop_text, _, _ in samples],
-        "target": targets,
-        "image": images,
-        "mask": masks,
-        "drop_image": torch.tensor([drop_image for *_, drop_image, _ in samples]),
+        "drop_image": torch.tensor(drop_image),
         "noise_seeds": torch.tensor([seed for *_, seed in samples], dtype=torch.long),
         "skipped": skipped,
     }
+    if isinstance(examples[0], CachedExample):
+        return {**batch, "encoded": stack_cached(examples, drop_text, drop_image)}
+    texts = ["" if drop else pair.text for pair, drop in zip(examples, drop_text)]
+    return {**batch, **stack_pairs(examples), "texts": texts}
 
 
 def micro_batches(dataset: StepBatches, first_step: int, last_step: int, num_workers: int):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from mtu.config import TaskSpec
@@ -43,6 +45,25 @@ class Pair:
     target: np.ndarray
     image: np.ndarray | None = None
     mask: np.ndarray | None = None
+
+    @property
+    def droppable_image(self) -> bool:
+        """Conditioning dropout may drop the image: "image" layouts only (inpainting keeps its masked image)."""
+        return self.image is not None and self.mask is None
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float (3, H, W) in [-1, 1]."""
+    return torch.tensor(image).permute(2, 0, 1).float() / 127.5 - 1
+
+
+def stack_pairs(pairs: list[Pair]) -> dict[str, torch.Tensor]:
+    """{"target", "image": (B, 3, H, W) in [-1, 1], "mask": (B, 1, H, W)}; missing images / masks are zeros."""
+    targets = torch.stack([to_tensor(pair.target) for pair in pairs])
+    zeros, no_mask = torch.zeros_like(targets[0]), torch.zeros(1, *targets.shape[2:])
+    images = torch.stack([to_tensor(pair.image) if pair.image is not None else zeros for pair in pairs])
+    masks = [torch.tensor(pair.mask, dtype=torch.float32)[None] if pair.mask is not None else no_mask for pair in pairs]
+    return {"target": targets, "image": images, "mask": torch.stack(masks)}
 
 
 def fit(image: np.ndarray, resolution: int) -> np.ndarray:
@@ -93,13 +114,19 @@ def pick_text(value: Any, rng: np.random.Generator) -> str:
 class ShapesSource:
     """Exact task pairs from the Shapes world, drawn fresh from the sample's rng."""
 
-    def __init__(self, name: str, resolution: int) -> None:
-        self.name, self.resolution = name, resolution
+    def __init__(self, name: str, resolution: int, prompt: bool = True) -> None:
+        self.name, self.resolution, self.prompt = name, resolution, prompt
+
+    def example(self, index: int, rng: np.random.Generator) -> Pair:
+        """Pool entry `index`: the world has no records, so the entry is whatever `rng` draws."""
+        return self.draw(rng)
 
     def draw(self, rng: np.random.Generator, training: bool = True) -> Pair:
         from mtu.data.shapes.tasks import make_example
 
         example = make_example(self.name, rng, training=training)
+        if not self.prompt:
+            example = replace(example, prompt="")
         target = fit(example.target, self.resolution)
         if self.name == "t2i":
             return Pair(self.name, example.prompt, target)
@@ -124,7 +151,7 @@ class RecordSource:
     root: Path | None = None
 
     def __init__(self, name: str, spec: TaskSpec, task: TaskConfig, resolution: int) -> None:
-        self.name, self.spec, self.resolution = name, spec, resolution
+        self.name, self.spec, self.resolution, self.prompt = name, spec, resolution, task.prompt
         self.columns = task.columns(name)
         self.scale = task.scale(name) if spec.conditioning == "image" else None
         self.second_order = task.degradation == "second_order"
@@ -136,8 +163,12 @@ class RecordSource:
         raise NotImplementedError
 
     def draw(self, rng: np.random.Generator) -> Pair:
-        record = self.record(int(rng.integers(len(self))))
-        text = pick_text(record.get("text"), rng)
+        return self.example(int(rng.integers(len(self))), rng)
+
+    def example(self, index: int, rng: np.random.Generator) -> Pair:
+        """Record `index` as a pair; `rng` draws its random parts (caption choice, degradation, mask)."""
+        record = self.record(index)
+        text = pick_text(record.get("text"), rng) if self.prompt else ""
         target = fit(to_rgb(record.get("target"), self.root), self.resolution)
         if self.spec.conditioning == "none":
             return Pair(self.name, text, target)
@@ -248,11 +279,44 @@ class FolderSource(RecordSource):
         return {"target": path, "text": caption.read_text().strip() if caption.is_file() else ""}
 
 
+POOL_SPAWN_KEY = 0x9001_CAC4  # pool entries never share a generator with training draws or held-out sets
+
+
+def pool_rng(seed: int, task: str, index: int) -> np.random.Generator:
+    """The generator of pool entry `index` of `task` (the task named by a stable hash, so user tasks work)."""
+    key = (POOL_SPAWN_KEY, zlib.crc32(task.encode()), index)
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+class ExamplePool:
+    """A fixed set of examples of one task, drawn uniformly: a dataset of `size` entries.
+
+    Entry k is a pure function of (seed, task, k) (`pool_rng`), so every run with the same pool settings
+    trains on the same examples and a latent cache of them (`mtu.training.cache`) can stand in for it.
+    Shapes pools are `size` draws of the world; a dataset's pool is its records (k = record k, `size` ignored).
+    """
+
+    def __init__(self, source: ShapesSource | RecordSource, size: int | None, seed: int) -> None:
+        self.source, self.seed, self.name = source, seed, source.name
+        self.size = len(source) if isinstance(source, RecordSource) else size
+        if not self.size:
+            raise ValueError(f"task {self.name!r}: a pool needs a size (data.pool_size)")
+
+    def __len__(self) -> int:
+        return self.size
+
+    def example(self, index: int) -> Pair:
+        return self.source.example(index, pool_rng(self.seed, self.name, index))
+
+    def draw(self, rng: np.random.Generator) -> Pair:
+        return self.example(int(rng.integers(self.size)))
+
+
 def open_source(name: str, task: TaskConfig, resolution: int) -> ShapesSource | RecordSource:
     """The source of one task, opened (datasets loaded, files listed, columns checked)."""
     spec, kind = task.spec(name), task.source.type
     if kind == "shapes":
-        return ShapesSource(name, resolution)
+        return ShapesSource(name, resolution, task.prompt)
     if kind == "hf":
         return HFSource(name, spec, task, resolution)
     if kind == "jsonl":
