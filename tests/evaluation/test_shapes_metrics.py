@@ -2,14 +2,13 @@
 
 import argparse
 import json
-import math
 
 import numpy as np
 import pytest
 
 from mtu.data.shapes.tasks import evaluation_set
 from mtu.data.shapes.world import Scene, ShapeObject, render, sample_scene
-from mtu.evaluation.shapes_metrics import match_objects, pair_metrics, t2i_accuracy
+from mtu.evaluation.shapes_metrics import PSNR_CAP, match_objects, pair_metrics, t2i_accuracy
 
 RATE_KEYS = {"background", "color", "shape", "position", "count", "all_correct"}
 
@@ -58,7 +57,7 @@ def test_pair_metrics_of_targets_are_perfect_and_psnr_ordering_is_sane():
     targets = [e.target for e in examples]
     scenes = [e.target_scene for e in examples]
     perfect = pair_metrics(targets, targets, scenes, "remove")
-    assert math.isinf(perfect["psnr"]) and perfect["ssim"] == pytest.approx(1.0)
+    assert perfect["psnr"] == PSNR_CAP and perfect["ssim"] == pytest.approx(1.0)  # exact: capped, not infinite
     assert perfect["all_correct"] == perfect["background"] == 1.0
     rng = np.random.default_rng(0)
     noisy = {

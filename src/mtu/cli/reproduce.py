@@ -19,6 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (default 1)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--report-only", action="store_true", help="run nothing: write the report from the finished runs")
+    parser.add_argument("--pilot", action="store_true",
+                        help="run the pilot instead (single-task learning curves on validation; chooses S and the "
+                        "learning-rate setting); writes reproduction/pilot.json")  # fmt: skip
+    parser.add_argument("--time-limit", type=float, default=None, help="--pilot: seconds; no chunk starts that would end later")
     parser.set_defaults(func=run)
 
 
@@ -26,6 +30,8 @@ def run(args: argparse.Namespace) -> None:
     from mtu.quickstart import DEFAULT_CONFIG
     from mtu.reproduce import reproduce
 
+    if args.pilot:
+        return run_pilot(args)
     seeds = tuple(int(seed) for seed in args.seeds.split(",") if seed.strip())
     if not seeds:
         raise ValueError("--seeds needs at least one seed, e.g. --seeds 0,1")
@@ -33,3 +39,16 @@ def run(args: argparse.Namespace) -> None:
     report = reproduce(args.out, args.config or DEFAULT_CONFIG, args.quick, seeds, args.steps, args.eval_samples,
                        args.results, tasks, jobs=args.jobs, device=args.device, report_only=args.report_only)
     print(f"wrote {report}")
+
+
+def run_pilot(args: argparse.Namespace) -> None:
+    from mtu.reproduce.pilot import PILOT_FILE, REPRODUCE_CONFIG, run_pilot
+
+    results = args.results if args.results != Path("RESULTS.md") else PILOT_FILE
+    record = run_pilot(args.out / "pilot", args.config or REPRODUCE_CONFIG, results, args.quick, args.jobs, args.device,
+                       args.time_limit)  # fmt: skip
+    choice = record["choice"]
+    if choice["S"] is None:
+        print(f"wrote {results}: no setting passes every task yet (never passed: {choice['never_passed']})")
+    else:
+        print(f"wrote {results}: S = {choice['S']} steps with setting {choice['setting']}")

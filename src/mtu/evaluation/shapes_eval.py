@@ -94,7 +94,7 @@ def example_request(example: TaskExample, seed: int, index: int, sampler: dict[s
 
 def evaluate_mtu_task(
     pipeline: Any, task: str, num_samples: int, seed: int, batch_size: int = 16, num_inference_steps: int = 25,
-    prompt: bool = True, **sampler: Any,
+    prompt: bool = True, per_example: bool = False, **sampler: Any,
 ) -> dict:
     """Score one task of an `MTUPipeline` on held-out Shapes examples against their exact targets.
 
@@ -106,6 +106,7 @@ def evaluate_mtu_task(
         pipeline: an `mtu.pipelines.MTUPipeline`.
         task: a task of the model that the Shapes world defines.
         prompt: False sends empty prompts (see `example_request`); t2i needs its prompt.
+        per_example: add each example's scores (`pair_metrics`), for paired statistics.
         sampler: `MTURequest` settings such as ``guidance_scale`` and ``image_guidance_scale``.
     """
     if task == "t2i" and not prompt:
@@ -120,13 +121,29 @@ def evaluate_mtu_task(
         requests = [example_request(e, seed, start + i, sampler, prompt) for i, e in enumerate(batch)]
         for images in pipeline.run_batch(requests, num_inference_steps=num_inference_steps, output_type="np"):
             outputs.extend(images)
-    if task == "t2i":
-        metrics = t2i_accuracy(outputs, [e.target_scene for e in examples])
-    else:
-        metrics = pair_metrics(outputs, [e.target for e in examples], [e.target_scene for e in examples], task)
+    metrics = score_outputs(task, outputs, examples, per_example)
     metrics.update(task=task, num_samples=num_samples, seed=seed, prompt=prompt,
                    sampler={"num_inference_steps": num_inference_steps, **sampler})
     return metrics
+
+
+def score_outputs(task: str, outputs: Sequence, examples: Sequence[TaskExample], per_example: bool = False) -> dict:
+    """Score outputs against their examples: prompt accuracy for tasks without an input image, else
+    `pair_metrics` (with PSNR inside the hole where the examples carry masks)."""
+    if examples[0].image is None:
+        return t2i_accuracy(outputs, [e.target_scene for e in examples], per_example)
+    masks = [e.mask for e in examples] if examples[0].mask is not None else None
+    targets, scenes = [e.target for e in examples], [e.target_scene for e in examples]
+    return pair_metrics(outputs, targets, scenes, examples[0].task, masks, per_example)
+
+
+def evaluate_baseline(task: str, num_samples: int, seed: int, per_example: bool = False) -> dict:
+    """The no-learning baseline of `task` (`mtu.data.shapes.baselines`) scored on the same held-out examples."""
+    from mtu.data.shapes.baselines import BASELINES, baseline_outputs
+
+    examples = evaluation_set(task, num_samples, seed)
+    metrics = score_outputs(task, baseline_outputs(task, examples), examples, per_example)
+    return {**metrics, "task": task, "num_samples": num_samples, "seed": seed, "baseline": BASELINES[task][0]}
 
 
 def load_pipeline(model: str | Path, device: str | None = None) -> Any:

@@ -78,7 +78,7 @@ def _check_lengths(**sequences: Sequence) -> None:
         raise ValueError(f"expected sequences of equal length, got {lengths}")
 
 
-def t2i_accuracy(images: Sequence[np.ndarray], scenes: Sequence[Scene]) -> dict:
+def t2i_accuracy(images: Sequence[np.ndarray], scenes: Sequence[Scene], per_example: bool = False) -> dict:
     """Prompt-attribute accuracy of generated images.
 
     Args:
@@ -97,6 +97,8 @@ def t2i_accuracy(images: Sequence[np.ndarray], scenes: Sequence[Scene]) -> dict:
         str(n): _summarise([scores for scores, scene in zip(per_scene, scenes) if len(scene.objects) == n])
         for n in groups
     }
+    if per_example:
+        metrics["per_example"] = {"all_correct": [scores["all_correct"][0] for scores in per_scene]}
     return metrics
 
 
@@ -114,7 +116,12 @@ def _to_tensor(images: Sequence[np.ndarray]):
 
 
 def pair_metrics(
-    outputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], target_scenes: Sequence[Scene], task: str
+    outputs: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    target_scenes: Sequence[Scene],
+    task: str,
+    masks: Sequence[np.ndarray] | None = None,
+    per_example: bool = False,
 ) -> dict:
     """Quality of image-to-image outputs against exact targets.
 
@@ -123,6 +130,9 @@ def pair_metrics(
         targets: ground-truth images, same sizes as `outputs`.
         target_scenes: the scene each target shows.
         task: one of `mtu.data.shapes.tasks.TASKS`, recorded in the result.
+        masks: (H, W) masks, 1 = the region to fill: adds "psnr_hole", PSNR over those pixels only.
+        per_example: add "per_example": {"psnr", "all_correct" (and "psnr_hole")}, one value per output,
+            for paired statistics.
 
     Returns:
         ``{"task", "psnr", "ssim"}`` (PSNR per image then averaged, data range 1.0) plus the attribute
@@ -140,11 +150,33 @@ def pair_metrics(
         raise ValueError(f"outputs {tuple(predicted.shape)} and targets {tuple(expected.shape)} differ in shape (N, C, H, W)")
     # Per-image PSNR, averaged: a batch-level MSE would let one bad image hide among good ones.
     psnr = peak_signal_noise_ratio(predicted, expected, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    psnr = psnr.clamp(max=PSNR_CAP)  # an exact copy (a baseline's pasted pixels) is infinite
     ssim = structural_similarity_index_measure(predicted, expected, data_range=1.0)
     metrics: dict = {"task": task, "psnr": float(psnr.mean()), "ssim": float(ssim)}
+    scores = {"psnr": psnr.tolist()}
+    if masks is not None:
+        scores["psnr_hole"] = hole_psnr(predicted, expected, masks)
+        metrics["psnr_hole"] = float(np.mean(scores["psnr_hole"]))
     per_scene = [score_scene(parse_scene(output), scene) for output, scene in zip(outputs, target_scenes)]
     metrics.update(_summarise(per_scene))
+    if per_example:
+        metrics["per_example"] = {**scores, "all_correct": [s["all_correct"][0] for s in per_scene]}
     return metrics
+
+
+PSNR_CAP = 60.0  # dB: an RMS error of 1/1000 of the range; exact matches would otherwise average to infinity
+
+
+def hole_psnr(predicted, expected, masks: Sequence[np.ndarray]) -> list[float]:
+    """Per-image PSNR (data range 1) over the pixels where the mask is set; the hole must not be empty."""
+    values = []
+    for output, target, mask in zip(predicted, expected, masks):
+        hole = np.asarray(mask, dtype=bool)
+        if not hole.any():
+            raise ValueError("an inpainting mask is empty: PSNR inside the hole is undefined")
+        mse = float(((output - target) ** 2).permute(1, 2, 0).numpy()[hole].mean())
+        values.append(PSNR_CAP if mse == 0 else min(PSNR_CAP, float(-10 * np.log10(mse))))
+    return values
 
 
 # The numbers each Shapes task is summarised by, everywhere (reports, logs, the CLI's one-liners).

@@ -87,25 +87,32 @@ def reproduce(
 
 
 def _run_parallel(queue: list[Run], out: Path, base: dict, settings: dict, device: str, jobs: int) -> dict:
-    """`run_once` over `queue` in `jobs` fresh processes (spawned: CUDA cannot be forked).
+    """`run_once` over `queue` in `jobs` fresh processes."""
+    calls = [(run_once, (run, out / run.name, base, settings, device)) for run in queue]
+    return dict(zip(queue, parallel(calls, jobs, desc="reproduce")))
 
-    At most `jobs` runs are handed out at a time, so after Ctrl-C (which stops the running ones at a
-    checkpoint) no queued run starts.
+
+def parallel(calls: list[tuple], jobs: int, desc: str) -> list:
+    """Results of `function(*arguments)` for each (function, arguments) of `calls`, in order, run in `jobs`
+    fresh processes (spawned: CUDA cannot be forked) with the CPU's cores shared out as torch threads.
+
+    At most `jobs` calls are handed out at a time, so after Ctrl-C (which stops the running ones at a
+    checkpoint) no queued call starts.
     """
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    pending, running, metrics = list(queue), {}, {}
+    pending, running, results = list(enumerate(calls)), {}, {}
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-        with tqdm(total=len(queue), desc="reproduce", unit="run") as bar:
+        with tqdm(total=len(calls), desc=desc, unit="run") as bar:
             while pending or running:
                 while pending and len(running) < jobs:
-                    run = pending.pop(0)
-                    running[pool.submit(run_once, run, out / run.name, base, settings, device)] = run
+                    index, (function, arguments) = pending.pop(0)
+                    running[pool.submit(function, *arguments)] = index
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    metrics[running.pop(future)] = future.result()
+                    results[running.pop(future)] = future.result()
                     bar.update(1)
-    return metrics
+    return [results[index] for index in range(len(calls))]
 
 
 def train_config(run: Run, base: dict[str, Any], folder: Path, steps: int):

@@ -36,6 +36,11 @@ TASKS: tuple[str, ...] = ("t2i", "edit", "sr", "remove", "inpaint")
 EDIT_KINDS: tuple[str, ...] = ("recolor", "reshape", "background", "move")
 SR_SCALE = 4
 EVALUATION_SPAWN_KEY = 0x5EA1_0E7A  # large, so never a child index of SeedSequence.spawn
+# Held-out splits of `evaluation_set`: test scores results; validation alone may choose settings.
+# Different entropy, same spawn-key shape: disjoint streams, and both disjoint from training pools
+# (`mtu.training.sources.pool_rng`) and fresh training draws (spawn keys (step, index)).
+TEST_SEED = 0
+VALIDATION_SEED = 1
 
 # Phrasings per instruction type. Placeholders: {target} ("the red circle", with its position when the
 # scene has another red circle), {color}, {shape}, {new} ("an orange square"), {background},
