@@ -72,7 +72,7 @@ def test_quick_pilot_end_to_end_and_resume(tmp_path):
     config.write_text(yaml.safe_dump(data))
     results = tmp_path / "pilot.json"
     record = run_pilot(tmp_path / "runs", config, results, quick=True, tasks=("t2i", "edit"))
-    assert set(record["baselines"]) == {"edit"}
+    assert set(record["baselines"]) == {"edit", "sr", "remove"}  # every pilot task with a baseline
     assert len(record["runs"]) == 2 * 3  # two tasks x three settings
     for run in record["runs"].values():
         assert sorted(run["curve"], key=int) == ["2", "4"]

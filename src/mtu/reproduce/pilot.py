@@ -198,6 +198,7 @@ def run_pilot(
     device: str | None = None,
     time_limit: float | None = None,
     tasks: tuple[str, ...] = PILOT_TASKS,
+    settings: tuple[str, ...] | None = None,
 ) -> dict:
     """Run (or continue) the pilot's runs and write its record (curves, baselines, choice) to `results`.
 
@@ -209,6 +210,7 @@ def run_pilot(
         jobs: runs at once, one process each.
         device: where runs train and score (default: cuda when available, else cpu).
         time_limit: seconds; no chunk starts that would end after it (resume later with the same call).
+        tasks, settings: run only these tasks / setting names (the record keeps every run measured before).
     """
     import torch
     import yaml
@@ -221,7 +223,11 @@ def run_pilot(
     deadline = time.time() + (time_limit if time_limit is not None else float("inf"))
     results, out = Path(results), Path(out)
     record = json.loads(results.read_text()) if results.is_file() else {"runs": {}}
-    runs = pilot_runs(tasks)
+    chosen = [s for s in SETTINGS if settings is None or s.name in settings]
+    if settings is not None and len(chosen) != len(set(settings)):
+        raise ValueError(f"unknown pilot settings {sorted(set(settings) - {s.name for s in SETTINGS})}; "
+                         f"valid: {[s.name for s in SETTINGS]}")  # fmt: skip
+    runs = pilot_runs(tasks, tuple(chosen))
     calls = [(run_pilot_job, (run, out / run.name, base, pilot, device, deadline)) for run in runs]
     for run in runs:  # curves measured elsewhere (the committed record) seed the run folders
         seeded = out / run.name / "curve.json"
@@ -229,12 +235,13 @@ def run_pilot(
             seeded.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(seeded, json.dumps(record["runs"][run.name], indent=1))
     curves = parallel(calls, jobs, desc="pilot") if jobs > 1 else [call(*args) for call, args in calls]
-    baselines = validation_baselines(tasks, pilot["eval_samples"])
+    baselines = validation_baselines(PILOT_TASKS, pilot["eval_samples"])
+    measured = {**record["runs"], **{run.name: curve for run, curve in zip(runs, curves)}}
     record = {
         "protocol": {**pilot, "psnr_margin_db": PSNR_MARGIN_DB, "all_correct_bar": ALL_CORRECT_BAR,
                      "settings": [s.__dict__ for s in SETTINGS], "config": str(config)},  # fmt: skip
         "baselines": baselines,
-        "runs": {run.name: curve for run, curve in zip(runs, curves)},
+        "runs": {name: measured[name] for name in sorted(measured)},
     }
     record["choice"] = choose(record["runs"], baselines)
     results.parent.mkdir(parents=True, exist_ok=True)
