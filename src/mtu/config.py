@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mtu.outputs import apply_umask
+
 CONFIG_NAME = "mtu_config.json"
 
 
@@ -128,6 +130,8 @@ class MTUConfig:
     def __post_init__(self) -> None:
         if isinstance(self.tasks, (str, TaskSpec, dict)):
             self.tasks = [self.tasks]
+        if not isinstance(self.tasks, (list, tuple)):
+            raise ValueError(f"tasks must be a list of task names, dicts or TaskSpecs, got {self.tasks!r}")
         self.tasks = [_as_task_spec(task) for task in self.tasks]
         if not self.tasks:
             raise ValueError("MTUConfig needs at least one task, e.g. tasks=['t2i', 'edit']")
@@ -141,8 +145,12 @@ class MTUConfig:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if isinstance(self.target_modules, str):
             self.target_modules = [self.target_modules]
-        if self.target_modules is not None and not all(isinstance(p, str) for p in self.target_modules):
+        patterns = self.target_modules
+        if patterns is not None and not (isinstance(patterns, (list, tuple)) and all(isinstance(p, str) for p in patterns)):
             raise ValueError(f"target_modules must be a list of regular expressions, got {self.target_modules!r}")
+        for name in ("base_model_name_or_path", "base_model_class"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
 
     @property
     def task_names(self) -> list[str]:
@@ -160,6 +168,8 @@ class MTUConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MTUConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"an MTU config is a JSON object of settings, got a {type(data).__name__}")
         data = {key: value for key, value in data.items() if key != "mtu_version"}
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
@@ -180,7 +190,10 @@ class MTUConfig:
             path = path / CONFIG_NAME
         if not path.is_file():
             raise FileNotFoundError(f"no MTU config at {path}; an MTU folder holds {CONFIG_NAME} (write it with save_pretrained)")
-        return cls.from_dict(json.loads(path.read_text()))
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError as error:  # JSON and UTF-8 errors are ValueErrors too: name the file in all of them
+            raise ValueError(f"{path}: {error}") from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -189,4 +202,6 @@ def write_text_atomic(path: Path, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
         handle.write(text)
         temp = handle.name
+    apply_umask(Path(temp))
     os.replace(temp, path)
+

@@ -23,6 +23,7 @@ from torch import nn
 
 from mtu.config import CONFIG_NAME, MTUConfig
 from mtu.layers import MTUFeedForward, TaskBatch, TaskContext, TaskInputConv, TaskLayerNorm
+from mtu.outputs import apply_umask
 
 WEIGHTS_NAME = "mtu_model.safetensors"
 PICKLE_WEIGHTS_NAME = "mtu_model.bin"
@@ -230,6 +231,7 @@ class MTUModel(nn.Module):
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{WEIGHTS_NAME}.", delete=False) as handle:
             temp = handle.name
         save_file(tensors, temp, metadata={"format": "pt", "mtu_config": CONFIG_NAME})
+        apply_umask(Path(temp))
         os.replace(temp, folder / WEIGHTS_NAME)
         self.mtu_config.save(folder / CONFIG_NAME)
 

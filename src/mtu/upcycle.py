@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from diffusers.models.attention import FeedForward
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
@@ -181,15 +182,35 @@ def _inject(model: nn.Module, config: MTUConfig, experts: bool) -> MTUModel:
 def _read_weights(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     safetensors_path, pickle_path = folder / WEIGHTS_NAME, folder / PICKLE_WEIGHTS_NAME
     if safetensors_path.is_file():
-        return load_file(safetensors_path)
+        try:
+            return check_weights(load_file(safetensors_path), safetensors_path)
+        except SafetensorError as error:  # truncated or not a safetensors file at all
+            raise ValueError(f"{safetensors_path} is damaged or not a safetensors file ({error})") from None
     if pickle_path.is_file():
         if not allow_pickle:
             raise ValueError(
                 f"{pickle_path} is a pickle file, which can run code when loaded; convert it to {WEIGHTS_NAME}, "
                 "or pass allow_pickle=True if you trust its author"
             )
-        return torch.load(pickle_path, map_location="cpu", weights_only=True)
+        return check_weights(torch.load(pickle_path, map_location="cpu", weights_only=True), pickle_path)
     raise FileNotFoundError(f"no MTU weights in {folder}: expected {WEIGHTS_NAME} (written by save_pretrained)")
+
+
+def check_weights(state_dict: dict, path: Path) -> dict[str, torch.Tensor]:
+    """Refuse weights that would load without a word but generate nothing useful.
+
+    `copy_` casts integer tensors to float silently, and one NaN spreads through every later layer
+    (an all-black image); both mean the file is not a trained MTU model.
+    """
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a dict of named tensors")
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"{path}: {key} is {kind}, not a floating-point tensor; these are not MTU weights")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{path}: {key} holds NaN or infinite values; the file is damaged or from a diverged run")
+    return state_dict
 
 
 def load(base_model: nn.Module, path: str | Path, *, allow_pickle: bool = False) -> MTUModel:

@@ -17,7 +17,8 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     """Return the folder of a shipped model name (e.g. ``"shapes-base"``) or of a local path.
 
     Raises:
-        FileNotFoundError: neither a shipped name nor an existing folder; the message lists the names.
+        FileNotFoundError: neither a shipped name nor an existing folder (the message lists the names, or says
+            the path is a file).
     """
     key = str(name_or_path)
     if key in SHIPPED_MODELS:
@@ -33,4 +34,7 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
         raise FileNotFoundError(
             f"model {key!r} is neither a local folder nor a shipped model name; shipped names: {sorted(SHIPPED_MODELS)}"
         )
+    if not path.is_dir():
+        # FileNotFoundError like a missing path, so callers catching that (training config checks) catch this too.
+        raise FileNotFoundError(f"model {key!r} is a file; a model is a folder (a diffusers pipeline or an MTU folder)")
     return path

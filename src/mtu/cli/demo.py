@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-from diffusers import UNet2DConditionModel
-
-import mtu
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="upcycle a small UNet and print what MTU adds")
@@ -16,7 +11,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def small_unet() -> UNet2DConditionModel:
+def small_unet():
+    """A seeded tiny UNet2DConditionModel (torch and diffusers are imported here: `mtu --help` skips them)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
     torch.manual_seed(0)
     return UNet2DConditionModel(
         sample_size=16,
@@ -30,16 +29,20 @@ def small_unet() -> UNet2DConditionModel:
     ).eval()
 
 
-@torch.no_grad()
 def run(args: argparse.Namespace) -> None:
-    base = small_unet()
-    latent, timestep, text = torch.randn(1, 4, 16, 16), torch.tensor([500]), torch.randn(1, 7, 32)
-    expected = base(latent, timestep, text).sample
-    model = mtu.upcycle(small_unet(), mtu.MTUConfig(num_experts=args.experts))
-    print(f"Upcycled a {sum(p.numel() for p in base.parameters()):,}-parameter UNet into tasks {model.task_names}\n")
-    print(model.parameter_report(), "\n")
-    for task in model.task_names:
-        extra = torch.randn(1, model.task_in_channels(task) - 4, 16, 16)
-        output = model(torch.cat([latent, extra], dim=1), timestep, text, task=task).sample
-        error = ((output - expected).norm() / expected.norm()).item()
-        print(f"{task:<8} input channels {model.task_in_channels(task)}, relative error vs base at init: {error:.1e}")
+    import torch
+
+    import mtu
+
+    with torch.no_grad():
+        base = small_unet()
+        latent, timestep, text = torch.randn(1, 4, 16, 16), torch.tensor([500]), torch.randn(1, 7, 32)
+        expected = base(latent, timestep, text).sample
+        model = mtu.upcycle(small_unet(), mtu.MTUConfig(num_experts=args.experts))
+        print(f"Upcycled a {sum(p.numel() for p in base.parameters()):,}-parameter UNet into tasks {model.task_names}\n")
+        print(model.parameter_report(), "\n")
+        for task in model.task_names:
+            extra = torch.randn(1, model.task_in_channels(task) - 4, 16, 16)
+            output = model(torch.cat([latent, extra], dim=1), timestep, text, task=task).sample
+            error = ((output - expected).norm() / expected.norm()).item()
+            print(f"{task:<8} input channels {model.task_in_channels(task)}, relative error vs base at init: {error:.1e}")

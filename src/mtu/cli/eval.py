@@ -126,8 +126,22 @@ def run_shapes(args: argparse.Namespace) -> dict:
     )
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse impossible or oversized numbers before any model loads (`--resolution 0` used to mean "default")."""
+    from mtu.limits import MAX_IMAGES, check_count, check_side, check_steps
+
+    if args.steps is not None:
+        check_steps(args.steps, "--steps")
+    if args.num_samples is not None:
+        check_count("--num-samples", args.num_samples)
+    check_count("--batch-size", args.batch_size, MAX_IMAGES)
+    if args.resolution is not None:
+        check_side("--resolution", args.resolution)
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the metrics."""
+    check_numbers(args)
     if args.benchmark == "shapes":
         metrics, text = run_shapes(args), _format
     elif args.benchmark == "folder":

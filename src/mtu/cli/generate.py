@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import PIL.Image
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help="run a task of an MTU model and write PNGs")
@@ -22,24 +20,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-images", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNGs (default outputs/)")
+    parser.add_argument("--overwrite", action="store_true", help="replace PNGs of the same names in --out")
     parser.set_defaults(func=run)
 
 
-def _open_image(path: Path | None, mode: str) -> PIL.Image.Image | None:
-    if path is None:
-        return None
-    try:
-        return PIL.Image.open(path).convert(mode)
-    except (OSError, PIL.UnidentifiedImageError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from None
+def check_arguments(args: argparse.Namespace) -> list[Path]:
+    """Everything that can be refused without the model; returns the PNG paths to write."""
+    from mtu.limits import MAX_IMAGES, check_count, check_steps, check_text
+
+    check_steps(args.steps, "--steps")
+    check_count("--num-images", args.num_images, MAX_IMAGES)
+    check_text(args.prompt, "--prompt")
+    paths = [args.out / f"{args.task}-{args.seed}-{index}.png" for index in range(args.num_images)]
+    existing = [path for path in paths if path.exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"{existing[0]} already exists; --overwrite replaces it (or choose another --out / --seed)")
+    return paths
 
 
 def run(args: argparse.Namespace) -> None:
+    from mtu.images import open_image
+    from mtu.limits import SR_UPSCALE, check_image_size
+
+    paths = check_arguments(args)
+    image = open_image(args.image) if args.image is not None else None
+    mask = open_image(args.mask, f"mask {args.mask}").convert("L") if args.mask is not None else None
+    if args.task == "sr" and image is not None:  # the output is 4x the input a side: refuse before loading the model
+        width, height = image.size
+        check_image_size(width * SR_UPSCALE, height * SR_UPSCALE, f"sr output ({SR_UPSCALE} x the {width} x {height} input)")
+
     import torch
 
     from mtu.pipelines import MTUPipeline
 
-    image, mask = _open_image(args.image, "RGB"), _open_image(args.mask, "L")
     pipe = MTUPipeline.from_mtu(args.model, base=args.base)
     result = pipe(
         args.task,
@@ -53,7 +66,6 @@ def run(args: argparse.Namespace) -> None:
         generator=torch.Generator().manual_seed(args.seed),
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    for index, picture in enumerate(result.images):
-        path = args.out / f"{args.task}-{args.seed}-{index}.png"
+    for path, picture in zip(paths, result.images):
         picture.save(path)
         print(path)

@@ -10,7 +10,10 @@ import argparse
 import importlib
 import sys
 
-# Sub-command modules, in the order `mtu --help` lists them.
+# Errors whose message says what went wrong by itself (refusals, missing files, bad settings).
+EXPECTED_ERRORS = (ValueError, OSError, RuntimeError)
+# Sub-command modules, in the order `mtu --help` lists them. Each imports only the standard library (and
+# light mtu modules) at the top, so `mtu --help` and argument errors return without loading torch.
 COMMAND_MODULES = ["quickstart", "demo", "upcycle", "generate", "export", "info", "eval", "pretrain_shapes", "train", "reproduce", "serve"]
 
 
@@ -23,14 +26,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_device(device: str | None) -> None:
+    """Refuse a --device this machine does not have, in one line, before any model loads."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:1, mps, ...") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        build = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}, {build}); "
+                         "use --device cpu")  # fmt: skip
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+
+
+def describe(error: Exception) -> str:
+    """One line for the user: the message of an expected error; type and message of anything else."""
+    if isinstance(error, EXPECTED_ERRORS):
+        return str(error)
+    return f"{type(error).__name__}: {error} (unexpected; --debug shows the traceback)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_device(getattr(args, "device", None))
         result = args.func(args)
-    except (ValueError, OSError, RuntimeError) as error:
+    except Exception as error:  # a traceback helps no user; --debug shows it for reports
         if args.debug:
             raise
-        print(f"mtu {args.command}: error: {error}", file=sys.stderr)
+        # stderr escapes what it cannot encode (a prompt with undecodable bytes) instead of failing here
+        print(f"mtu {args.command}: error: {describe(error)}", file=sys.stderr)
         return 1
     return int(result or 0)
 

@@ -15,10 +15,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--router-hidden-dim", type=int, default=64)
     parser.add_argument("--task-embedding-dim", type=int, default=64)
     parser.add_argument("--out", required=True, help="folder to write mtu_config.json and mtu_model.safetensors to")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a model")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    from mtu.outputs import check_target, write_folder
+
+    check_target(args.out, args.overwrite)  # before loading the base model: a refusal costs nothing
     from mtu.pipelines import MTUPipeline
 
     config = MTUConfig(
@@ -29,6 +33,6 @@ def run(args: argparse.Namespace) -> None:
         base_model_name_or_path=args.base,
     )
     pipe = MTUPipeline.from_base(args.base, config=config)
-    pipe.unet.save_pretrained(args.out)
+    write_folder(args.out, pipe.unet.save_pretrained, args.overwrite)  # whole: no stale files of a replaced run
     print(pipe.unet.parameter_report())
     print(f"\nwrote an untrained MTU model ({', '.join(config.task_names)}; {config.num_experts} experts) to {args.out}")

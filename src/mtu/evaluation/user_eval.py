@@ -135,11 +135,12 @@ def choose_metrics(task: str, records: Sequence[dict], requested: Sequence[str] 
 
 
 def _centre_square(path: Path, mode: str, size: int, resample: PIL.Image.Resampling) -> np.ndarray:
-    with PIL.Image.open(path) as image:
-        image = image.convert(mode)
-        side = min(image.size)
-        left, top = (image.width - side) // 2, (image.height - side) // 2
-        return np.asarray(image.crop((left, top, left + side, top + side)).resize((size, size), resample))
+    from mtu.images import open_image
+
+    image = open_image(path).convert(mode)  # within mtu.limits; 16-bit files scaled, not clipped
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return np.asarray(image.crop((left, top, left + side, top + side)).resize((size, size), resample))
 
 
 def load_square(path: Path, size: int) -> np.ndarray:
@@ -266,8 +267,13 @@ def evaluate_folder(
     """
     from mtu.config import MTUConfig
 
+    from mtu.limits import check_side, check_steps
+
     if (num_samples is not None and num_samples < 1) or batch_size < 1:
         raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}")
+    check_steps(num_inference_steps)
+    if resolution is not None:  # 0 is refused, not taken for "the model's size"
+        check_side("resolution", resolution)
     records, root = read_records(data)
     records = records[:num_samples] if num_samples else records
     check_records(records, root, task)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from diffusers import (
@@ -15,6 +13,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
 )
 
+from mtu.outputs import check_target, write_folder
 from mtu.pipelines.pipeline_mtu import MTUPipeline
 
 # conditioning -> (SD 1.x/2.x class, SDXL class) whose input layout the exported UNet has
@@ -25,11 +24,13 @@ STOCK_PIPELINES = {
 }
 
 
-def export_pipeline(pipe: MTUPipeline, task: str, out: str | Path) -> Path:
+def export_pipeline(pipe: MTUPipeline, task: str, out: str | Path, overwrite: bool = False) -> Path:
     """Save `task` as a stock pipeline folder (`model_index.json` names the stock class); returns its path.
 
     The folder is written next to `out` under a temporary name and renamed, so it is complete or absent.
+    An existing non-empty `out` is refused unless `overwrite` (and then only a model folder is replaced).
     """
+    check_target(out, overwrite)  # before the export work
     spec = pipe.unet.mtu_config.tasks[pipe.unet.mtu_config.task_index(task)]
     if spec.conditioning not in STOCK_PIPELINES:
         raise ValueError(f"task {task!r} has custom conditioning: no stock pipeline runs it; export the UNet alone")
@@ -40,15 +41,4 @@ def export_pipeline(pipe: MTUPipeline, task: str, out: str | Path) -> Path:
     else:
         parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     stock = stock_class(unet=pipe.unet.export(task), **parts)
-    out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out} already exists; choose a new folder or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        stock.save_pretrained(temp)
-        temp.rename(out)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return out
+    return write_folder(out, stock.save_pretrained, overwrite)

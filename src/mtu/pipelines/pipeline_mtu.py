@@ -29,7 +29,9 @@ import mtu
 from mtu.assets import resolve_model_path
 from mtu.conditioning import denoiser_input, latent_mask, mask_image
 from mtu.config import MTUConfig, TaskSpec
+from mtu.limits import SR_UPSCALE, check_steps
 from mtu.model import MTUModel, concat_task_inputs
+from mtu.pipelines.inputs import check_bounds, image_count, image_size, tokenize
 
 
 @dataclass
@@ -63,7 +65,7 @@ class MTURequest:
     generator: torch.Generator | None = None
     height: int | None = None
     width: int | None = None
-    upscale: int = 4
+    upscale: int = SR_UPSCALE
     preserve_unmasked: bool = True
 
     @property
@@ -90,24 +92,6 @@ class _Plan:
     mask: torch.Tensor | None = None  # (copies * B, 1, h, w)
     added_cond: dict[str, torch.Tensor] = field(default_factory=dict)  # SDXL text_embeds / time_ids
     paste: tuple[torch.Tensor, torch.Tensor] | None = None  # (image, pixel mask) to restore outside the mask
-
-
-def _image_count(image: PipelineImageInput) -> int:
-    if isinstance(image, list):
-        return len(image)
-    if isinstance(image, (torch.Tensor, np.ndarray)) and image.ndim == 4:
-        return image.shape[0]
-    return 1
-
-
-def _image_size(image: PipelineImageInput) -> tuple[int, int]:
-    """(height, width) of the first image of a PIL / numpy (HWC) / torch (CHW) input."""
-    first = image[0] if isinstance(image, list) else image
-    if isinstance(first, PIL.Image.Image):
-        return first.height, first.width
-    if isinstance(first, np.ndarray):
-        return first.shape[-3:-1] if first.ndim == 4 else first.shape[:2]
-    return tuple(first.shape[-2:])
 
 
 class MTUPipeline(DiffusionPipeline):
@@ -206,6 +190,7 @@ class MTUPipeline(DiffusionPipeline):
         With a deterministic scheduler (DDIM with eta=0, the default of the shipped model), each request's
         images equal those of a separate call with the same generator.
         """
+        check_steps(num_inference_steps)
         requests = [self.check_inputs(request) for request in requests]
         sizes = {(r.height, r.width) for r in requests}
         if len(sizes) > 1:
@@ -231,14 +216,14 @@ class MTUPipeline(DiffusionPipeline):
         if spec.conditioning == "masked_image":
             if request.mask_image is None:
                 raise ValueError(f"task {request.task!r} needs mask_image=... (white where pixels are to be generated)")
-            if _image_size(request.mask_image) != _image_size(request.image):
+            if image_size(request.mask_image) != image_size(request.image):
                 raise ValueError(
-                    f"mask_image is {_image_size(request.mask_image)} (height, width) but image is "
-                    f"{_image_size(request.image)}: resize the mask to the image"
+                    f"mask_image is {image_size(request.mask_image)} (height, width) but image is "
+                    f"{image_size(request.image)}: resize the mask to the image"
                 )
         prompts = request.prompts
-        if request.image is not None and _image_count(request.image) not in (1, len(prompts)):
-            raise ValueError(f"got {len(prompts)} prompts for {_image_count(request.image)} images: pass one prompt per image")
+        if request.image is not None and image_count(request.image) not in (1, len(prompts)):
+            raise ValueError(f"got {len(prompts)} prompts for {image_count(request.image)} images: pass one prompt per image")
         if isinstance(request.negative_prompt, list) and len(request.negative_prompt) != len(prompts):
             raise ValueError(f"got {len(request.negative_prompt)} negative prompts for {len(prompts)} prompts")
         if request.num_images_per_prompt < 1:
@@ -250,6 +235,7 @@ class MTUPipeline(DiffusionPipeline):
                 f"height and width must be multiples of {factor} (the VAE's downsampling), got {height}x{width}: "
                 f"resize the image or pass height={height // factor * factor}, width={width // factor * factor}"
             )
+        check_bounds(request, height, width)
         return replace(request, height=height, width=width)
 
     def _output_size(self, request: MTURequest) -> tuple[int, int]:
@@ -258,7 +244,7 @@ class MTUPipeline(DiffusionPipeline):
         if request.image is None:
             size = self.unet.config.sample_size * self.vae_scale_factor
             return request.height or size, request.width or size
-        height, width = _image_size(request.image)
+        height, width = image_size(request.image)
         scale = request.upscale if request.task == "sr" else 1
         return request.height or height * scale, request.width or width * scale
 
@@ -276,8 +262,7 @@ class MTUPipeline(DiffusionPipeline):
 
     @staticmethod
     def _tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
-        max_length = tokenizer.model_max_length
-        return tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
+        return tokenize(tokenizer, prompts)  # warns when a prompt is cut to the encoder's length
 
     def _negative_text(self, request: MTURequest, count: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
         if request.negative_prompt is None and self.is_sdxl and self.config.get("force_zeros_for_empty_prompt", True):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from mtu.limits import max_side as library_max_side
 
 
 class RequestError(ValueError):
@@ -14,7 +16,8 @@ class ServeLimits:
     """Limits that keep one server responsive for everyone.
 
     Args:
-        max_side: largest accepted upload side in pixels; larger uploads are refused.
+        max_side: largest accepted upload side in pixels; larger uploads are refused (default: the library's
+            `mtu.limits.max_side()`, 1024 unless MTU_MAX_SIDE is set, which the pipeline enforces anyway).
         max_bytes: largest accepted upload file in bytes.
         max_steps: most denoising steps a request may ask for.
         timeout_s: seconds a request may wait for its result (queue + compute) before it is given up.
@@ -23,7 +26,7 @@ class ServeLimits:
         batch_wait_s: how long the worker waits for more requests after the first one, to batch them.
     """
 
-    max_side: int = 1024
+    max_side: int = field(default_factory=library_max_side)
     max_bytes: int = 4 * 1024 * 1024
     max_steps: int = 100
     timeout_s: float = 300.0

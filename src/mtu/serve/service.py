@@ -11,13 +11,13 @@ import PIL.Image
 import torch
 
 from mtu.assets import SHAPES_BASE_SAMPLER
+from mtu.limits import SR_UPSCALE  # the same factor MTURequest defaults to
 from mtu.pipelines import MTURequest
 from mtu.serve.batching import BatchWorker
 from mtu.serve.guess import guess_task
 from mtu.serve.limits import RequestError, ServeLimits
 
 AUTO = "auto"
-SR_UPSCALE = 4  # the Shapes world's super-resolution factor
 MAX_GUIDANCE = 30.0
 
 

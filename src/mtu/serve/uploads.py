@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
+from mtu.images import to_rgb
 from mtu.serve.limits import RequestError, ServeLimits
 
 _FORMATS = "PNG, JPEG, WebP, GIF or BMP"
@@ -61,23 +62,6 @@ def _check_side(size: tuple[int, int], limits: ServeLimits) -> None:
         )
     if min(width, height) < 1:
         raise RequestError(f"the image is {width}x{height} pixels: it is empty")
-
-
-def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """RGB version of any PIL image: alpha flattened onto white, 16-bit and float scaled to 8 bits."""
-    if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        return PIL.Image.alpha_composite(PIL.Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
-    if image.mode.startswith("I") or image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        peak = values.max(initial=0)
-        # 8-bit values stored wide stay as they are; 16-bit ones scale down; float images in [0, 1] scale up.
-        full_scale = 1.0 if image.mode == "F" and peak <= 1.0 else 255.0 if peak <= 255 else 65535.0
-        gray = np.clip(values / full_scale * 255.0, 0, 255).round().astype(np.uint8)
-        return PIL.Image.fromarray(gray).convert("RGB")
-    return image.convert("RGB")
 
 
 def mask_from_layers(layers: Sequence[PIL.Image.Image] | None, size: tuple[int, int]) -> PIL.Image.Image | None:
