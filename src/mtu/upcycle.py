@@ -153,6 +153,12 @@ def add_task_layers(model: nn.Module, config: MTUConfig) -> MTUModel:
     return model
 
 
+def _name_or_path(model: nn.Module) -> str | None:
+    """Where diffusers loaded `model` from (a str: `from_pretrained` keeps a Path when given one)."""
+    found = getattr(getattr(model, "config", None), "_name_or_path", None)
+    return str(found) if found else None
+
+
 def _inject(model: nn.Module, config: MTUConfig, experts: bool) -> MTUModel:
     targets = find_feedforwards(model, config.target_modules)
     _check(model, config, targets, experts)
@@ -160,8 +166,7 @@ def _inject(model: nn.Module, config: MTUConfig, experts: bool) -> MTUModel:
         config,
         tasks=list(config.tasks),
         base_model_class=type(model).__name__,
-        base_model_name_or_path=config.base_model_name_or_path
-        or getattr(getattr(model, "config", None), "_name_or_path", None),
+        base_model_name_or_path=config.base_model_name_or_path or _name_or_path(model),
     )
     context = TaskContext()
     norms = [find_pre_ffn_norm(model, name) for name in targets]

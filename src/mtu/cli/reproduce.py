@@ -8,14 +8,14 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("reproduce", help="re-check the paper's claims (tables, ablations, analyses)")
-    parser.add_argument("--config", type=Path, default=None, help="base training config (default: configs/shapes.yaml)")
-    parser.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="folder of the cached runs")
+    parser.add_argument("--config", type=Path, default=None, help="base training config (default: configs/reproduce.yaml)")
+    parser.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="folder of training state and models")
     parser.add_argument("--results", type=Path, default=Path("RESULTS.md"), help="report to write")
-    parser.add_argument("--quick", action="store_true", help="one seed, N in {1, 4}, no task pairs, few steps")
-    parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds (default 0,1)")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
-    parser.add_argument("--tasks", default="t2i,edit,sr,remove,inpaint", help="tasks to compare (t2i and at least one more)")
-    parser.add_argument("--eval-samples", type=int, default=None, help="held-out examples per task")
+    parser.add_argument("--records", type=Path, default=Path("reproduction/runs"), help="committed folder of run records")
+    parser.add_argument("--quick", action="store_true", help="one seed, N in {1, 4}, no pairs, tiny budgets: a smoke test")
+    parser.add_argument("--steps-per-task", type=int, default=None, help="S (default: the pilot's choice)")
+    parser.add_argument("--tasks", default="t2i,edit,sr,remove", help="tasks whose claims are checked (default: the paper's four)")
+    parser.add_argument("--eval-samples", type=int, default=None, help="test examples per task (default 256)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (default 1)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--report-only", action="store_true", help="run nothing: write the report from the finished runs")
@@ -28,17 +28,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from mtu.quickstart import DEFAULT_CONFIG
     from mtu.reproduce import reproduce
+    from mtu.reproduce.pilot import REPRODUCE_CONFIG
 
     if args.pilot:
         return run_pilot(args)
-    seeds = tuple(int(seed) for seed in args.seeds.split(",") if seed.strip())
-    if not seeds:
-        raise ValueError("--seeds needs at least one seed, e.g. --seeds 0,1")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
-    report = reproduce(args.out, args.config or DEFAULT_CONFIG, args.quick, seeds, args.steps, args.eval_samples,
-                       args.results, tasks, jobs=args.jobs, device=args.device, report_only=args.report_only)
+    report = reproduce(args.out, args.config or REPRODUCE_CONFIG, args.quick, args.steps_per_task, args.eval_samples,
+                       args.results, args.records, tasks, jobs=args.jobs, device=args.device,
+                       report_only=args.report_only)  # fmt: skip
     print(f"wrote {report}")
 
 

@@ -247,3 +247,9 @@ def run_pilot(
     results.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(results, json.dumps(record, indent=1) + "\n")
     return record
+
+
+def chosen_setting(record: dict | None) -> Setting | None:
+    """The setting the pilot chose (None when it has not chosen one yet)."""
+    name = ((record or {}).get("choice") or {}).get("setting")
+    return next((s for s in SETTINGS if s.name == name), None)

@@ -1,14 +1,25 @@
-"""The runs behind each table of the paper, as data."""
+"""The runs behind each claim of the paper (protocol v2, docs/reproduction.md), as data.
+
+Equal examples per task: a run on k tasks trains k x S optimizer steps at the same batch size, so
+every method sees S batches' worth of each task (a single-task model trains S steps, MTU / LoRA / IA3
+on the four paper tasks 4 x S, a task pair 2 x S). S and the learning-rate setting come from the pilot.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
 
-ALL_TASKS = ("t2i", "edit", "sr", "remove", "inpaint")
+PAPER_TASKS = ("t2i", "edit", "sr", "remove")  # the paper's "inpainting" is text-guided removal
+EXTRA_TASKS = ("inpaint",)  # mask inpainting: a labelled extra, outside the paper's claims
 EXPERT_COUNTS = (1, 2, 4, 8, 16)
 QUICK_EXPERT_COUNTS = (1, 4)
 MAIN_EXPERTS = 4  # the paper's best N for SDv1.5
+MAIN_SEEDS = (0, 1, 2)  # three seeds for the main table, two for the rest
+OTHER_SEEDS = (0, 1)
+# What a step of each method costs relative to an MTU step, for the budget only: BENCHMARKS.md §6
+# measured an MTU step at 0.37 of a full fine-tuning step (SD1.5 UNet, CPU).
+STEP_COST = {"full": 2.7}
 
 
 @dataclass(frozen=True)
@@ -16,11 +27,11 @@ class Run:
     """One training run: what trains, on which tasks, with how many experts, from which seed.
 
     Attributes:
-        method: "mtu", "single-task", "lora", "ia3", or "full" (every denoiser weight, for Fig. 2), or
-            "base" (no training: the upcycled base model, t2i only).
-        tasks: the tasks it trains (and is evaluated on).
+        method: "mtu", "single-task", "lora", "ia3", "full" (every denoiser weight: Fig. 2 and the
+            closest match to the paper's single-task models), or "base" (no training; t2i only).
+        tasks: the tasks it trains and is scored on.
         num_experts: experts per FFN (MTU and single-task).
-        seed: training seed (evaluation seeds are fixed, so runs differ only by training).
+        seed: training seed (the test set is fixed, so runs differ only by training).
     """
 
     method: str
@@ -29,41 +40,57 @@ class Run:
     seed: int
 
     @property
-    def scored(self) -> tuple[str, ...]:
-        """What it is scored on: its tasks, sr and inpaint also from the image alone (see
-        `mtu.evaluation.shapes_eval.IMAGE_ONLY_TASKS`); the full fine-tunes serve Fig. 2 only."""
-        from mtu.evaluation.shapes_eval import with_image_only
-
-        return self.tasks if self.method == "full" else with_image_only(self.tasks)
-
-    @property
     def name(self) -> str:
-        tasks = "+".join(self.tasks)
         experts = f"-n{self.num_experts}" if self.method in ("mtu", "single-task") else ""
-        return f"{self.method}{experts}-{tasks}-s{self.seed}"
+        return f"{self.method}{experts}-{'+'.join(self.tasks)}-s{self.seed}"
+
+    def steps(self, per_task: int) -> int:
+        """Optimizer steps for `per_task` steps' worth of examples of each of its tasks (0 for the base)."""
+        return 0 if self.method == "base" else per_task * len(self.tasks)
 
 
-def build_plan(quick: bool, seeds: tuple[int, ...], tasks: tuple[str, ...] = ALL_TASKS) -> dict[str, list[Run]]:
-    """Runs per table. Quick: one seed, N in {1, 4}, no pairs; the deviation runs stay (they are the figure).
+def build_plan(
+    quick: bool = False,
+    tasks: tuple[str, ...] = PAPER_TASKS,
+    extra: tuple[str, ...] = EXTRA_TASKS,
+    main_seeds: tuple[int, ...] = MAIN_SEEDS,
+    other_seeds: tuple[int, ...] = OTHER_SEEDS,
+    pairs: bool = True,
+) -> dict[str, list[Run]]:
+    """Runs per table. Quick: one seed, N in {1, 4}, no pairs, no extra: a smoke test of the whole path.
 
     `tasks` must include "t2i" (the base model's task, the reference of "T2I quality is kept").
     """
     if "t2i" not in tasks or len(tasks) < 2:
         raise ValueError(f"the reproduction needs t2i and at least one other task, got {list(tasks)}")
-    expert_counts = QUICK_EXPERT_COUNTS if quick else EXPERT_COUNTS
-    mtu = [Run("mtu", tasks, MAIN_EXPERTS, seed) for seed in seeds]
-    tables = {
-        "main": [Run("base", ("t2i",), MAIN_EXPERTS, seeds[0])]
-        + [Run("single-task", (task,), MAIN_EXPERTS, seed) for task in tasks for seed in seeds]
-        + mtu
-        + [Run(method, tasks, MAIN_EXPERTS, seed) for method in ("lora", "ia3") for seed in seeds],
-        "experts": [Run("mtu", tasks, n, seed) for n in expert_counts for seed in seeds],
-        "pairs": [] if quick else [Run("mtu", pair, MAIN_EXPERTS, seed) for pair in combinations(tasks, 2) for seed in seeds] + mtu,
-        "deviation": [Run("full", (task,), MAIN_EXPERTS, seed) for task in tasks for seed in seeds],
+    if quick:
+        main_seeds, other_seeds, extra, pairs = main_seeds[:1], other_seeds[:1], (), False
+    counts = QUICK_EXPERT_COUNTS if quick else EXPERT_COUNTS
+    single = [Run("single-task", (task,), MAIN_EXPERTS, seed) for task in tasks for seed in main_seeds]
+    return {
+        "main": [Run("base", ("t2i",), MAIN_EXPERTS, main_seeds[0])]
+        + single
+        + [Run(method, tasks, MAIN_EXPERTS, seed) for method in ("mtu", "lora", "ia3") for seed in main_seeds],
+        "extra": [Run("mtu", tasks + extra, MAIN_EXPERTS, seed) for seed in other_seeds if extra]
+        + [Run("single-task", (task,), MAIN_EXPERTS, seed) for task in extra for seed in other_seeds],
+        "experts": [Run("mtu", tasks, n, seed) for n in counts for seed in other_seeds],
+        "pairs": [Run("mtu", pair, MAIN_EXPERTS, seed) for pair in combinations(tasks, 2) for seed in other_seeds]
+        if pairs
+        else [],
+        "deviation": [Run("full", (task,), MAIN_EXPERTS, seed) for task in tasks for seed in other_seeds],
     }
-    return tables
 
 
 def unique_runs(tables: dict[str, list[Run]]) -> list[Run]:
-    """Every run once, in first-mention order (tables share runs, e.g. MTU N=4 on all tasks)."""
+    """Every run once, in first-mention order (tables share runs, e.g. MTU N=4 on the paper's tasks)."""
     return list(dict.fromkeys(run for runs in tables.values() for run in runs))
+
+
+def budget(tables: dict[str, list[Run]], per_task: int, step_seconds: float, jobs: int = 2) -> dict:
+    """Planned optimizer steps (full fine-tuning weighted by its step cost) and the CPU-hours they take
+    at `step_seconds` per MTU step; wall-clock hours with `jobs` runs at once. Training only."""
+    weighted = {name: sum(run.steps(per_task) * STEP_COST.get(run.method, 1.0) for run in runs)
+                for name, runs in tables.items()}  # fmt: skip
+    unique = sum(run.steps(per_task) * STEP_COST.get(run.method, 1.0) for run in unique_runs(tables))
+    hours = unique * step_seconds / 3600
+    return {"steps_by_table": weighted, "steps": unique, "cpu_hours": hours, "wall_hours": hours / jobs}

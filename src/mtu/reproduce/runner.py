@@ -1,7 +1,10 @@
-"""Train and evaluate every run of the plan, each cached in its own folder, then write RESULTS.md.
+"""Train and score every run of the plan (protocol v2), each recorded once, then write RESULTS.md.
 
-A run's folder holds its training run (resumable: an interrupted `mtu reproduce` continues from the
-last checkpoint) and `metrics.json`, written last and atomically: a run with `metrics.json` is done.
+A run's small result (per-task summaries and per-example scores on the test set, its router weights or
+layer deviations) is written last and atomically to `records/<run name>.json`, a folder that is
+committed: a run with a record is done on any machine, so an interrupted plan continues where it
+stopped, here or on a fresh clone. Training state and models stay in `out` (not committed; a run
+interrupted mid-training resumes from its last checkpoint when `out` is still there).
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ import yaml
 from tqdm.auto import tqdm
 
 from mtu.config import MTUConfig, write_text_atomic
-from mtu.reproduce.plan import ALL_TASKS, Run, build_plan, unique_runs
+from mtu.reproduce.plan import PAPER_TASKS, Run, build_plan, unique_runs
 
-METRICS_FILE = "metrics.json"
-QUICK_SETTINGS = {"steps": 20, "eval_samples": 8, "eval_steps": 25}
-FULL_SETTINGS = {"steps": 600, "eval_samples": 64, "eval_steps": 25}
+RECORDS = Path("reproduction") / "runs"
+QUICK_SETTINGS = {"per_task": 2, "eval_samples": 4, "eval_steps": 2}
+FULL_SETTINGS = {"per_task": None, "eval_samples": 256, "eval_steps": 25}  # per_task: the pilot's S
 
 
 class RunInterrupted(RuntimeError):
@@ -34,62 +37,76 @@ def reproduce(
     out: str | Path,
     config: str | Path,
     quick: bool = False,
-    seeds: tuple[int, ...] = (0, 1),
-    steps: int | None = None,
+    per_task: int | None = None,
     eval_samples: int | None = None,
     results: str | Path = "RESULTS.md",
-    tasks: tuple[str, ...] = ALL_TASKS,
+    records: str | Path = RECORDS,
+    tasks: tuple[str, ...] = PAPER_TASKS,
     eval_steps: int | None = None,
     jobs: int = 1,
     device: str | None = None,
     report_only: bool = False,
+    pilot: str | Path | None = None,
 ) -> Path:
     """Run (or reuse) every run of the plan and write the results report; returns its path.
 
     Args:
-        out: folder for the runs (reused: finished runs are skipped, unfinished ones resume).
-        config: the training config every run starts from (model, data, optimiser); the plan sets
-            method, tasks, experts, seed, steps and output folder.
-        quick: one seed, N in {1, 4}, no task pairs: a smoke test of the whole path.
-        seeds: training seeds (the full run needs at least 2 for a spread).
-        steps, eval_samples: optimizer steps per run and held-out examples per task.
-        results: where to write the report (figures go next to it, in `<stem>_figures/`).
-        tasks: the tasks to compare (t2i and at least one more; all five by default).
-        eval_steps: denoising steps of the evaluation sampler (default: the shipped model's 25).
-        jobs: runs trained at once, each in its own process, started in priority order (main table,
-            Fig. 2, experts, pairs). On one GPU, several jobs keep it busy: a tiny model's steps are
-            bound by kernel launches.
-        device: where runs train and evaluate (default: cuda when available, else cpu).
-        report_only: run nothing; write the report from the runs already finished in `out` (the
-            missing ones are listed in it).
+        out: folder for training state and models (reused: unfinished runs resume).
+        config: the training config every run starts from (configs/reproduce.yaml); the plan sets
+            method, tasks, experts, seed and steps, the pilot's choice the learning-rate setting.
+        quick: one seed, N in {1, 4}, no pairs, tiny budgets: a smoke test of the whole path.
+        per_task: S, optimizer steps per task (default: the pilot's choice in `pilot`).
+        eval_samples: test examples per task (>= 256 for the protocol).
+        results: the report (figures go next to it, in `<stem>_figures/`).
+        records: the committed folder of run records.
+        tasks: the tasks whose claims are checked (t2i and at least one more).
+        eval_steps: denoising steps of the evaluation sampler.
+        jobs: runs trained at once, each in its own process, in priority order (main, extra, Fig. 2,
+            experts, pairs).
+        device: where runs train and score (default: cuda when available, else cpu).
+        report_only: run nothing; write the report from the records there are (missing runs are listed).
+        pilot: the pilot's record (default reproduction/pilot.json): its S and setting.
     """
+    from mtu.reproduce.pilot import PILOT_FILE, chosen_setting
     from mtu.reproduce.report import write_report
 
     settings = dict(QUICK_SETTINGS if quick else FULL_SETTINGS)
-    settings.update({k: v for k, v in {"steps": steps, "eval_samples": eval_samples, "eval_steps": eval_steps}.items() if v is not None})
-    seeds = seeds[:1] if quick else seeds
-    tables = build_plan(quick, seeds, tasks)
-    out, base = Path(out), yaml.safe_load(Path(config).read_text())
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    given = {"per_task": per_task, "eval_samples": eval_samples, "eval_steps": eval_steps}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    pilot_record = _read_json(Path(pilot or PILOT_FILE))
+    setting = chosen_setting(pilot_record) if not quick else None
+    if settings["per_task"] is None:
+        settings["per_task"] = (pilot_record or {}).get("choice", {}).get("S")
+    if settings["per_task"] is None and not report_only:
+        raise ValueError("no steps per task yet: the pilot has not chosen S (mtu reproduce --pilot), or pass --steps-per-task")
+    tables = build_plan(quick, tasks)
+    base = yaml.safe_load(Path(config).read_text())
+    if setting is not None:
+        base = _with_setting(base, setting)
+    out, records = Path(out), Path(records)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    queue = unique_runs({name: tables[name] for name in ("main", "extra", "deviation", "experts", "pairs")})
     started = time.perf_counter()
-    # By importance, so an interrupted reproduction has the main claims first: main, Fig. 2, experts, pairs.
-    queue = unique_runs({name: tables[name] for name in ("main", "deviation", "experts", "pairs")})
     if report_only:
-        metrics = {run: json.loads((out / run.name / METRICS_FILE).read_text())
-                   for run in queue if (out / run.name / METRICS_FILE).is_file()}  # fmt: skip
-    elif jobs == 1:
-        metrics = {run: run_once(run, out / run.name, base, settings, device) for run in tqdm(queue, desc="reproduce", unit="run")}
+        found = {run: _read_json(records / f"{run.name}.json") for run in queue}
+        metrics = {run: record for run, record in found.items() if record is not None}
     else:
-        metrics = _run_parallel(queue, out, base, settings, device, jobs)
-    return write_report(Path(results), tables, metrics, out, base["model"], settings, time.perf_counter() - started)
+        calls = [(run_once, (run, out / run.name, records, base, settings, device)) for run in queue]
+        done = parallel(calls, jobs, desc="reproduce") if jobs > 1 else [call(*a) for call, a in tqdm(calls, desc="reproduce")]
+        metrics = dict(zip(queue, done))
+    context = {"settings": settings, "setting": setting, "pilot": pilot_record, "seconds": time.perf_counter() - started,
+               "out": str(out), "records": str(records)}  # fmt: skip
+    return write_report(Path(results), tables, metrics, base, context)
 
 
-def _run_parallel(queue: list[Run], out: Path, base: dict, settings: dict, device: str, jobs: int) -> dict:
-    """`run_once` over `queue` in `jobs` fresh processes."""
-    calls = [(run_once, (run, out / run.name, base, settings, device)) for run in queue]
-    return dict(zip(queue, parallel(calls, jobs, desc="reproduce")))
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _with_setting(base: dict, setting) -> dict:
+    from mtu.training.config import apply_overrides
+
+    return apply_overrides(base, setting.overrides())
 
 
 def parallel(calls: list[tuple], jobs: int, desc: str) -> list:
@@ -115,63 +132,65 @@ def parallel(calls: list[tuple], jobs: int, desc: str) -> list:
     return [results[index] for index in range(len(calls))]
 
 
-def train_config(run: Run, base: dict[str, Any], folder: Path, steps: int):
-    """The run's training config: the base config with the plan's method, tasks, experts and seed."""
+def train_config(run: Run, base: dict[str, Any], folder: Path, per_task: int):
+    """The run's training config: the base config with the plan's method, tasks, experts, seed and steps."""
     from mtu.training.config import TrainConfig, apply_overrides
 
-    method = "single-task" if run.method == "single-task" else run.method
+    steps = run.steps(per_task)
     overrides = {
-        "method": method,
+        "method": run.method,
         "tasks": {task: base["tasks"][task] for task in run.tasks},
         "mtu.num_experts": run.num_experts,
         "seed": run.seed,
         "output_dir": str(folder / "train"),
         "train.max_steps": steps,
-        "checkpoint.every": max(steps // 4, 1),
+        "checkpoint.every": max(min(steps // 4, 1000), 1),
         "logging.log_with": "none",
         "logging.sample_every": 0,
     }
     return TrainConfig.from_dict(apply_overrides(base, overrides))
 
 
-def run_once(run: Run, folder: Path, base: dict[str, Any], settings: dict[str, int], device: str = "cpu") -> dict:
-    """Train (resuming) and score one run on `device`, unless its metrics are already on disk.
-
-    A run scored before some of `run.scored` existed gets the missing scores from its trained model;
-    if that model is gone (a run copied in from another machine: metrics only), it is trained and
-    scored again from scratch, so one run's figures always come from one model.
-    """
-    done = folder / METRICS_FILE
-    cached = json.loads(done.read_text()) if done.is_file() else None
-    if cached is not None and all(name in cached["tasks"] for name in run.scored):
-        return cached
+def run_once(run: Run, folder: Path, records: Path, base: dict[str, Any], settings: dict, device: str = "cpu") -> dict:
+    """Train (resuming) and score one run on `device`, unless its record exists; returns the record."""
+    record_file = records / f"{run.name}.json"
+    if record_file.is_file():
+        return json.loads(record_file.read_text())
     started = time.perf_counter()
     model_dir = None
     if run.method != "base":
-        model_dir = folder / "train" / "model"
-        if not (model_dir / "training_method.json").is_file():
-            from mtu.training import train
+        from mtu.training import train
 
-            cached = None  # its model is gone: everything is measured anew
-            config = train_config(run, base, folder, settings["steps"])
-            resume = "latest" if (folder / "train" / "checkpoints").is_dir() else None
-            summary = train(config, resume=resume)
-            if summary["model"] is None:  # stopped by a signal: checkpointed; the next call resumes it
-                raise RunInterrupted(f"{run.name} stopped at step {summary['step']}; run again to resume")
-            model_dir = Path(summary["model"])
+        config = train_config(run, base, folder, settings["per_task"])
+        resume = "latest" if (folder / "train" / "checkpoints").is_dir() else None
+        summary = train(config, resume=resume)
+        if summary["model"] is None:  # stopped by a signal: checkpointed; the next call resumes it
+            raise RunInterrupted(f"{run.name} stopped at step {summary['step']}; run again to resume")
+        model_dir = Path(summary["model"])
     pipe = load_pipeline(base["model"], model_dir, run).to(device)
-    # Costs (params, FLOPs, latency) are structural: the report measures them once, side by side.
-    result = cached or {"run": run.name, "device": str(device), "tasks": {}, "seconds": 0.0}
-    for name in run.scored:
-        if name not in result["tasks"]:
-            result["tasks"][name] = evaluate(pipe, name, settings["eval_samples"], settings["eval_steps"])
-    if cached is None and run.method == "full":
-        result["layer_deviations"] = _layer_deviations(base["model"], pipe, run.tasks[0])
-    if cached is None and run.method == "mtu":
-        result["routing"] = {name: w.tolist() for name, w in pipe.unet.routing_weights().items()}
-    result["seconds"] = result.get("seconds", 0.0) + time.perf_counter() - started  # every call's training and scoring
-    write_text_atomic(done, json.dumps(result, indent=1, default=str))
-    return result
+    record: dict[str, Any] = {"run": run.name, "device": str(device), "steps": run.steps(settings["per_task"]), "tasks": {}}
+    for task in run.tasks:
+        prompt = base["tasks"][task].get("prompt", True)
+        record["tasks"][task] = evaluate(pipe, task, settings["eval_samples"], settings["eval_steps"], prompt)
+    if run.method == "full":
+        record["layer_deviations"] = _layer_deviations(base["model"], pipe, run.tasks[0])
+    if run.method == "mtu":
+        record["routing"] = {name: w.tolist() for name, w in pipe.unet.routing_weights().items()}
+    record["seconds"] = time.perf_counter() - started
+    records.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(record_file, json.dumps(_rounded(record), separators=(",", ":")) + "\n")
+    return record
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 5 significant digits: the records are committed, and scores mean nothing beyond that."""
+    if isinstance(value, float):
+        return float(f"{value:.5g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def load_pipeline(base: str, model_dir: Path | None, run: Run):
@@ -187,16 +206,18 @@ def load_pipeline(base: str, model_dir: Path | None, run: Run):
     return pipe
 
 
-def evaluate(pipe, name: str, samples: int, steps: int) -> dict:
-    """Score one of `Run.scored` (a task, or its image-only variant) on the held-out Shapes set."""
+def evaluate(pipe, task: str, samples: int, steps: int, prompt: bool = True) -> dict:
+    """Summary and per-example scores of one task on the test split (prompt as the task trains)."""
     from mtu.assets import SHAPES_BASE_SAMPLER
-    from mtu.evaluation.shapes_eval import evaluate_mtu_task, parse_scored_name
+    from mtu.data.shapes.tasks import TEST_SEED
+    from mtu.evaluation.shapes_eval import evaluate_mtu_task
     from mtu.training.methods import activate
 
-    task, prompt = parse_scored_name(name)
     activate(pipe.unet, task)  # adapters: route through this task's adapter (no-op for MTU)
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": steps}
-    return evaluate_mtu_task(pipe, task, samples, seed=0, batch_size=16, prompt=prompt, **sampler)
+    metrics = evaluate_mtu_task(pipe, task, samples, TEST_SEED, batch_size=32, prompt=prompt, per_example=True, **sampler)
+    metrics.pop("by_num_objects", None)
+    return metrics
 
 
 def _layer_deviations(base_model: str, pipe, task: str) -> dict[str, list]:
