@@ -246,6 +246,9 @@ def run_pilot(
     record["choice"] = choose(record["runs"], baselines)
     results.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(results, json.dumps(record, indent=1) + "\n")
+    from mtu.reproduce.pilot_figure import pilot_figure
+
+    pilot_figure(record, results.with_suffix(".png"))
     return record
 
 
