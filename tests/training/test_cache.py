@@ -112,3 +112,31 @@ def test_cache_without_a_pool_is_a_config_error(tiny_model, tmp_path):
     data = config_dict(tiny_model, tmp_path / "run", data={"cache": "latents"})
     with pytest.raises(ValueError, match="data.pool_size"):
         TrainConfig.from_dict(data)
+
+
+def test_lr_multipliers_make_parameter_groups(tiny_model, tmp_path):
+    from mtu.training.loop import build_run, make_accelerator
+
+    data = config_dict(tiny_model, tmp_path / "run", tasks=("t2i", "edit"),
+                       train={"learning_rate": 1e-3, "lr_multipliers": {"conv_in|router": 10.0}})  # fmt: skip
+    config = TrainConfig.from_dict(data)
+    run = build_run(config, make_accelerator(config))
+    groups = {group["lr"]: group["params"] for group in run.optimizer.param_groups}
+    assert sorted(groups) == [1e-3, 1e-2]
+    names = {id(p): n for n, p in run.unwrapped.named_parameters()}
+    assert all("conv_in" in names[id(p)] or "router" in names[id(p)] for p in groups[1e-2])
+    assert not any("conv_in" in names[id(p)] or "router" in names[id(p)] for p in groups[1e-3])
+    with pytest.raises(ValueError, match="lr_multipliers"):
+        TrainConfig.from_dict(config_dict(tiny_model, tmp_path / "bad", train={"lr_multipliers": {"x": -1}}))
+
+
+def test_a_task_can_train_without_its_prompt():
+    import numpy as np
+
+    from mtu.training.config import TaskConfig
+    from mtu.training.sources import open_source
+
+    silent = open_source("sr", TaskConfig(prompt=False), 16)
+    talking = open_source("sr", TaskConfig(), 16)
+    assert silent.draw(np.random.default_rng(0)).text == ""
+    assert talking.draw(np.random.default_rng(0)).text != ""
