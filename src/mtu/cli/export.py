@@ -1,17 +1,25 @@
-"""`mtu export`: one task of an MTU model as a stock diffusers pipeline folder."""
+"""`mtu export`: one task of an MTU model as a stock diffusers pipeline folder, an ONNX folder or a single file."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+FORMATS = {
+    "diffusers": "a stock diffusers pipeline folder (router folded: zero overhead)",
+    "onnx": "an ONNX folder run by onnxruntime (mtu.deploy.OnnxPipeline, mtu generate --runtime onnx)",
+    "single-file": "one .safetensors in the original Stable Diffusion layout (ComfyUI, AUTOMATIC1111)",
+}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("export", help="write one task as a stock diffusers pipeline (zero overhead)")
+    parser = subparsers.add_parser("export", help="write one task as a stock diffusers pipeline, ONNX or a single file")
     parser.add_argument("--model", required=True, help="MTU folder")
     parser.add_argument("--base", default=None, help="base model (default: the one named in the MTU folder)")
-    parser.add_argument("--task", required=True)
-    parser.add_argument("--out", required=True, type=Path, help="new folder for the pipeline")
+    parser.add_argument("--task", required=True, help="a task of the model; with --format onnx, `all`: one graph for every task")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="diffusers",
+                        help="; ".join(f"{name}: {what}" for name, what in FORMATS.items()))  # fmt: skip
+    parser.add_argument("--out", required=True, type=Path, help="new folder (a .safetensors file for single-file)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a model")
     parser.set_defaults(func=run)
 
@@ -19,9 +27,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from mtu.outputs import check_target
 
-    check_target(args.out, args.overwrite)  # before loading the model: a refusal costs nothing
+    if args.task == "all" and args.format != "onnx":
+        raise ValueError("--task all (one model for every task) exists for --format onnx only; export one task at a time")
+    if args.format == "single-file":
+        from mtu.deploy.files import check_file_target
+
+        check_file_target(args.out, args.overwrite)
+    else:
+        check_target(args.out, args.overwrite)  # before loading the model: a refusal costs nothing
     from mtu.pipelines import MTUPipeline, export_pipeline
 
     pipe = MTUPipeline.from_mtu(args.model, base=args.base)
-    out = export_pipeline(pipe, args.task, args.out, overwrite=args.overwrite)
-    print(f"wrote {out} (load it with diffusers.DiffusionPipeline.from_pretrained)")
+    if args.format == "onnx":
+        from mtu.deploy.onnx_export import export_onnx
+
+        out = export_onnx(pipe, args.task, args.out, overwrite=args.overwrite)
+        print(f"wrote {out} (run it with mtu generate --runtime onnx, or mtu.deploy.OnnxPipeline.from_onnx)")
+    elif args.format == "single-file":
+        from mtu.deploy.single_file import export_single_file
+
+        out = export_single_file(pipe, args.task, args.out, overwrite=args.overwrite)
+        print(f"wrote {out} (original Stable Diffusion layout: ComfyUI, AUTOMATIC1111, diffusers from_single_file)")
+    else:
+        out = export_pipeline(pipe, args.task, args.out, overwrite=args.overwrite)
+        print(f"wrote {out} (load it with diffusers.DiffusionPipeline.from_pretrained)")

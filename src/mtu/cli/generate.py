@@ -8,7 +8,8 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help="run a task of an MTU model and write PNGs")
-    parser.add_argument("--model", required=True, help="MTU folder (from `mtu upcycle` or `mtu train`)")
+    parser.add_argument("--model", required=True,
+                        help="MTU folder (from `mtu upcycle` or `mtu train`); with --runtime onnx, an ONNX folder")  # fmt: skip
     parser.add_argument("--base", default=None, help="base model (default: the one named in the MTU folder)")
     parser.add_argument("--task", required=True, help="t2i, edit, sr, remove, inpaint, ...")
     parser.add_argument("--prompt", default="", help="caption or instruction")
@@ -21,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNGs (default outputs/)")
     parser.add_argument("--overwrite", action="store_true", help="replace PNGs of the same names in --out")
+    parser.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                        help="torch (default), or onnx: --model is a folder from `mtu export --format onnx`")  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -51,9 +54,7 @@ def run(args: argparse.Namespace) -> None:
 
     import torch
 
-    from mtu.pipelines import MTUPipeline
-
-    pipe = MTUPipeline.from_mtu(args.model, base=args.base)
+    pipe = load_pipeline(args)
     result = pipe(
         args.task,
         args.prompt,
@@ -69,3 +70,15 @@ def run(args: argparse.Namespace) -> None:
     for path, picture in zip(paths, result.images):
         picture.save(path)
         print(path)
+
+
+def load_pipeline(args: argparse.Namespace):
+    if args.runtime == "onnx":
+        if args.base is not None:
+            raise ValueError("--base does not apply to --runtime onnx: the ONNX folder holds every network it runs")
+        from mtu.deploy.onnx_pipeline import OnnxPipeline
+
+        return OnnxPipeline.from_onnx(args.model)
+    from mtu.pipelines import MTUPipeline
+
+    return MTUPipeline.from_mtu(args.model, base=args.base)

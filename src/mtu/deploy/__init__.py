@@ -1,0 +1,30 @@
+"""Deployment formats of an MTU model: ONNX (one task, or every task in one graph) and single-file checkpoints.
+
+Imports are lazy: `import mtu.deploy` loads neither onnx nor onnxruntime (an optional extra: `pip install
+mtu-diffusion[onnx]`) until one of these names is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AllTaskDenoiser": "mtu.deploy.gather",
+    "build_all_task_denoiser": "mtu.deploy.gather",
+    "export_onnx": "mtu.deploy.onnx_export",
+    "OnnxPipeline": "mtu.deploy.onnx_pipeline",
+    "OnnxDenoiser": "mtu.deploy.onnx_pipeline",
+    "OnnxTextEncoder": "mtu.deploy.onnx_pipeline",
+    "OnnxVae": "mtu.deploy.onnx_pipeline",
+    "export_single_file": "mtu.deploy.single_file",
+    "to_original_layout": "mtu.deploy.single_file",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mtu.deploy' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

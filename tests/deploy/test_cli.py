@@ -1,0 +1,50 @@
+"""`mtu export --format onnx / single-file` and `mtu generate --runtime onnx` on a tiny base pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from mtu.cli.main import main
+from tests.helpers import save_tiny_sd_pipeline
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy-cli")
+    base = save_tiny_sd_pipeline(root / "base")
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / "image.png")
+    assert main(["upcycle", "--base", str(base), "--experts", "2", "--out", str(root / "mtu")]) == 0
+    return root
+
+
+def test_export_all_tasks_as_onnx_then_generate_with_onnxruntime(workspace, capsys):
+    out = workspace / "onnx"
+    assert main(["export", "--model", str(workspace / "mtu"), "--task", "all", "--format", "onnx", "--out", str(out)]) == 0
+    assert "--runtime onnx" in capsys.readouterr().out
+    for task, extra in (("t2i", []), ("edit", ["--image", str(workspace / "image.png")])):
+        pictures = workspace / "pictures" / task
+        argv = ["generate", "--runtime", "onnx", "--model", str(out), "--task", task, "--prompt", "a red circle",
+                "--steps", "2", "--out", str(pictures), *extra]
+        assert main(argv) == 0
+        assert [PIL.Image.open(p).size for p in pictures.glob("*.png")] == [(16, 16)]
+
+
+def test_export_single_file(workspace):
+    out = workspace / "edit.safetensors"
+    argv = ["export", "--model", str(workspace / "mtu"), "--task", "edit", "--format", "single-file", "--out", str(out)]
+    assert main(argv) == 0 and out.is_file()
+    assert main(argv) == 1  # exists: refused without --overwrite
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_refusals_are_one_line(workspace, capsys):
+    argv = ["export", "--model", str(workspace / "mtu"), "--task", "all", "--out", str(workspace / "x")]
+    assert main(argv) == 1
+    assert "--task all (one model for every task) exists for --format onnx only" in capsys.readouterr().err
+    argv = ["generate", "--runtime", "onnx", "--model", str(workspace / "mtu"), "--task", "t2i", "--out", str(workspace / "y")]
+    assert main(argv) == 1
+    assert "is not an ONNX export of mtu" in capsys.readouterr().err

@@ -1,0 +1,55 @@
+"""The all-tasks denoiser (per-task weights gathered by task id) equals the MTU model, on every denoiser layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mtu
+from mtu.deploy import build_all_task_denoiser
+from tests.core.tiny_models import CASES, output_of, relative_error
+from tests.deploy.conftest import TASKS, perturbed
+
+MIXED = ["t2i", "edit", "inpaint", "t2i", "sr", "remove"]  # repeats and changes of task, every channel count
+
+
+def _model(case) -> mtu.MTUModel:
+    return perturbed(mtu.upcycle(case.build(), mtu.MTUConfig(tasks=TASKS, num_experts=4))).eval()
+
+
+def _padded_sample(model, tasks: list[str], seed: int = 0) -> torch.Tensor:
+    samples = [torch.randn(1, model.task_in_channels(task), 8, 8, generator=torch.Generator().manual_seed(seed + i))
+               for i, task in enumerate(tasks)]  # fmt: skip
+    return mtu.concat_task_inputs(samples)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_all_task_denoiser_equals_the_mtu_model_for_every_task_and_a_mixed_batch(case):
+    model = _model(case)
+    gathered = build_all_task_denoiser(model)
+    assert gathered.task_names == TASKS and gathered.in_channels == 9
+    for tasks in [[task] * 2 for task in TASKS] + [MIXED]:
+        args, kwargs = case.inputs(_padded_sample(model, tasks), seed=1)
+        ids = torch.tensor([TASKS.index(task) for task in tasks])
+        with torch.no_grad():
+            expected = output_of(model(*args, **kwargs, task=tasks))
+            actual = output_of(gathered(*args, **kwargs, task_ids=ids))
+        assert relative_error(actual, expected) <= 1e-5, (case.name, tasks)
+
+
+def test_no_router_runs_at_inference():
+    model = _model(CASES[0])
+    gathered = build_all_task_denoiser(model)
+    names = {type(module).__name__ for module in gathered.modules()}
+    assert not names & {"MTUFeedForward", "TaskRouter", "TaskLayerNorm", "TaskInputConv"}
+    assert {"ScaledFeedForward", "GatheredLayerNorm", "GatheredConv2d"} <= names
+    routed = [m for m in gathered.modules() if type(m).__name__ == "ScaledFeedForward"]
+    assert len(routed) == len(model.routing_weights()) and routed[0].scales.shape[0] == len(TASKS)
+
+
+def test_a_fold_that_does_not_match_the_router_is_refused(monkeypatch):
+    model = _model(CASES[0])
+    weights = model.routing_weights()
+    monkeypatch.setattr(model, "routing_weights", lambda: {name: w.flip(1) for name, w in weights.items()})
+    with pytest.raises(ValueError, match="expert layout changed"):
+        build_all_task_denoiser(model)

@@ -1,0 +1,124 @@
+"""ONNX exports: one task (the folded denoiser) and every task in one graph, against the PyTorch MTU model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import mtu
+from mtu.deploy import OnnxPipeline, export_onnx
+from mtu.deploy.onnx_export import export_denoiser
+from mtu.deploy.onnx_pipeline import OnnxGraph
+from tests.core.tiny_models import relative_error
+from tests.deploy.conftest import TASKS, mtu_pipeline, request_for
+from tests.helpers import tiny_sdxl_components
+
+pytest.importorskip("onnxruntime")
+STEPS = 3
+MIXED = ["t2i", "edit", "inpaint", "t2i", "sr", "remove"]
+
+
+def _inputs(model, tasks: list[str], height: int = 16, width: int = 12, seed: int = 0):
+    """Inputs at another batch and size than the graphs were traced with."""
+    generator = torch.Generator().manual_seed(seed)
+    sample = mtu.concat_task_inputs(
+        [torch.randn(1, model.task_in_channels(task), height, width, generator=generator) for task in tasks]
+    )
+    timestep = torch.randint(0, 1000, (len(tasks),), generator=generator).float()
+    text = torch.randn(len(tasks), 7, model.config.cross_attention_dim, generator=generator)
+    return sample, timestep, text
+
+
+def _run(graph: OnnxGraph, sample, timestep, text, **extra) -> torch.Tensor:
+    return graph(sample=sample, timestep=timestep, encoder_hidden_states=text, **extra)[0]
+
+
+@pytest.mark.parametrize("task", TASKS)  # conditioning none, image (x3) and masked_image
+def test_one_task_graph_equals_the_mtu_model(pipe, tmp_path, task):
+    model = pipe.unet
+    export_denoiser(model.export(task).eval(), tmp_path / "unet", text_length=16)
+    graph = OnnxGraph(tmp_path / "unet" / "model.onnx", threads=1)
+    assert graph.input_names == ["sample", "timestep", "encoder_hidden_states"]
+    sample, timestep, text = _inputs(model, [task] * 3)
+    with torch.no_grad():
+        expected = model(sample, timestep, text, task=task).sample
+    assert relative_error(_run(graph, sample, timestep, text), expected) <= 1e-4
+
+
+def test_all_tasks_graph_equals_the_mtu_model_for_every_task_and_a_mixed_batch(pipe, onnx_all):
+    model = pipe.unet
+    graph = OnnxGraph(onnx_all / "unet" / "model.onnx", threads=1)
+    assert graph.input_names == ["sample", "timestep", "encoder_hidden_states", "task_id"]
+    for tasks in [[task] * 2 for task in TASKS] + [MIXED]:
+        sample, timestep, text = _inputs(model, tasks)
+        with torch.no_grad():
+            expected = model(sample, timestep, text, task=tasks).sample
+        padded = torch.nn.functional.pad(sample, (0, 0, 0, 0, 0, 9 - sample.shape[1]))
+        ids = torch.tensor([TASKS.index(task) for task in tasks])
+        assert relative_error(_run(graph, padded, timestep, text, task_id=ids), expected) <= 1e-4, tasks
+
+
+def test_the_folder_holds_what_a_runner_needs(onnx_all):
+    names = sorted(str(path.relative_to(onnx_all)) for path in onnx_all.rglob("*") if path.is_file())
+    for needed in ("model_index.json", "unet/model.onnx", "text_encoder/model.onnx", "vae_encoder/model.onnx",
+                   "vae_decoder/model.onnx", "scheduler/scheduler_config.json", "tokenizer/tokenizer_config.json"):
+        assert needed in names
+    manifest = json.loads((onnx_all / "model_index.json").read_text())["mtu_onnx"]
+    assert manifest["task"] == "all" and [t["name"] for t in manifest["tasks"]] == TASKS
+    assert manifest["task_channels"] == {"t2i": 4, "edit": 8, "sr": 8, "remove": 8, "inpaint": 9}
+
+
+def _images(pipeline, tasks: list[str]) -> list[np.ndarray]:
+    return pipeline.run_batch([request_for(task) for task in tasks], num_inference_steps=STEPS, output_type="np")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_onnx_pipeline_makes_the_pytorch_pipelines_images(pipe, onnx_all, task):
+    runner = OnnxPipeline.from_onnx(onnx_all, threads=1)
+    runner.set_progress_bar_config(disable=True)
+    (actual,), (expected,) = _images(runner, [task]), _images(pipe, [task])
+    assert actual.shape == expected.shape == (1, 16, 16, 3)
+    np.testing.assert_allclose(actual, expected, atol=1e-4)
+
+
+def test_onnx_pipeline_runs_a_mixed_task_batch(pipe, onnx_all):
+    runner = OnnxPipeline.from_onnx(onnx_all, threads=1)
+    runner.set_progress_bar_config(disable=True)
+    tasks = ["t2i", "edit", "inpaint"]
+    for actual, expected in zip(_images(runner, tasks), _images(pipe, tasks)):
+        np.testing.assert_allclose(actual, expected, atol=1e-4)
+
+
+def test_a_one_task_folder_runs_its_task_and_names_it_for_others(pipe, tmp_path):
+    folder = export_onnx(pipe, "inpaint", tmp_path / "inpaint")
+    runner = OnnxPipeline.from_onnx(folder, threads=1)
+    runner.set_progress_bar_config(disable=True)
+    np.testing.assert_allclose(_images(runner, ["inpaint"])[0], _images(pipe, ["inpaint"])[0], atol=1e-4)
+    with pytest.raises(ValueError, match=r"this model serves \['inpaint'\]"):
+        _images(runner, ["edit"])
+
+
+def test_big_graphs_keep_their_weights_in_a_side_file(pipe, tmp_path, monkeypatch):
+    monkeypatch.setattr("mtu.deploy.onnx_export.EXTERNAL_DATA_BYTES", 0)  # what a >2 GiB model gets
+    export_denoiser(pipe.unet.export("t2i").eval(), tmp_path / "unet", text_length=16)
+    assert sorted(p.name for p in (tmp_path / "unet").iterdir()) == ["config.json", "model.onnx", "model.onnx_data"]
+    sample, timestep, text = _inputs(pipe.unet, ["t2i"])
+    with torch.no_grad():
+        expected = pipe.unet(sample, timestep, text, task="t2i").sample
+    assert relative_error(_run(OnnxGraph(tmp_path / "unet" / "model.onnx"), sample, timestep, text), expected) <= 1e-4
+
+
+def test_refusals(pipe, onnx_all, tmp_path):
+    runner = OnnxPipeline.from_onnx(onnx_all, threads=1)
+    with pytest.raises(ValueError, match="multiples of 2"):
+        runner.unet(torch.zeros(1, 4, 5, 8), torch.tensor(1), torch.zeros(1, 16, 16), task="t2i")
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_onnx(pipe, "t2i", onnx_all)
+    with pytest.raises(ValueError, match="not an ONNX export of mtu"):
+        OnnxPipeline.from_onnx(tmp_path)
+    xl = mtu_pipeline(tiny_sdxl_components(tmp_path / "xl"))
+    with pytest.raises(ValueError, match="SDXL is not supported yet"):
+        export_onnx(xl, "t2i", tmp_path / "xl-onnx")
