@@ -107,7 +107,10 @@ def upcycled(base: nn.Module, tasks: list, num_experts: int = 4, seed: int = 0) 
     model = mtu.upcycle(shared_copy(base), mtu.MTUConfig(tasks=tasks, num_experts=num_experts))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        model.task_embedding.weight.copy_(torch.randn(model.task_embedding.weight.shape, generator=generator))
+        embeddings = model.embedding_list()
+        table = torch.randn(len(embeddings), *embeddings[0].shape, generator=generator)  # one draw, as before
+        for embedding, row in zip(embeddings, table):
+            embedding.copy_(row)
         for module in model.modules():
             if isinstance(module, MTUFeedForward):
                 weight = module.router.net[-1].weight

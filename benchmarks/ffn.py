@@ -71,8 +71,8 @@ def level_variants(channels: int, tokens: int, batch: int, experts: list[int]) -
     plain = FeedForward(channels, activation_fn="geglu").eval()
     hidden = torch.randn(batch, tokens, channels)
     table = nn.Embedding(batch, EMBEDDING_DIM)
-    single = TaskBatch.from_ids([0] * batch, table, hidden.device)
-    mixed = TaskBatch.from_ids(list(range(batch)), table, hidden.device)
+    single = TaskBatch.from_ids([0] * batch, table.weight, hidden.device)
+    mixed = TaskBatch.from_ids(list(range(batch)), table.weight, hidden.device)
     variants = {"plain": lambda: plain(hidden)}
     errors = []
     for count in experts:

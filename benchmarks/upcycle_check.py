@@ -75,8 +75,8 @@ def ffn_time_ratio(channels: int = 320, tokens: int = 4096, batch: int = 2, expe
     fused = MTUFeedForward(FeedForward(channels, activation_fn="geglu").eval(), experts, 64, 64, context)
     x = torch.randn(batch, tokens, channels)
     table = torch.nn.Embedding(batch, 64)
-    single = TaskBatch.from_ids([0] * batch, table, x.device)
-    mixed = TaskBatch.from_ids(list(range(batch)), table, x.device)
+    single = TaskBatch.from_ids([0] * batch, table.weight, x.device)
+    mixed = TaskBatch.from_ids(list(range(batch)), table.weight, x.device)
 
     def run_fused(batch_state: TaskBatch):
         with context.activate(batch_state):

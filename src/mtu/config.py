@@ -75,11 +75,17 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
         TaskSpec("sr", "image", description="super-resolution: latent of the low-res image resized to the output size"),
         TaskSpec("remove", "image", description="object removal from an instruction, no mask (the paper's inpainting)"),
         TaskSpec("inpaint", "masked_image", description="mask-based inpainting: SD-inpainting layout"),
+        TaskSpec("colorize", "image", description="colourise a grayscale image (the Shapes task added after training)"),
     )
 }
 
 
-def _as_task_spec(task: TaskSpec | str | dict) -> TaskSpec:
+# What an MTUConfig serves when not told: the DESIGN.md table (colorize is built in for adding later).
+DEFAULT_TASKS = ("t2i", "edit", "sr", "remove", "inpaint")
+
+
+def as_task_spec(task: TaskSpec | str | dict) -> TaskSpec:
+    """A task given as a built-in name, a dict of `TaskSpec` fields, or a `TaskSpec`."""
     if isinstance(task, TaskSpec):
         return task
     if isinstance(task, str):
@@ -119,7 +125,7 @@ class MTUConfig:
         base_model_class: class name of the base denoiser; `mtu.load` checks it.
     """
 
-    tasks: list[TaskSpec] = field(default_factory=lambda: list(BUILTIN_TASKS.values()))
+    tasks: list[TaskSpec] = field(default_factory=lambda: [BUILTIN_TASKS[name] for name in DEFAULT_TASKS])
     num_experts: int = 4
     router_hidden_dim: int = 64
     task_embedding_dim: int = 64
@@ -132,7 +138,7 @@ class MTUConfig:
             self.tasks = [self.tasks]
         if not isinstance(self.tasks, (list, tuple)):
             raise ValueError(f"tasks must be a list of task names, dicts or TaskSpecs, got {self.tasks!r}")
-        self.tasks = [_as_task_spec(task) for task in self.tasks]
+        self.tasks = [as_task_spec(task) for task in self.tasks]
         if not self.tasks:
             raise ValueError("MTUConfig needs at least one task, e.g. tasks=['t2i', 'edit']")
         names = [task.name for task in self.tasks]

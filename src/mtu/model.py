@@ -8,6 +8,7 @@ drop-in denoiser as long as they pass `task=`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import os
 import tempfile
@@ -21,11 +22,12 @@ import torch.utils.checkpoint
 from safetensors.torch import save_file
 from torch import nn
 
-from mtu.config import CONFIG_NAME, MTUConfig
+from mtu.config import CONFIG_NAME, MTUConfig, TaskSpec, as_task_spec
 from mtu.layers import MTUFeedForward, TaskBatch, TaskContext, TaskInputConv, TaskLayerNorm
 from mtu.outputs import apply_umask
 
 WEIGHTS_NAME = "mtu_model.safetensors"
+LEGACY_EMBEDDING_KEY = "task_embedding.weight"  # one shared table, before per-task embeddings (converted at load)
 PICKLE_WEIGHTS_NAME = "mtu_model.bin"
 MTU_LAYER_TYPES = (MTUFeedForward, TaskLayerNorm, TaskInputConv)
 
@@ -68,9 +70,13 @@ class MTUModel(nn.Module):
         self.base_model = base_model
         self.mtu_config = config
         reference = next(base_model.parameters())
-        self.task_embedding = nn.Embedding(
-            len(config.tasks), config.task_embedding_dim, device=reference.device, dtype=reference.dtype
-        )
+        # One parameter per task, not one shared table: a task can then train alone (its own AdamW state and
+        # weight decay; the others' rows are not even in the optimizer). Drawn as one (T, E) normal table, as
+        # nn.Embedding did, so a seeded upcycle starts from the same embeddings as before the split.
+        table = nn.init.normal_(torch.empty(len(config.tasks), config.task_embedding_dim, device=reference.device,
+                                            dtype=reference.dtype))  # fmt: skip
+        pairs = [(name, nn.Parameter(row.clone())) for name, row in zip(config.task_names, table)]
+        self.task_embeddings = nn.ParameterDict(pairs)  # pairs, not a dict: a plain dict would be sorted by name
         self._context = context
         self._input_conv_name = input_conv_name
         self._signature = inspect.signature(base_model.forward)
@@ -95,6 +101,40 @@ class MTUModel(nn.Module):
         """Channels the denoiser input has for `task`: the latent's plus the task's conditioning channels."""
         self.mtu_config.task_index(task)
         return self.input_conv.in_channels(task)
+
+    def add_task(self, task: TaskSpec | str | dict, generator: torch.Generator | None = None) -> TaskSpec:
+        """Serve one more task (appended: every existing task keeps its id, weights and outputs exactly).
+
+        The new task gets its own embedding (standard normal from `generator`, as every task's at upcycling),
+        input conv (the pre-trained conv, its extra channels at zero) and pre-FFN norms (copies of the
+        pre-trained ones). Experts and routers are shared and left as they are. The new parts are trainable;
+        to train only them, freeze everything else (`task_parameters`; `mtu train` method add-task does).
+        """
+        spec = as_task_spec(task)
+        if spec.name in self.task_names:
+            raise ValueError(f"this model already serves {spec.name!r} ({self.task_names}); pick another name")
+        config = dataclasses.replace(self.mtu_config, tasks=[*self.mtu_config.tasks, spec])
+        reference = self.embedding_list()[0]
+        embedding = torch.randn(config.task_embedding_dim, generator=generator).to(reference)
+        for module in self.base_model.modules():
+            if isinstance(module, TaskLayerNorm):
+                module.add_task(spec.name)
+            elif isinstance(module, TaskInputConv):
+                module.add_task(spec)
+        self.task_embeddings[spec.name] = nn.Parameter(embedding)
+        self.mtu_config = config
+        return spec
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """The parameters `task` alone uses: its embedding, input conv and norms (experts and routers are shared)."""
+        self.mtu_config.task_index(task)
+        found = [self.task_embeddings[task]]
+        for module in self.base_model.modules():
+            if isinstance(module, TaskLayerNorm):
+                found += module.norms[task].parameters()
+            elif isinstance(module, TaskInputConv):
+                found += module.convs[task].parameters()
+        return found
 
 
     def forward(self, *args: Any, task: TaskArgument | None = None, **kwargs: Any) -> Any:
@@ -135,7 +175,11 @@ class MTUModel(nn.Module):
         return ids
 
     def task_batch(self, task: TaskArgument | None, batch_size: int, device: torch.device) -> TaskBatch:
-        return TaskBatch.from_ids(self.task_ids(task, batch_size), self.task_embedding, device)
+        return TaskBatch.from_ids(self.task_ids(task, batch_size), self.embedding_list(), device)
+
+    def embedding_list(self) -> list[nn.Parameter]:
+        """The task embeddings in task-id order."""
+        return [self.task_embeddings[name] for name in self.task_names]
 
     def _check_inputs(self, arguments: dict[str, Any], sample: torch.Tensor, batch: TaskBatch) -> None:
         present = sorted({task for task, _ in batch.runs})
@@ -173,7 +217,7 @@ class MTUModel(nn.Module):
     @torch.no_grad()
     def routing_weights(self) -> dict[str, torch.Tensor]:
         """Router weights per upcycled FFN: layer name -> (num_tasks, num_experts), rows in task order."""
-        embeddings = self.task_embedding.weight
+        embeddings = torch.stack(self.embedding_list())
         return {
             name: module.expert_weights(embeddings).float().cpu()
             for name, module in self.base_model.named_modules()
@@ -183,7 +227,7 @@ class MTUModel(nn.Module):
     def parameter_report(self) -> ParameterReport:
         """Total and trainable parameters, split into experts, routers, task parts and the frozen rest."""
         counts: dict[str, int] = defaultdict(int)
-        counts["task_embeddings"] = self.task_embedding.weight.numel()
+        counts["task_embeddings"] = sum(p.numel() for p in self.task_embeddings.parameters())
         for module in self.base_model.modules():
             if isinstance(module, MTUFeedForward):
                 counts["experts (FFN)"] += sum(p.numel() for p in module.base_layer.parameters())
@@ -200,7 +244,7 @@ class MTUModel(nn.Module):
 
     def mtu_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights MTU owns (experts, routers, task embeddings, norms, input convs); nothing frozen."""
-        state = {"task_embedding.weight": self.task_embedding.weight}
+        state = {f"task_embeddings.{name}": self.task_embeddings[name] for name in self.task_names}
         for name, module in self.base_model.named_modules():
             if isinstance(module, MTU_LAYER_TYPES):
                 state.update({f"{name}.{key}": value for key, value in module.state_dict(keep_vars=True).items()})
@@ -208,6 +252,8 @@ class MTUModel(nn.Module):
 
     @torch.no_grad()
     def load_mtu_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Copy saved MTU weights in (exact match of keys and shapes); the old one-table layout is converted."""
+        state_dict = self._split_embedding_table(state_dict)
         own = self.mtu_state_dict()
         missing, unexpected = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
         if missing or unexpected:
@@ -219,6 +265,17 @@ class MTUModel(nn.Module):
             if target.shape != state_dict[key].shape:
                 raise ValueError(f"{key}: saved shape {tuple(state_dict[key].shape)}, model shape {tuple(target.shape)}")
             target.copy_(state_dict[key])
+
+    def _split_embedding_table(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Weights saved before per-task embeddings hold one (T, E) `task_embedding.weight`: row t is task t's."""
+        if LEGACY_EMBEDDING_KEY not in state_dict:
+            return state_dict
+        state_dict = dict(state_dict)
+        table = state_dict.pop(LEGACY_EMBEDDING_KEY)
+        if table.dim() != 2 or table.shape[0] != len(self.task_names):
+            raise ValueError(f"{LEGACY_EMBEDDING_KEY}: saved shape {tuple(table.shape)}, expected one row per task of {self.task_names}")
+        state_dict.update({f"task_embeddings.{name}": row for name, row in zip(self.task_names, table)})
+        return state_dict
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write only the MTU weights (`mtu_model.safetensors`) and `mtu_config.json` (with the base reference).
@@ -242,8 +299,8 @@ class MTUModel(nn.Module):
         Its config's `in_channels` is set for the task, so `export(task).save_pretrained(dir)` writes a
         folder that stock diffusers loads (e.g. as the UNet of `StableDiffusionInstructPix2PixPipeline`).
         """
-        index = self.mtu_config.task_index(task)
-        embedding = self.task_embedding.weight[index]
+        self.mtu_config.task_index(task)
+        embedding = self.task_embeddings[task]
         exported = copy.deepcopy(self.base_model)
         for name, module in list(exported.named_modules()):
             if isinstance(module, MTUFeedForward):

@@ -111,7 +111,7 @@ def _replace(model: nn.Module, name: str, new_module: nn.Module) -> None:
 def _mark_trainable(model: MTUModel) -> None:
     """Freeze everything, then unfreeze by module type (never by name: a user module may be called 'router')."""
     model.requires_grad_(False)
-    model.task_embedding.requires_grad_(True)
+    model.task_embeddings.requires_grad_(True)
     for module in model.base_model.modules():
         if isinstance(module, MTU_LAYER_TYPES):
             module.requires_grad_(True)
@@ -149,7 +149,7 @@ def add_task_layers(model: nn.Module, config: MTUConfig) -> MTUModel:
     (`mtu.load` re-creates experts and so does not apply).
     """
     model = _inject(model, config, experts=False)
-    model.task_embedding.requires_grad_(False)
+    model.task_embeddings.requires_grad_(False)
     return model
 
 

@@ -166,10 +166,10 @@ def test_nan_weights_are_refused(workspace, capsys):
 
     folder = broken_copy(workspace, "nan")
     tensors = load_file(folder / WEIGHTS_NAME)
-    tensors["task_embedding.weight"][0, 0] = float("nan")
+    tensors["task_embeddings.t2i"][0] = float("nan")
     save_file(tensors, folder / WEIGHTS_NAME)
     assert main(generate(workspace, "--task", "t2i", model=folder)) == 1
-    assert "task_embedding.weight holds NaN or infinite values" in one_line_error(capsys, "generate")
+    assert "task_embeddings.t2i holds NaN or infinite values" in one_line_error(capsys, "generate")
 
 
 def test_unexpected_errors_are_one_line_too(workspace, capsys, monkeypatch):

@@ -39,7 +39,7 @@ def test_default_config_serves_the_five_builtin_tasks():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"tasks": ["t2i", "colorize"]}, "unknown task 'colorize'; built-in tasks are"),
+        ({"tasks": ["t2i", "depth2img"]}, "unknown task 'depth2img'; built-in tasks are"),
         ({"tasks": ["t2i", "t2i"]}, "repeated: ['t2i']"),
         ({"tasks": []}, "at least one task"),
         ({"tasks": [{"name": "x", "channels": 3}]}, "unknown keys ['channels']"),
@@ -173,7 +173,7 @@ def test_load_refuses_pickle_unless_allowed(tmp_path):
     with pytest.raises(ValueError, match="pickle file, which can run code.*allow_pickle=True"):
         mtu.load(tiny_sd_unet(), tmp_path)
     restored = mtu.load(tiny_sd_unet(), tmp_path, allow_pickle=True)
-    assert torch.equal(restored.task_embedding.weight, source.task_embedding.weight)
+    assert all(torch.equal(restored.task_embeddings[t], source.task_embeddings[t]) for t in source.task_names)
 
 
 def test_load_checks_the_base_class_and_missing_files(tmp_path):

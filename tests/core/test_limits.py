@@ -135,7 +135,7 @@ def _copy_with_weights(saved_mtu, folder, change):
 
 
 def test_damaged_nan_and_integer_weights_are_refused_naming_the_file(saved_mtu, tmp_path):
-    key = "task_embedding.weight"
+    key = "task_embeddings.t2i"
     nan = _copy_with_weights(saved_mtu, tmp_path / "nan", lambda t: t[key].fill_(float("nan")))
     with pytest.raises(ValueError, match=rf"nan/{WEIGHTS_NAME}: {key} holds NaN"):
         mtu.load(tiny_sd_unet(), nan)

@@ -102,6 +102,32 @@ def test_evaluation_set_is_fixed_held_out_and_prefix_stable():
     np.testing.assert_array_equal(sr[0].image, evaluation_set("sr", 1, seed=0)[0].image)
 
 
+def test_colorize_input_is_the_grayscale_scene_and_its_baseline_copies_it():
+    from mtu.data.shapes.degrade import grayscale
+    from mtu.evaluation.shapes_eval import evaluate_baseline
+
+    example = make_example("colorize", np.random.default_rng(6))
+    assert example.scene == example.target_scene and example.mask is None
+    assert all(f"{obj.color} {obj.shape}" in example.prompt for obj in example.scene.objects)  # the caption
+    np.testing.assert_array_equal(example.image, grayscale(example.target))
+    assert (example.image == example.image[..., :1]).all() and not (example.target == example.target[..., :1]).all()
+    baseline = evaluate_baseline("colorize", 8, seed=0)
+    assert baseline["baseline"] == "copy the grayscale input" and baseline["color"] < 0.5 < baseline["shape"]
+
+
+def test_colorize_is_appended_so_the_other_held_out_sets_do_not_move():
+    # evaluation_rng keys a task's stream by its position in TASKS
+    assert TASKS[:5] == ("t2i", "edit", "sr", "remove", "inpaint") and TASKS[-1] == "colorize"
+    first = {  # example 0 of each test set, as before colorize existed
+        "t2i": "a blue square at the top middle and a blue triangle at the bottom, on a gray background",
+        "edit": "turn the red circle orange",
+        "sr": "a purple triangle in the middle, on a beige background",
+        "remove": "take away the green circle",
+        "inpaint": "a green circle at the center and a yellow triangle on the left, black background",
+    }
+    assert {task: evaluation_set(task, 1, 0)[0].prompt for task in first} == first
+
+
 def test_unknown_task_raises():
     with pytest.raises(ValueError, match="unknown task 'bogus'.*t2i"):
         make_example("bogus", np.random.default_rng(0))

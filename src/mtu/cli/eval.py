@@ -13,7 +13,7 @@ import sys
 
 BENCHMARKS = ("shapes", "folder")
 # Mirrors mtu.data.shapes.tasks.TASKS; kept literal so `mtu --help` does not import the data package.
-TASK_CHOICES = ("t2i", "edit", "sr", "remove", "inpaint")
+TASK_CHOICES = ("t2i", "edit", "sr", "remove", "inpaint", "colorize")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ import sys
 EXPECTED_ERRORS = (ValueError, OSError, RuntimeError)
 # Sub-command modules, in the order `mtu --help` lists them. Each imports only the standard library (and
 # light mtu modules) at the top, so `mtu --help` and argument errors return without loading torch.
-COMMAND_MODULES = ["quickstart", "demo", "upcycle", "generate", "export", "info", "eval", "pretrain_shapes", "train", "reproduce", "serve"]
+COMMAND_MODULES = ["quickstart", "demo", "upcycle", "add_task", "generate", "export", "info", "eval", "pretrain_shapes", "train", "reproduce", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -180,7 +180,8 @@ def hole_psnr(predicted, expected, masks: Sequence[np.ndarray]) -> list[float]:
 
 
 # The numbers each Shapes task is summarised by, everywhere (reports, logs, the CLI's one-liners).
-HEADLINE_METRIC = {"t2i": "all_correct", "edit": "psnr", "sr": "psnr", "remove": "psnr", "inpaint": "psnr"}
+HEADLINE_METRIC = {"t2i": "all_correct", "edit": "psnr", "sr": "psnr", "remove": "psnr", "inpaint": "psnr",
+                   "colorize": "psnr"}  # fmt: skip
 SUMMARY_METRICS = {"t2i": ("all_correct", "color", "shape", "position", "background"),
                    "default": ("psnr", "ssim", "all_correct")}  # fmt: skip
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -36,9 +36,18 @@ class TaskBatch:
     runs: list[tuple[int, slice]]
 
     @classmethod
-    def from_ids(cls, ids: list[int], embedding_table: torch.nn.Embedding, device: torch.device) -> "TaskBatch":
+    def from_ids(cls, ids: list[int], embeddings: Sequence[torch.Tensor] | torch.Tensor, device: torch.device) -> "TaskBatch":
+        """`embeddings[t]` is task t's (E,) embedding: one parameter per task, or the rows of a (T, E) table.
+
+        Only the tasks present are stacked, so a task absent from the batch gets no gradient at all (None,
+        not zeros): AdamW then leaves its embedding and its moments alone.
+        """
+        present = sorted(set(ids))
+        table = torch.stack([embeddings[task] for task in present])
+        position = {task: row for row, task in enumerate(present)}
+        rows = torch.tensor([position[task] for task in ids], dtype=torch.long, device=table.device)
         id_tensor = torch.tensor(ids, dtype=torch.long, device=device)
-        return cls(ids=id_tensor, embedding=embedding_table(id_tensor), runs=task_runs(ids))
+        return cls(ids=id_tensor, embedding=table[rows], runs=task_runs(ids))
 
     @property
     def single_task(self) -> int | None:

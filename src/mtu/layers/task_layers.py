@@ -1,7 +1,9 @@
 """Per-task copies of the layers whose job differs by task: the pre-FFN norm and the input layer.
 
 Both start as copies of the pre-trained layer, so an untrained MTU model is the base model for
-every task (the extra input channels start at zero).
+every task (the extra input channels start at zero). Each also keeps the pre-trained weights as
+non-persistent buffers (not trained, not saved: `mtu.load` re-reads them from the base model), so a task
+added after training (`MTUModel.add_task`) starts from the base's layer, not from another task's.
 """
 
 from __future__ import annotations
@@ -24,7 +26,20 @@ class TaskLayerNorm(nn.Module):
             raise ValueError("a LayerNorm without affine weights has nothing to specialise per task")
         self.task_names = list(task_names)
         self.norms = nn.ModuleDict({name: copy.deepcopy(norm) for name in self.task_names})
+        self.register_buffer("base_weight", norm.weight.detach().clone(), persistent=False)
+        self.register_buffer("base_bias", None if norm.bias is None else norm.bias.detach().clone(), persistent=False)
         self._context = context
+
+    @torch.no_grad()
+    def add_task(self, name: str) -> nn.LayerNorm:
+        """A norm for a new task: a copy of the pre-trained one (trainable); the other tasks' are untouched."""
+        norm = copy.deepcopy(next(iter(self.norms.values())))  # shape, eps, device and dtype of the others
+        norm.weight.copy_(self.base_weight)
+        if norm.bias is not None:
+            norm.bias.copy_(self.base_bias)
+        self.norms[name] = norm.requires_grad_(True)
+        self.task_names.append(name)
+        return norm
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         batch = self._context.current(hidden_states.shape[0])
@@ -71,7 +86,31 @@ class TaskInputConv(nn.Module):
         self.convs = nn.ModuleDict(
             {task.name: widen_conv(conv, task.input_channels(conv.in_channels) - conv.in_channels) for task in tasks}
         )
+        self.register_buffer("base_weight", conv.weight.detach().clone(), persistent=False)
+        self.register_buffer("base_bias", None if conv.bias is None else conv.bias.detach().clone(), persistent=False)
         self._context = context
+
+    def base_conv(self) -> nn.Conv2d:
+        """The pre-trained input conv, rebuilt from its kept weights (every task's own conv may have trained)."""
+        like = next(iter(self.convs.values()))
+        conv = nn.Conv2d(
+            self.base_weight.shape[1], like.out_channels, kernel_size=like.kernel_size, stride=like.stride,
+            padding=like.padding, dilation=like.dilation, bias=like.bias is not None, padding_mode=like.padding_mode,
+            device=self.base_weight.device, dtype=self.base_weight.dtype,
+        )  # fmt: skip
+        with torch.no_grad():
+            conv.weight.copy_(self.base_weight)
+            if conv.bias is not None:
+                conv.bias.copy_(self.base_bias)
+        return conv
+
+    def add_task(self, task: TaskSpec) -> nn.Conv2d:
+        """A conv for a new task, initialised as at upcycling: the base's weights, zeros on its extra channels."""
+        base = self.base_conv()
+        conv = widen_conv(base, task.input_channels(base.in_channels) - base.in_channels)
+        self.convs[task.name] = conv.to(device=self.base_weight.device)
+        self.task_names.append(task.name)
+        return conv
 
     def in_channels(self, task: str) -> int:
         return self.convs[task].in_channels

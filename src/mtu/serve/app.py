@@ -36,6 +36,7 @@ TASK_LABELS = {
     "sr": "sr: upscale the current image 4x",
     "remove": "remove: take an object out",
     "inpaint": "inpaint: fill the painted area",
+    "colorize": "colorize: colour a grayscale image",
 }
 
 _INTRO = """\

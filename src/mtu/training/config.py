@@ -19,7 +19,7 @@ import yaml
 
 from mtu.config import BUILTIN_TASKS, CONDITIONINGS, TaskSpec
 
-METHODS = ("mtu", "single-task", "lora", "ia3", "full")
+METHODS = ("mtu", "single-task", "lora", "ia3", "full", "add-task")
 SOURCE_TYPES = ("shapes", "hf", "jsonl", "folder")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
@@ -426,7 +426,9 @@ class TrainConfig:
         model: base model: a shipped name ("shapes-base"), a local diffusers pipeline folder, or a hub id.
         tasks: task name -> `TaskConfig`, in task-id order.
         method: "mtu", "single-task" (MTU's trainable parts, one task), "lora" or "ia3" (one adapter per
-            task on the FFNs, plus MTU's task input convs and norms).
+            task on the FFNs, plus MTU's task input convs and norms), "full", or "add-task" (new tasks on
+            the trained MTU model `extends`, only their parts trained: `mtu.training.extend`).
+        extends: add-task only: the MTU folder the tasks are added to; `tasks` lists the new tasks only.
         output_dir: run folder: checkpoints/, model/, logs/, samples/, train_log.jsonl.
         seed: seeds the model init and the data stream; null draws one (recorded in checkpoints).
     """
@@ -434,6 +436,7 @@ class TrainConfig:
     model: str = "shapes-base"
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     method: str = "mtu"
+    extends: str | None = None
     output_dir: str = "runs/mtu"
     seed: int | None = None
     mtu: MTUSection = field(default_factory=MTUSection)
@@ -458,6 +461,9 @@ class TrainConfig:
         else:
             found += _model_problems(self.model)
         _choice(found, "method", self.method, METHODS)
+        from mtu.training.extend import extends_problems
+
+        found += extends_problems(self)
         output_ok = isinstance(self.output_dir, str) and bool(self.output_dir)
         _need(found, output_ok, f"output_dir: expected a path, got {self.output_dir!r}")
         seed_ok = self.seed is None or _is_int(self.seed) and self.seed >= 0

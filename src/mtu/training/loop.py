@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
 MODEL_DIR = "model"
 # Settings that must not change when a run is resumed: the weights would not fit or would mean something else.
-FIXED_ON_RESUME = ("model", "method", "mtu", "adapter")
+FIXED_ON_RESUME = ("model", "method", "extends", "mtu", "adapter")
 
 
 @dataclass
@@ -129,6 +129,10 @@ def dry_run(config: TrainConfig) -> str:
     from mtu.training.components import unet_config
 
     config.check()
+    if config.method == "add-task":
+        from mtu.training.extend import dry_run_text
+
+        return dry_run_text(config, unet_config(config.model))
     adapter = config.adapter
     counts = parameter_counts(unet_config(config.model), mtu_config_of(config), adapter.rank, adapter.alpha)
     return f"{config.model}, tasks {config.task_names}\n" + format_counts(counts, config.method)
@@ -140,7 +144,7 @@ def build_run(config: TrainConfig, accelerator) -> Run:
 
     components = load_components(config.model, config.data.resolution)
     adapter, counts = adapter_spec(config, components.unet.config)
-    model = build_model(components.unet, config.method, mtu_config_of(config), adapter)
+    model = build_model(components.unet, config.method, mtu_config_of(config), adapter, config.extends)
     note = f"; LoRA rank {adapter.rank}" if config.method == "lora" else ""
     note += f"; MTU would train {counts['mtu']:,}" if counts else ""
     count = trainable_count(model)
@@ -268,7 +272,9 @@ def train_batch(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     ]
     added = components.added_cond_kwargs(encoded.get("pooled"))
     kwargs = {"added_cond_kwargs": added} if added is not None else {}
-    prediction = run.model(concat_task_inputs(inputs), timesteps, encoded["text"], task=task_ids, **kwargs).sample
+    # By name: the batch's ids index the config's tasks, which an add-task model serves after its own.
+    names = [run.task_names[task] for task in task_ids.tolist()]
+    prediction = run.model(concat_task_inputs(inputs), timesteps, encoded["text"], task=names, **kwargs).sample
     return ((prediction.float() - target.float()) ** 2).mean(dim=(1, 2, 3)), task_ids
 
 

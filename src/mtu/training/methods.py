@@ -6,6 +6,7 @@
 | single-task | the same parts, for one task |
 | lora / ia3 | one peft adapter per task on each FFN's `ff.net.0.proj` and `ff.net.2`, plus the same task layers |
 | full | every denoiser weight, for one task (the paper's Fig. 2 deviation analysis), plus the task layers |
+| add-task | the new tasks' embeddings, input convs and norms on a trained MTU model (`mtu.training.extend`) |
 
 The baselines get their task layers from `mtu.upcycle.add_task_layers` (MTU minus the experts), so the
 comparison isolates what the experts add. Adapters cannot mix tasks in one forward: `activate` switches
@@ -29,6 +30,7 @@ from mtu.config import MTUConfig
 from mtu.layers import TaskInputConv, TaskLayerNorm
 from mtu.model import MTUModel
 from mtu.training.config import METHODS, TrainConfig
+from mtu.training.extend import ADD_TASK, extend_model, extended_config
 from mtu.upcycle import add_task_layers, find_feedforwards, upcycle
 
 METHOD_FILE = "training_method.json"
@@ -38,6 +40,8 @@ ADAPTER_METHODS = ("lora", "ia3")
 
 
 def mtu_config_of(config: TrainConfig) -> MTUConfig:
+    if config.method == ADD_TASK:
+        return extended_config(config)  # sizes and served tasks are the extended folder's
     section = config.mtu
     return MTUConfig(
         tasks=config.task_specs(),
@@ -113,9 +117,17 @@ def _inject_adapters(model: MTUModel, spec: AdapterSpec, target_modules: list[st
         parameter.requires_grad_(True)
 
 
-def build_model(unet: nn.Module, method: str, mtu_config: MTUConfig, adapter: AdapterSpec | None = None) -> MTUModel:
-    """Turn `unet` (in place) into the model `method` trains. Adapter methods need `adapter`."""
-    if method in ("mtu", "single-task"):
+def build_model(
+    unet: nn.Module, method: str, mtu_config: MTUConfig, adapter: AdapterSpec | None = None, extends: str | None = None
+) -> MTUModel:
+    """Turn `unet` (in place) into the model `method` trains. Adapter methods need `adapter`.
+
+    add-task with `extends` (training): that folder's model plus the new tasks, only theirs trainable.
+    Without it (loading a finished run, whose config lists every task): the layout, for `load_weights`.
+    """
+    if method == ADD_TASK and extends is not None:
+        return extend_model(unet, extends, mtu_config)
+    if method in ("mtu", "single-task", ADD_TASK):
         return upcycle(unet, mtu_config)
     if method in ADAPTER_METHODS:
         if adapter is None or adapter.method != method:

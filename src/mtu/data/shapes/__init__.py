@@ -1,6 +1,6 @@
 """Shapes: a procedural world of coloured objects with exact ground truth for every MTU task.
 
-`world` defines scenes, rendering and captions; `tasks` builds t2i / edit / sr / remove / inpaint pairs;
+`world` defines scenes, rendering and captions; `tasks` builds t2i / edit / sr / remove / inpaint / colorize pairs;
 `degrade` holds the sr degradation and the inpainting mask generator (reusable on real images);
 `parser` reads a scene back from pixels for evaluation.
 """

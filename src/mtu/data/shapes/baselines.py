@@ -1,6 +1,7 @@
 """No-learning baselines: what a task scores without any model, the bar a trained model must clear.
 
 - edit, remove: copy the input image (most of the scene is already right);
+- colorize: copy the grayscale input (shapes and positions right, every colour wrong);
 - sr: bicubic x4 of the low-resolution input;
 - inpaint: paste the known pixels and fill the hole with the commonest colour outside it (the
   background, almost always); inpainting is scored inside the hole, where the baseline has to guess.
@@ -39,6 +40,7 @@ def paste_and_fill(example: TaskExample) -> np.ndarray:
 BASELINES: dict[str, tuple[str, Callable[[TaskExample], np.ndarray]]] = {
     "edit": ("copy the input", copy_input),
     "remove": ("copy the input", copy_input),
+    "colorize": ("copy the grayscale input", copy_input),
     "sr": ("bicubic x4", bicubic_upscale),
     "inpaint": ("paste + fill with the commonest colour", paste_and_fill),
 }

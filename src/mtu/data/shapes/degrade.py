@@ -1,7 +1,7 @@
 """Image degradations shared by the Shapes tasks and the trainer (which applies them to real images).
 
 `degrade` is a one-stage Real-ESRGAN-style chain (blur -> downscale -> noise -> JPEG) for super-resolution
-inputs; `random_mask` draws inpainting holes (boxes and free-form strokes).
+inputs; `random_mask` draws inpainting holes (boxes and free-form strokes); `grayscale` makes colorize inputs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,19 @@ DOWNSCALE_FILTERS: dict[str, Image.Resampling] = {
     "area": Image.Resampling.BOX,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+
+# ITU-R BT.601 luma weights (what PIL's convert("L") uses).
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def grayscale(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> its luma, rounded, in all three channels (uint8 (H, W, 3)): the colorize input.
+
+    Kept as RGB so it enters the model through the same "image" conditioning as every other image task.
+    """
+    luma = np.asarray(image, dtype=np.float64) @ np.asarray(LUMA_WEIGHTS)
+    return np.repeat(luma.round().clip(0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Task examples with exact targets in the Shapes world: t2i, edit, sr, remove, inpaint.
+"""Task examples with exact targets in the Shapes world: t2i, edit, sr, remove, inpaint, colorize.
+
+colorize (grayscale scene -> colour scene, with its caption) is not a task of the paper: it is the task
+added to a trained model later (`MTUModel.add_task`, `mtu train` method add-task), so it comes last in
+`TASKS`, leaving the other tasks' held-out sets (indexed by task position) unchanged.
 
 Each example carries the source scene and the target scene, so evaluation compares outputs with the
 target both in pixels and in attributes read back by the parser.
@@ -16,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mtu.data.shapes.degrade import degrade, random_mask
+from mtu.data.shapes.degrade import degrade, grayscale, random_mask
 from mtu.data.shapes.world import (
     BACKGROUNDS,
     COLORS,
@@ -32,7 +36,7 @@ from mtu.data.shapes.world import (
     with_article,
 )
 
-TASKS: tuple[str, ...] = ("t2i", "edit", "sr", "remove", "inpaint")
+TASKS: tuple[str, ...] = ("t2i", "edit", "sr", "remove", "inpaint", "colorize")  # append only: see above
 EDIT_KINDS: tuple[str, ...] = ("recolor", "reshape", "background", "move")
 SR_SCALE = 4
 EVALUATION_SPAWN_KEY = 0x5EA1_0E7A  # large, so never a child index of SeedSequence.spawn
@@ -102,8 +106,9 @@ class TaskExample:
 
     Attributes:
         task: one of `TASKS`.
-        prompt: caption (t2i, sr, inpaint) or instruction (edit, remove).
-        image: uint8 (H, W, 3) conditioning image; None for t2i. 16x16 for sr, the full scene otherwise.
+        prompt: caption (t2i, sr, inpaint, colorize) or instruction (edit, remove).
+        image: uint8 (H, W, 3) conditioning image; None for t2i. 16x16 for sr, the grayscale scene for
+            colorize, the full scene otherwise.
         mask: uint8 (H, W), 1 = region to fill; inpaint only, else None.
         target: uint8 (64, 64, 3) exact desired output.
         scene: the scene the conditioning shows (for t2i, the one the caption describes).
@@ -191,6 +196,8 @@ def make_example(task: str, rng: np.random.Generator, training: bool = True) -> 
         return TaskExample(task, caption(scene, rng), low, None, image, scene, scene)
     elif task == "inpaint":
         return TaskExample(task, caption(scene, rng), image, random_mask(rng, IMAGE_SIZE), image, scene, scene)
+    elif task == "colorize":  # red and purple have almost the same luma: the caption tells them apart
+        return TaskExample(task, caption(scene, rng), grayscale(image), None, image, scene, scene)
     elif task == "edit":
         text, target_scene = _edit(scene, rng)
     elif task == "remove":

@@ -1,0 +1,75 @@
+"""`mtu add-task`: a new MTU folder serving one more task, the existing tasks' weights copied unchanged.
+
+    mtu add-task --model runs/shapes-mtu/model --task colorize --out models/with-colorize
+    mtu add-task --model my-mtu --task depth2img:image --out my-mtu-depth
+
+The new task starts as at upcycling (its own embedding, the base's input conv with zeroed extra channels,
+copies of the base's pre-FFN norms); train it alone with `mtu train` method add-task (docs/training.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# Runs whose folders hold task layers but no experts (mtu.training.extend.NO_EXPERTS; literal here so that
+# `mtu --help` imports nothing heavy).
+NO_EXPERTS = ("lora", "ia3", "full")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("add-task", help="add a task to an MTU model without changing the tasks it serves")
+    parser.add_argument("--model", required=True, help="MTU folder (mtu upcycle / mtu add-task output, or a run's model/)")
+    parser.add_argument("--base", default=None, help="base model (default: the one named in the MTU folder)")
+    parser.add_argument("--task", required=True, metavar="NAME[:CONDITIONING]",
+                        help="a built-in task (colorize), or your own with its conditioning: none, image or masked_image")
+    parser.add_argument("--description", default="", help="one line describing a task of your own")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the new task's embedding (default 0)")
+    parser.add_argument("--out", required=True, help="new folder for the extended model")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a model")
+    parser.set_defaults(func=run)
+
+
+def parse_task(text: str, description: str = ""):
+    """"colorize" -> the built-in spec; "depth2img:image" -> TaskSpec("depth2img", "image")."""
+    from mtu.config import BUILTIN_TASKS, TaskSpec, as_task_spec
+
+    name, _, conditioning = text.partition(":")
+    if not conditioning:
+        if name not in BUILTIN_TASKS:
+            raise ValueError(f"--task {name!r} is not a built-in task ({sorted(BUILTIN_TASKS)}); give yours its "
+                             f"conditioning, e.g. --task {name}:image (none, image or masked_image)")  # fmt: skip
+        return as_task_spec(name)
+    if conditioning == "custom":
+        raise ValueError("--task: 'custom' channels need your own data code; use MTUModel.add_task in Python")
+    known = BUILTIN_TASKS.get(name)
+    if known is not None and known.conditioning == conditioning and not description:
+        return known
+    return TaskSpec(name, conditioning, description=description)
+
+
+def _refuse_baselines(model: str) -> None:
+    path = Path(model) / "training_method.json"
+    method = json.loads(path.read_text()).get("method") if path.is_file() else None
+    if method in NO_EXPERTS:
+        raise ValueError(f"{model} is a {method} run, which has no experts; add-task extends MTU models")
+
+
+def run(args: argparse.Namespace) -> None:
+    from mtu.outputs import check_target, write_folder
+
+    spec = parse_task(args.task, args.description)  # a bad name or conditioning costs no model load
+    check_target(args.out, args.overwrite)
+    _refuse_baselines(args.model)
+    import torch
+
+    from mtu.pipelines import MTUPipeline
+
+    model = MTUPipeline.from_mtu(args.model, base=args.base).unet
+    served = model.task_names
+    model.add_task(spec, generator=torch.Generator().manual_seed(args.seed))
+    write_folder(args.out, model.save_pretrained, args.overwrite)  # whole: no stale files of a replaced folder
+    print(model.parameter_report())
+    print(f"\nwrote {args.out}: {served} unchanged, plus {spec.name!r} ({spec.conditioning}), untrained; "
+          f"train it alone with `mtu train` method add-task, extends: {args.out}")  # fmt: skip

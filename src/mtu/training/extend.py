@@ -1,0 +1,124 @@
+"""Training tasks added to a trained MTU model (`method: add-task`): only the new tasks' parts train.
+
+    method: add-task
+    extends: runs/shapes-mtu/model                  # the MTU folder whose tasks must not change
+    tasks: {colorize: {source: {type: shapes}}}     # the new tasks only: the data stream draws these
+
+The model is the extended folder's (`mtu.load`) plus each new task (`MTUModel.add_task`, appended, so
+the old tasks keep their ids); everything but the new tasks' embeddings, input convs and pre-FFN norms is
+frozen. The old tasks' weights, the experts and the routers never reach the optimizer (no gradient, no
+weight decay, no moments), so every old task's output stays bit-identical. Layer sizes come from the
+extended folder; the config's `mtu` section is not used.
+
+The run's model/ folder holds the whole MTU weights (the old ones copied verbatim, plus the new tasks'),
+not the new parts plus a reference to the extended folder: it then loads with every existing loader
+(`mtu.load`, `load_trained_pipeline`, `mtu eval`, export, serve) and survives the extended folder being
+moved or deleted. The price is one more copy of the experts (the FFN weights) on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from mtu.config import CONFIG_NAME, MTUConfig
+
+ADD_TASK = "add-task"
+# mtu.training.methods.METHOD_FILE, named here so that config checks do not import peft.
+METHOD_FILE = "training_method.json"
+NO_EXPERTS = ("lora", "ia3", "full")  # runs whose folder holds task layers but no experts to route
+
+
+def extends_problems(config) -> list[str]:
+    """Problems of `config.extends`, which method add-task needs and no other method takes."""
+    if config.method != ADD_TASK:
+        return [] if config.extends is None else [f"extends: only for method {ADD_TASK} (method is {config.method!r})"]
+    if not isinstance(config.extends, str) or not config.extends:
+        needed = f"method {ADD_TASK} needs the MTU folder it adds tasks to (mtu upcycle / mtu add-task output, or a run's model/)"
+        return [f"extends: {needed}"]
+    folder = Path(config.extends).expanduser()
+    if not (folder / CONFIG_NAME).is_file():
+        return [f"extends: {folder} is not an MTU folder (no {CONFIG_NAME})"]
+    try:
+        extended, method = MTUConfig.load(folder), _method_of(folder)
+    except (ValueError, OSError) as error:
+        return [f"extends: {error}"]
+    found = []
+    if method in NO_EXPERTS:
+        found.append(f"extends: {folder} is a {method} run, which has no experts; {ADD_TASK} extends MTU models")
+    clashes = [name for name in config.tasks if name in extended.task_names]
+    if clashes:
+        found.append(f"tasks: {clashes} already served by {folder} ({extended.task_names}); list only the new tasks")
+    if not _same_model(config.model, extended.base_model_name_or_path):
+        found.append(f"model: {config.model!r}, but {folder} was upcycled from {extended.base_model_name_or_path!r}; "
+                     "set model to that base")  # fmt: skip
+    return found
+
+
+def _method_of(folder: Path) -> str | None:
+    path = folder / METHOD_FILE
+    if not path.is_file():
+        return None  # an `mtu upcycle` / `mtu add-task` folder
+    info = json.loads(path.read_text())
+    return info.get("method") if isinstance(info, dict) else None
+
+
+def _same_model(model: str, base: str | None) -> bool:
+    """Whether two model references name one folder (shipped names resolved); unknown bases are not refused."""
+    from mtu.assets import resolve_model_path
+
+    if base is None or model == base:
+        return True
+    try:
+        return resolve_model_path(model).resolve() == resolve_model_path(base).resolve()
+    except FileNotFoundError:  # a hub id on either side: only the names can be compared
+        return False
+
+
+def extended_config(config) -> MTUConfig:
+    """The MTU config of an add-task run: the extended folder's (sizes, targets, tasks), then the new tasks."""
+    extended = MTUConfig.load(Path(config.extends).expanduser())
+    return dataclasses.replace(extended, tasks=[*extended.tasks, *config.task_specs()], base_model_name_or_path=config.model)
+
+
+def extend_model(unet, folder: str | Path, mtu_config: MTUConfig):
+    """The model of `folder` on `unet` (modified in place) plus the tasks `mtu_config` lists after its own.
+
+    Only the new tasks' parts are left trainable.
+    """
+    from mtu.upcycle import load
+
+    model = load(unet, Path(folder).expanduser())
+    served = model.task_names
+    if mtu_config.task_names[: len(served)] != served:
+        raise ValueError(f"{folder} serves {served}; the run's tasks {mtu_config.task_names} must start with those")
+    new = mtu_config.tasks[len(served) :]
+    for spec in new:
+        model.add_task(spec)  # the embedding draws from torch's global RNG, which the run's seed has set
+    train_only(model, [spec.name for spec in new])
+    return model
+
+
+def train_only(model, tasks: list[str]) -> None:
+    """Freeze every parameter of `model` except the parts only `tasks` use (embedding, input conv, norms)."""
+    model.requires_grad_(False)
+    for task in tasks:
+        for parameter in model.task_parameters(task):
+            parameter.requires_grad_(True)
+
+
+def dry_run_text(config, unet_config) -> str:
+    """What an add-task run trains and what it leaves frozen (counted on the meta device, no weights)."""
+    from mtu.training.methods import meta_unet
+    from mtu.upcycle import upcycle
+
+    model = upcycle(meta_unet(unet_config), extended_config(config))
+    new = sum(p.numel() for task in config.task_names for p in model.task_parameters(task))
+    frozen = sum(p.numel() for p in model.parameters() if p.requires_grad) - new
+    served = model.task_names[: len(model.task_names) - len(config.tasks)]
+    return (
+        f"{config.model}, adding {config.task_names} to {config.extends} (serving {served})\n"
+        f"{ADD_TASK} trains {new:,} parameters (the new tasks' embeddings, input convs and norms); "
+        f"{frozen:,} MTU parameters (experts, routers, the served tasks' parts) stay frozen"
+    )
