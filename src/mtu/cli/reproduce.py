@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "learning-rate setting); writes reproduction/pilot.json")  # fmt: skip
     parser.add_argument("--time-limit", type=float, default=None, help="--pilot: seconds; no chunk starts that would end later")
     parser.add_argument("--pilot-settings", default=None, help="--pilot: comma-separated setting names to run (default all)")
+    parser.add_argument("--pilot-runs", default=None, help="--pilot: comma-separated run names (pilot-TASK-SETTING) to run")
     parser.set_defaults(func=run)
 
 
@@ -48,8 +49,9 @@ def run_pilot(args: argparse.Namespace) -> None:
     results = args.results if args.results != Path("RESULTS.md") else PILOT_FILE
     tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip() and task.strip() in PILOT_TASKS)
     settings = tuple(s.strip() for s in args.pilot_settings.split(",")) if args.pilot_settings else None
+    only = tuple(name.strip() for name in args.pilot_runs.split(",")) if args.pilot_runs else None
     record = run_pilot(args.out / "pilot", args.config or REPRODUCE_CONFIG, results, args.quick, args.jobs, args.device,
-                       args.time_limit, tasks, settings)  # fmt: skip
+                       args.time_limit, tasks, settings, only)  # fmt: skip
     choice = record["choice"]
     if choice["S"] is None:
         print(f"wrote {results}: no setting passes every task yet (never passed: {choice['never_passed']})")

@@ -199,6 +199,7 @@ def run_pilot(
     time_limit: float | None = None,
     tasks: tuple[str, ...] = PILOT_TASKS,
     settings: tuple[str, ...] | None = None,
+    only: tuple[str, ...] | None = None,
 ) -> dict:
     """Run (or continue) the pilot's runs and write its record (curves, baselines, choice) to `results`.
 
@@ -211,6 +212,7 @@ def run_pilot(
         device: where runs train and score (default: cuda when available, else cpu).
         time_limit: seconds; no chunk starts that would end after it (resume later with the same call).
         tasks, settings: run only these tasks / setting names (the record keeps every run measured before).
+        only: run only the runs of these names (e.g. "pilot-edit-lr1e-3"), within `tasks` x `settings`.
     """
     import torch
     import yaml
@@ -227,7 +229,7 @@ def run_pilot(
     if settings is not None and len(chosen) != len(set(settings)):
         raise ValueError(f"unknown pilot settings {sorted(set(settings) - {s.name for s in SETTINGS})}; "
                          f"valid: {[s.name for s in SETTINGS]}")  # fmt: skip
-    runs = pilot_runs(tasks, tuple(chosen))
+    runs = [run for run in pilot_runs(tasks, tuple(chosen)) if only is None or run.name in only]
     calls = [(run_pilot_job, (run, out / run.name, base, pilot, device, deadline)) for run in runs]
     for run in runs:  # curves measured elsewhere (the committed record) seed the run folders
         seeded = out / run.name / "curve.json"
