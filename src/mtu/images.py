@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 import PIL.Image
@@ -16,13 +17,16 @@ import PIL.Image
 from mtu.limits import check_image_size, check_pixel_count, max_pixels
 
 
-def open_image(path: str | os.PathLike, what: str | None = None) -> PIL.Image.Image:
-    """The image file at `path` as RGB; ValueError naming the file when it is unreadable or over the limits.
+def open_image(
+    path: str | os.PathLike | BinaryIO, what: str | None = None, max_side: int | None = None
+) -> PIL.Image.Image:
+    """The image file at `path` (or an open binary file) as RGB; ValueError naming it when it is unreadable
+    or has a side over `max_side` (default `mtu.limits.max_side()`).
 
     The size is checked from the header, before the pixels are decoded, so an oversized file costs nothing.
     """
     what = what or f"image {path}"
-    _allow_configured_size()
+    _allow_configured_size(max_side)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
@@ -30,12 +34,12 @@ def open_image(path: str | os.PathLike, what: str | None = None) -> PIL.Image.Im
     except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as error:
         # PIL refuses before the header's size reaches us; its message holds the pixel count.
         found = re.search(r"\((\d+) pixels\)", str(error))
-        check_pixel_count(int(found.group(1)) if found else max_pixels() + 1, what=what)
+        check_pixel_count(int(found.group(1)) if found else max_pixels(max_side) + 1, what=what, limit=max_side)
         raise ValueError(f"refused: {what}: {error}") from None
     except (PIL.UnidentifiedImageError, OSError) as error:
         raise ValueError(f"cannot read {what}: {error}") from None
     with image:
-        check_image_size(*image.size, what=what)
+        check_image_size(*image.size, what=what, limit=max_side)
         try:
             image.load()
         except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt files raise any of these
@@ -43,10 +47,10 @@ def open_image(path: str | os.PathLike, what: str | None = None) -> PIL.Image.Im
         return to_rgb(image)
 
 
-def _allow_configured_size() -> None:
+def _allow_configured_size(max_side: int | None) -> None:
     # PIL has its own decompression-bomb threshold; when MTU_MAX_SIDE asks for more, ours is the one that counts.
-    if PIL.Image.MAX_IMAGE_PIXELS is not None and PIL.Image.MAX_IMAGE_PIXELS < max_pixels():
-        PIL.Image.MAX_IMAGE_PIXELS = max_pixels()
+    if PIL.Image.MAX_IMAGE_PIXELS is not None and PIL.Image.MAX_IMAGE_PIXELS < max_pixels(max_side):
+        PIL.Image.MAX_IMAGE_PIXELS = max_pixels(max_side)
 
 
 def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:

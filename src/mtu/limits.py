@@ -22,6 +22,9 @@ MAX_STEPS = 1000
 MAX_IMAGES = 64
 # "sr" output side = input side x this, unless the caller gives the output size.
 SR_UPSCALE = 4
+# Training records are resized to the training resolution as they are read, so photos larger than the
+# inference limit are ordinary data (DIV2K is 2040 px wide): only bombs beyond this side are refused.
+TRAINING_MAX_SIDE = 8192
 
 
 def max_side() -> int:
@@ -38,9 +41,14 @@ def max_side() -> int:
     return value
 
 
-def max_pixels() -> int:
-    """Largest image area (pixels): a square of `max_side()`."""
-    return max_side() ** 2
+def max_pixels(limit: int | None = None) -> int:
+    """Largest image area (pixels): a square of `limit`, by default of `max_side()`."""
+    return (limit or max_side()) ** 2
+
+
+def training_max_side() -> int:
+    """Largest side of a training record's image: `TRAINING_MAX_SIDE`, or `max_side()` when that is larger."""
+    return max(TRAINING_MAX_SIDE, max_side())
 
 
 def check_count(name: str, value: object, maximum: int | None = None) -> int:
@@ -65,11 +73,11 @@ def check_side(name: str, value: object) -> int:
     return check_count(name, value)
 
 
-def check_image_size(width: int, height: int, what: str = "image") -> None:
-    """Refuse an image (input or output) that is empty or has a side over `max_side()`."""
+def check_image_size(width: int, height: int, what: str = "image", limit: int | None = None) -> None:
+    """Refuse an image (input or output) that is empty or has a side over `limit` (default `max_side()`)."""
     if width < 1 or height < 1:
         raise ValueError(f"refused: {what} of {width} x {height} pixels is empty")
-    limit = max_side()
+    limit = limit or max_side()
     if max(width, height) > limit:
         raise ValueError(
             f"refused: {what} of {width} x {height} pixels is over the limit of {limit} pixels a side "
@@ -77,10 +85,10 @@ def check_image_size(width: int, height: int, what: str = "image") -> None:
         )
 
 
-def check_pixel_count(pixels: int, what: str = "image") -> None:
+def check_pixel_count(pixels: int, what: str = "image", limit: int | None = None) -> None:
     """Refuse an image known only by its area (PIL's decompression-bomb errors give no width and height)."""
-    if pixels > max_pixels():
-        limit = max_side()
+    limit = limit or max_side()
+    if pixels > max_pixels(limit):
         raise ValueError(
             f"refused: {what} of {pixels:,} pixels is over the limit of {limit} x {limit} pixels "
             f"(set {MAX_SIDE_VARIABLE} to its longer side, at least {math.isqrt(pixels)}, to raise it)"

@@ -127,12 +127,12 @@ def test_unreadable_samples_are_skipped_and_counted(tmp_path):
     with open(path, "a") as handle:
         handle.write("{not json\n")
     source = open_source("remove", _task("jsonl", path), 16)
-    with pytest.raises(UnreadableSample, match="line 5"):
-        source.record(4)
+    with pytest.raises(UnreadableSample, match=r"gqa_inpaint.jsonl line 5: not valid JSON"):
+        source.example(4, np.random.default_rng(0))
     batches = StepBatches({"remove": source}, {"remove": 1.0}, 0, Layout(16), Dropout(0, 0, 0))
     batch = batches[0]
     assert batch["target"].shape[0] == 16 and len(batch["skipped"]) > 0
-    assert any("cannot decode image" in m for m in batch["skipped"])
+    assert any("gqa_inpaint.jsonl line 2: cannot read image" in m and "1.png" in m for m in batch["skipped"])
     everything_broken = StepBatches({"remove": source}, {"remove": 1.0}, 0, Layout(16), Dropout(0, 0, 0), max_skips=1)
     with pytest.raises(RuntimeError, match="unreadable samples in a row"):
         [everything_broken[k] for k in range(5)]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -38,8 +39,13 @@ from mtu.config import TaskSpec
 from mtu.layers.routing import task_runs
 from mtu.training.sources import ExamplePool, UnreadableSample, stack_pairs
 
+logger = logging.getLogger(__name__)
+
 FORMAT = 1
 CHUNK = 256  # entries per part file: a killed fill loses at most this much work
+# Version of how record images become pixels, part of a record source's cache identity. 2: `mtu.images`
+# (alpha onto white, 16-bit scaled down; before, alpha was dropped and 16-bit clipped), so caches of 1 refill.
+RECORD_DECODING = 2
 
 
 def default_cache_dir() -> Path:
@@ -150,16 +156,19 @@ def cache_identity(components, weights: str, model: str, name: str, spec: TaskSp
 
 
 def _data_fingerprint(pool: ExamplePool) -> str:
-    """Records change under a path: hash what a source lists (file names and sizes, or the JSONL text)."""
+    """Records change under a path: hash what a source lists (file names and sizes, or the JSONL bytes), and
+    how record images are decoded (`RECORD_DECODING`)."""
     source = pool.source
     if hasattr(source, "lines"):
-        return hashlib.sha256("\n".join(source.lines).encode()).hexdigest()
-    if hasattr(source, "files"):
+        listed = hashlib.sha256(b"\n".join(source.lines)).hexdigest()
+    elif hasattr(source, "files"):
         listing = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in source.files]
-        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-    if hasattr(source, "dataset"):
-        return str(getattr(source.dataset, "_fingerprint", len(source.dataset)))
-    return "shapes"
+        listed = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    elif hasattr(source, "dataset"):
+        listed = str(getattr(source.dataset, "_fingerprint", len(source.dataset)))
+    else:
+        return "shapes"
+    return f"{listed} decoding {RECORD_DECODING}"
 
 
 def cache_path(cache_dir: str | Path | None, identity: dict) -> Path:
@@ -281,8 +290,8 @@ def _encode_entries(components, pool: ExamplePool, spec: TaskSpec, indices: rang
         try:
             pairs[row] = pool.example(index)
             valid[row] = 1
-        except UnreadableSample:
-            continue
+        except UnreadableSample as error:  # kept out (valid = 0); training counts it as skipped when drawn
+            logger.warning("latent cache of %r: pool entry %d is unreadable (%s)", pool.name, index, error)
     rows = list(pairs)
     if not rows:
         raise ValueError(f"task {pool.name!r}: pool entries {indices.start}-{indices.stop - 1} are all unreadable")

@@ -21,7 +21,8 @@ previous checkpoint to resume from.
 
 Every process writes into ``.step-00000100.tmp`` (its RNG states; the main process everything else);
 once all are done the main process renames it. A crash mid-save leaves only a ``.tmp`` folder, which is
-never resumed from and is cleared on the next save.
+never resumed from and is cleared on the next save; an old checkpoint is renamed to a dot name before it is
+deleted, so a crash mid-delete leaves no half checkpoint under a listed name either.
 """
 
 from __future__ import annotations
@@ -128,8 +129,8 @@ def save_checkpoint(run, step: int, keep: int, config_text: str) -> Path:
     temp = root / f".{final.name}.tmp"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
-        if temp.exists():
-            shutil.rmtree(temp)
+        for leftover in root.glob(f".{PREFIX}*"):  # temp / old folders of a save or delete that a kill cut short
+            shutil.rmtree(leftover)
     accelerator.wait_for_everyone()
     write_state(run, temp)
     accelerator.wait_for_everyone()
@@ -137,9 +138,19 @@ def save_checkpoint(run, step: int, keep: int, config_text: str) -> Path:
         (temp / CONFIG_FILE).write_text(config_text)
         _replace_dir(temp, final)
         for stale in list_checkpoints(output_dir)[:-keep]:
-            shutil.rmtree(stale)
+            _remove_dir(stale)
     accelerator.wait_for_everyone()
     return final
+
+
+def _remove_dir(folder: Path) -> None:
+    """Delete a checkpoint folder, renamed to a dot name first: a kill mid-delete leaves no half checkpoint
+    under a name `list_checkpoints` (and `--resume`) would take."""
+    doomed = folder.with_name(f".{folder.name}.old")
+    if doomed.exists():
+        shutil.rmtree(doomed)
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed)
 
 
 def _replace_dir(source: Path, destination: Path) -> None:

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from mtu.config import TaskSpec
+from mtu.limits import check_image_size, check_text, training_max_side
 from mtu.training.config import SourceConfig, TaskConfig
 from mtu.training.degradation import low_resolution_input
 
@@ -79,23 +80,41 @@ def fit(image: np.ndarray, resolution: int) -> np.ndarray:
 
 
 def to_rgb(value: Any, root: Path | None = None) -> np.ndarray:
-    """uint8 (H, W, 3) from a PIL image, an array, encoded bytes, a `datasets` image dict or a file path."""
-    try:
-        if isinstance(value, dict):  # datasets Image feature with decode=False: {"bytes": ..., "path": ...}
-            value = value.get("bytes") or value.get("path")
-        if isinstance(value, (bytes, bytearray)):
-            value = Image.open(io.BytesIO(value))
-        elif isinstance(value, (str, Path)):
-            path = Path(value)
-            value = Image.open(path if path.is_absolute() or root is None else root / path)
-        if isinstance(value, Image.Image):
-            value.load()
-            return np.asarray(value.convert("RGB"))
-        if isinstance(value, np.ndarray) and value.ndim == 3 and value.shape[2] == 3:
-            return value.astype(np.uint8)
-    except (OSError, ValueError, SyntaxError) as error:  # PIL raises all three on corrupt files
-        raise UnreadableSample(f"cannot decode image: {error}") from None
+    """uint8 (H, W, 3) from a PIL image, an array, encoded bytes, a `datasets` image dict or a file path.
+
+    Files and bytes are read by `mtu.images.open_image` within `training_max_side()`: a decompression bomb,
+    a missing, truncated or garbage file is an `UnreadableSample` naming the file, never the end of the run.
+    """
+    if isinstance(value, dict):  # datasets Image feature with decode=False: {"bytes": ..., "path": ...}
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        return _decode(io.BytesIO(value), "image bytes")
+    if isinstance(value, (str, Path)):
+        path = Path(value)
+        path = path if path.is_absolute() or root is None else root / path
+        return _decode(path, f"image {path}")
+    if isinstance(value, Image.Image):
+        return _decode(value, "image")
+    if isinstance(value, np.ndarray) and value.ndim == 3 and value.shape[2] == 3:
+        return value.astype(np.uint8)
     raise UnreadableSample(f"expected an image, got {type(value).__name__}")
+
+
+def _decode(source: Any, what: str) -> np.ndarray:
+    from mtu.images import open_image
+    from mtu.images import to_rgb as convert
+
+    limit = training_max_side()
+    try:
+        if isinstance(source, Image.Image):  # already decoded (by the caller): only its size is left to check
+            check_image_size(*source.size, what=what, limit=limit)
+            return np.asarray(convert(source))
+        return np.asarray(open_image(source, what, max_side=limit))
+    except Exception as error:  # noqa: BLE001
+        # PIL's decoders raise many types on malformed files (struct.error, IndexError, EOFError, ...), and
+        # open_image ValueErrors naming the file: either way it is this record that is bad, not the run.
+        message = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+        raise UnreadableSample(message if what in message else f"cannot read {what}: {message}") from None
 
 
 def pick_text(value: Any, rng: np.random.Generator) -> str:
@@ -108,7 +127,10 @@ def pick_text(value: Any, rng: np.random.Generator) -> str:
         value = value[int(rng.integers(len(value)))]
     if not isinstance(value, str):
         raise UnreadableSample(f"expected text, got {type(value).__name__}")
-    return value
+    try:  # a JSON "\udcff" escape decodes to a lone surrogate, which the tokenizer cannot take
+        return check_text(value, "text")
+    except ValueError as error:
+        raise UnreadableSample(str(error)) from None
 
 
 class ShapesSource:
@@ -162,11 +184,24 @@ class RecordSource:
     def record(self, index: int) -> dict[str, Any]:
         raise NotImplementedError
 
+    def where(self, index: int) -> str:
+        """Where record `index` lives, for the skip warning (a file and line, a row, an image file)."""
+        return f"record {index}"
+
     def draw(self, rng: np.random.Generator) -> Pair:
         return self.example(int(rng.integers(len(self))), rng)
 
     def example(self, index: int, rng: np.random.Generator) -> Pair:
-        """Record `index` as a pair; `rng` draws its random parts (caption choice, degradation, mask)."""
+        """Record `index` as a pair; `rng` draws its random parts (caption choice, degradation, mask).
+
+        UnreadableSample when the record cannot be read, its message led by `where(index)`.
+        """
+        try:
+            return self._pair(index, rng)
+        except UnreadableSample as error:
+            raise UnreadableSample(f"{self.where(index)}: {error}") from None
+
+    def _pair(self, index: int, rng: np.random.Generator) -> Pair:
         record = self.record(index)
         text = pick_text(record.get("text"), rng) if self.prompt else ""
         target = fit(to_rgb(record.get("target"), self.root), self.resolution)
@@ -200,18 +235,34 @@ class HFSource(RecordSource):
 
     def __init__(self, name: str, spec: TaskSpec, task: TaskConfig, resolution: int) -> None:
         super().__init__(name, spec, task, resolution)
-        self.dataset = load_hf(task.source)
+        self.path = task.source.path
+        self.dataset = undecoded_images(load_hf(task.source), self.columns.values())
         self.check_columns(list(self.dataset.column_names), f"tasks.{name}.source ({task.source.path})")
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def where(self, index: int) -> str:
+        return f"{self.path} row {index}"
+
     def record(self, index: int) -> dict[str, Any]:
         try:
-            row = self.dataset[index]  # datasets decodes images here: a corrupt one raises
-        except (OSError, ValueError, SyntaxError) as error:
-            raise UnreadableSample(f"row {index}: {error}") from None
+            row = self.dataset[index]  # other decoded features (not images, see undecoded_images) may raise
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            raise UnreadableSample(str(error)) from None
         return self._roles(row)
+
+
+def undecoded_images(dataset, columns):
+    """`dataset` with its image columns left encoded ({"bytes", "path"}): `to_rgb` then decodes them within
+    the training limits, so a bomb in one row is one unreadable sample, not an error inside `datasets`."""
+    import datasets
+
+    for column in set(columns):
+        feature = dataset.features.get(column) if column else None
+        if isinstance(feature, datasets.Image) and feature.decode:
+            dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    return dataset
 
 
 def load_hf(source: SourceConfig):
@@ -234,30 +285,43 @@ class JsonlSource(RecordSource):
 
     def __init__(self, name: str, spec: TaskSpec, task: TaskConfig, resolution: int) -> None:
         super().__init__(name, spec, task, resolution)
-        path = Path(task.source.path).expanduser()
+        self.path = path = Path(task.source.path).expanduser()
         self.root = path.parent
-        self.lines = [line for line in path.read_text().splitlines() if line.strip()]
+        # Bytes, decoded line by line in `record`: a bad byte makes its line unreadable, not the file. Split
+        # on b"\n" only and numbered before blank lines go, so a warning names the line an editor shows.
+        numbered = [(number, line.rstrip(b"\r")) for number, line in enumerate(path.read_bytes().split(b"\n"), 1)]
+        numbered = [(number, line) for number, line in numbered if line.strip()]
+        self.line_numbers = [number for number, _ in numbered]
+        self.lines = [line for _, line in numbered]
         if not self.lines:
             raise ValueError(f"tasks.{name}.source: {path} has no records")
         keys: set[str] = set()
-        for line in self.lines[:20]:  # the first parseable lines name the columns
+        for index in range(min(20, len(self.lines))):  # the first readable objects name the columns
             try:
-                keys |= set(json.loads(line))
-            except (json.JSONDecodeError, TypeError):
+                keys |= set(self._row(index))
+            except UnreadableSample:
                 continue
         self.check_columns(sorted(keys), f"tasks.{name}.source ({path})")
 
     def __len__(self) -> int:
         return len(self.lines)
 
+    def where(self, index: int) -> str:
+        return f"{self.path} line {self.line_numbers[index]}"
+
     def record(self, index: int) -> dict[str, Any]:
+        return self._roles(self._row(index))
+
+    def _row(self, index: int) -> dict[str, Any]:
         try:
-            row = json.loads(self.lines[index])
-        except json.JSONDecodeError as error:
-            raise UnreadableSample(f"line {index + 1}: {error}") from None
+            row = json.loads(self.lines[index].decode("utf-8-sig"))  # -sig: a BOM leading the file is no error
+        except UnicodeDecodeError as error:
+            raise UnreadableSample(f"not UTF-8 text ({error})") from None
+        except (ValueError, RecursionError) as error:  # bad JSON, a 5000-digit number, nesting too deep
+            raise UnreadableSample(f"not valid JSON ({error})") from None
         if not isinstance(row, dict):
-            raise UnreadableSample(f"line {index + 1}: expected a JSON object")
-        return self._roles(row)
+            raise UnreadableSample(f"expected a JSON object, got {type(row).__name__}")
+        return row
 
 
 class FolderSource(RecordSource):
@@ -273,10 +337,19 @@ class FolderSource(RecordSource):
     def __len__(self) -> int:
         return len(self.files)
 
+    def where(self, index: int) -> str:
+        return str(self.files[index])
+
     def record(self, index: int) -> dict[str, Any]:
         path = self.files[index]
         caption = path.with_suffix(".txt")
-        return {"target": path, "text": caption.read_text().strip() if caption.is_file() else ""}
+        if not caption.is_file():
+            return {"target": path, "text": ""}
+        try:
+            text = caption.read_bytes().decode("utf-8-sig").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UnreadableSample(f"caption {caption}: {error}") from None
+        return {"target": path, "text": text}
 
 
 POOL_SPAWN_KEY = 0x9001_CAC4  # pool entries never share a generator with training draws or held-out sets
