@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from mtu.pipelines import MTURequest
 from tests.core.tiny_models import tiny_sd_unet, tiny_sdxl_unet
 
 
@@ -171,3 +174,27 @@ def write_image_folder(folder: Path, count: int = 6, size: int = 32) -> Path:
         _save_png(image, folder / f"{i}.png")
         (folder / f"{i}.txt").write_text(text)
     return folder
+
+
+# Small request inputs shared by the pipeline and deploy tests.
+def picture(seed: int, size: int = 16) -> PIL.Image.Image:
+    return PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def box_mask(size: int = 16) -> PIL.Image.Image:
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[4:12, 2:10] = 255
+    return PIL.Image.fromarray(mask)
+
+
+def request_for(task: str, seed: int = 0, **overrides) -> MTURequest:
+    """A seeded MTURequest of `task` with guidance on, so every guidance layout runs."""
+    inputs = {
+        "t2i": {"prompt": "a red circle"},
+        "edit": {"prompt": "make it blue", "image": picture(1)},
+        "sr": {"prompt": "", "image": picture(2, size=4)},
+        "remove": {"prompt": "remove the red circle", "image": picture(3)},
+        "inpaint": {"prompt": "a red circle", "image": picture(4), "mask_image": box_mask()},
+    }[task]
+    settings = {"guidance_scale": 3.0, "image_guidance_scale": 1.5, "generator": torch.Generator().manual_seed(seed)}
+    return MTURequest(task, **{**inputs, **settings, **overrides})

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
-import PIL.Image
 import pytest
 import torch
 
 import mtu
-from mtu.pipelines import MTUPipeline, MTURequest
-from tests.helpers import tiny_sd_components
+from mtu.pipelines import MTUPipeline
+from tests.helpers import box_mask, picture, request_for, tiny_sd_components  # noqa: F401 (re-exported to the tests)
 
 TASKS = ["t2i", "edit", "sr", "remove", "inpaint"]
 
@@ -51,24 +49,3 @@ def onnx_all(pipe, tmp_path_factory):
     return export_onnx(pipe, "all", tmp_path_factory.mktemp("onnx") / "all")
 
 
-def picture(seed: int, size: int = 16) -> PIL.Image.Image:
-    return PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
-
-
-def box_mask(size: int = 16) -> PIL.Image.Image:
-    mask = np.zeros((size, size), dtype=np.uint8)
-    mask[4:12, 2:10] = 255
-    return PIL.Image.fromarray(mask)
-
-
-def request_for(task: str, seed: int = 0, **overrides) -> MTURequest:
-    """A request of `task` with guidance on (so every guidance layout runs), seeded."""
-    inputs = {
-        "t2i": {"prompt": "a red circle"},
-        "edit": {"prompt": "make it blue", "image": picture(1)},
-        "sr": {"prompt": "", "image": picture(2, size=4)},
-        "remove": {"prompt": "remove the circle", "image": picture(3)},
-        "inpaint": {"prompt": "a red circle", "image": picture(4), "mask_image": box_mask()},
-    }[task]
-    settings = {"guidance_scale": 3.0, "image_guidance_scale": 1.5, "generator": torch.Generator().manual_seed(seed)}
-    return MTURequest(task, **{**inputs, **settings, **overrides})

@@ -12,7 +12,7 @@ from diffusers import StableDiffusionInpaintPipeline, StableDiffusionInstructPix
 
 import mtu
 from mtu.pipelines import MTUPipeline, MTURequest
-from tests.helpers import tiny_sd_components, tiny_sdxl_components
+from tests.helpers import box_mask, picture, request_for, tiny_sd_components, tiny_sdxl_components
 
 TASKS = ["t2i", "edit", "sr", "remove", "inpaint"]
 STEPS = 3
@@ -45,28 +45,6 @@ def sd_components(tmp_path_factory):
 @pytest.fixture
 def pipe(sd_components) -> MTUPipeline:
     return build(sd_components)
-
-
-def picture(seed: int, size: int = 16) -> PIL.Image.Image:
-    return PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
-
-
-def box_mask(size: int = 16) -> PIL.Image.Image:
-    mask = np.zeros((size, size), dtype=np.uint8)
-    mask[4:12, 2:10] = 255
-    return PIL.Image.fromarray(mask)
-
-
-def request_for(task: str, seed: int = 0, **overrides) -> MTURequest:
-    inputs = {
-        "t2i": {"prompt": "a red circle"},
-        "edit": {"prompt": "make it blue", "image": picture(1)},
-        "sr": {"prompt": "", "image": picture(2, size=4)},
-        "remove": {"prompt": "remove the red circle", "image": picture(3)},
-        "inpaint": {"prompt": "a red circle", "image": picture(4), "mask_image": box_mask()},
-    }[task]
-    settings = {"guidance_scale": 3.0, "image_guidance_scale": 1.5, "generator": torch.Generator().manual_seed(seed)}
-    return MTURequest(task, **{**inputs, **settings, **overrides})
 
 
 def run(pipe: MTUPipeline, request: MTURequest) -> np.ndarray:
