@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -224,10 +224,7 @@ def load(pool: ExamplePool, spec: TaskSpec, identity: dict, path: Path) -> Cache
 
 def _load(path: Path, identity: dict) -> dict[str, torch.Tensor]:
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            stored = json.loads((handle.metadata() or {}).get("identity", "null"))
+        stored = json.loads(_metadata(path).get("identity", "null"))
         tensors = load_file(str(path))
     except (SafetensorError, OSError, json.JSONDecodeError) as error:
         raise ValueError(f"latent cache {path} is unreadable ({error}); delete it to fill it again") from None
@@ -269,12 +266,15 @@ def _part_ok(part: Path, metadata: dict) -> bool:
     if not part.is_file():
         return False
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(part), framework="pt") as handle:
-            return handle.metadata() == metadata
+        return _metadata(part) == metadata
     except (SafetensorError, OSError):
         return False
+
+
+def _metadata(path: Path) -> dict:
+    """A safetensors file's header metadata, without reading its tensors."""
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict) -> None:
