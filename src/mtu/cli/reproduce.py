@@ -19,18 +19,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (default 1)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--report-only", action="store_true", help="run nothing: write the report from the finished runs")
+    parser.add_argument("--scope", choices=("cpu-budget", "full"), default="cpu-budget",
+                        help="runs beyond the main table: what fits ~16 CPU-hours (default) or the whole protocol")
     parser.add_argument("--pilot", action="store_true",
                         help="run the pilot instead (single-task learning curves on validation; chooses S and the "
                         "learning-rate setting); writes reproduction/pilot.json")  # fmt: skip
     parser.add_argument("--time-limit", type=float, default=None, help="--pilot: seconds; no chunk starts that would end later")
     parser.add_argument("--pilot-settings", default=None, help="--pilot: comma-separated setting names to run (default all)")
     parser.add_argument("--pilot-runs", default=None, help="--pilot: comma-separated run names (pilot-TASK-SETTING) to run")
+    parser.add_argument("--pilot-until", type=int, default=None,
+                        help="--pilot: train runs only to this step in this call (e.g. the best S so far)")
+    parser.add_argument("--pilot-stop-passed", action="store_true",
+                        help="--pilot: a run stops once it passes the bar (later points cannot lower S)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
     from mtu.reproduce import reproduce
     from mtu.reproduce.pilot import REPRODUCE_CONFIG
+    from mtu.reproduce.plan import SCOPES
 
     if args.pilot:
         return run_pilot(args)
@@ -39,7 +46,7 @@ def run(args: argparse.Namespace) -> None:
     tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
     report = reproduce(args.out, args.config or REPRODUCE_CONFIG, args.quick, args.steps_per_task, args.eval_samples,
                        args.results, args.records, tasks, jobs=args.jobs, device=args.device,
-                       report_only=args.report_only)  # fmt: skip
+                       report_only=args.report_only, scope=SCOPES[args.scope])  # fmt: skip
     print(f"wrote {report}")
 
 
@@ -51,9 +58,11 @@ def run_pilot(args: argparse.Namespace) -> None:
     settings = tuple(s.strip() for s in args.pilot_settings.split(",")) if args.pilot_settings else None
     only = tuple(name.strip() for name in args.pilot_runs.split(",")) if args.pilot_runs else None
     record = run_pilot(args.out / "pilot", args.config or REPRODUCE_CONFIG, results, args.quick, args.jobs, args.device,
-                       args.time_limit, tasks, settings, only)  # fmt: skip
+                       args.time_limit, tasks, settings, only, args.pilot_until,
+                       args.pilot_stop_passed)  # fmt: skip
     choice = record["choice"]
     if choice["S"] is None:
         print(f"wrote {results}: no setting passes every task yet (never passed: {choice['never_passed']})")
     else:
-        print(f"wrote {results}: S = {choice['S']} steps with setting {choice['setting']}")
+        unlearned = f"; unlearned (claims undecidable): {choice['unlearned']}" if choice.get("unlearned") else ""
+        print(f"wrote {results}: S = {choice['S']} steps with setting {choice['setting']}{unlearned}")

@@ -19,8 +19,11 @@ UNDECIDABLE = "undecidable at this budget"
 
 
 def metrics_of(task: str) -> tuple[str, ...]:
-    """The headlines a task is judged by: parser all-correct, and PSNR for tasks with an input image."""
-    return ("all_correct",) if task == "t2i" else ("psnr", "all_correct")
+    """The headlines a task is judged by: parser all-correct, and PSNR for tasks with an input image
+    (a target to compare against exactly; generation from text alone has none)."""
+    from mtu.config import BUILTIN_TASKS
+
+    return ("all_correct",) if BUILTIN_TASKS[task].conditioning == "none" else ("psnr", "all_correct")
 
 
 def scores(records: dict[Run, dict], runs: list[Run], task: str, metric: str) -> list[list[float]]:
@@ -120,13 +123,15 @@ def interference(records, pairs: list[Run], main: list[Run], learned_tasks: dict
     """
     lines = []
     for pair, claim in ((("sr", "remove"), "interfere"), (("t2i", "edit"), "are compatible")):
+        title = f"{pair[0]} and {pair[1]} {claim}"
+        missing = [t for t in pair if not learned_tasks.get(t) or not learned_tasks[t].ok]
+        if missing:  # decided before any pair run: an unlearned task makes the claim undecidable
+            lines.append(claim_line(title, {t: f"{UNDECIDABLE} ({learned_tasks[t].gap()})" if t in learned_tasks
+                                            else UNDECIDABLE for t in missing}))  # fmt: skip
+            continue
         runs = [r for r in pairs if r.tasks == pair]
         if not runs:
-            lines.append(claim_line(f"{pair[0]} and {pair[1]} {claim}", {"+".join(pair): "not run (no pair runs in this plan)"}))
-            continue
-        missing = [t for t in pair if not learned_tasks.get(t) or not learned_tasks[t].ok]
-        if missing:
-            lines.append(claim_line(f"{pair[0]} and {pair[1]} {claim}", {t: UNDECIDABLE for t in missing}))
+            lines.append(claim_line(title, {"+".join(pair): "not run (no pair runs in this plan)"}))
             continue
         verdicts, texts = [], {}
         for task in pair:

@@ -7,8 +7,8 @@ the validation split (`VALIDATION_SEED`, disjoint from the test set and the trai
 checkpoint at step s *is* the single-task model of s steps. A task passes at s when its model beats its
 no-learning baseline by `PSNR_MARGIN_DB` and reaches parser all-correct `ALL_CORRECT_BAR` (t2i, which has
 no input to copy: the all-correct bar alone). S is the smallest s at which every task passes under one
-setting; the setting with the smallest S wins (ties: the larger mean PSNR margin at S). Without a
-passing s the pilot reports the tasks that never passed: their claims are "undecidable at this budget".
+setting; the setting with the smallest S wins (ties: the larger mean PSNR margin at S). A task that passes
+under no setting is left out of S and reported: its claims are "undecidable at this budget".
 
 A pilot is resumable: each run's curve (`curve.json` in its folder) grows by one point per chunk of
 `every` steps, and the runs' small results are copied to the committed `reproduction/pilot.json`.
@@ -79,25 +79,36 @@ def passes(task: str, point: dict, baseline: dict | None) -> bool:
 
 
 def choose(curves: dict[str, dict], baselines: dict[str, dict]) -> dict:
-    """S and the setting by the rule in the module docstring, from {run name: curve record}."""
+    """S and the setting by the rule in the module docstring, from {run name: curve record}.
+
+    A task that passes under no measured setting is "unlearned": it is left out of S (protocol step 4
+    says its claims are "undecidable at this budget"; it cannot also make every other task's S
+    undefined), and S is the smallest s at which every other pilot task passes under one setting.
+    """
     by_setting: dict[str, dict[str, dict]] = {}
     for record in curves.values():
         by_setting.setdefault(record["setting"], {})[record["task"]] = record
+    first_pass = {setting: {task: _first_pass(task, record, baselines.get(task)) for task, record in records.items()}
+                  for setting, records in by_setting.items()}  # fmt: skip
+    measured = {task for passing in first_pass.values() for task in passing}
+    unlearned = sorted(t for t in measured if all(p.get(t) is None for p in first_pass.values()))
+    needed = [t for t in PILOT_TASKS if t not in unlearned]
     candidates, never = [], {}
-    for setting, records in by_setting.items():
-        passing = {}
-        for task, record in records.items():
-            steps = [int(s) for s, p in record["curve"].items() if passes(task, p, baselines.get(task))]
-            passing[task] = min(steps) if steps else None
-        if len(records) == len(PILOT_TASKS) and all(v is not None for v in passing.values()):
-            s = max(passing.values())
-            margin = _mean_margin(records, baselines, s)
-            candidates.append((s, -margin, setting, passing))
+    for setting, passing in first_pass.items():
         never[setting] = sorted(task for task, v in passing.items() if v is None)
+        if needed and all(passing.get(t) is not None for t in needed):
+            s = max(passing[t] for t in needed)
+            margin = _mean_margin({t: by_setting[setting][t] for t in needed}, baselines, s)
+            candidates.append((s, -margin, setting, {t: passing[t] for t in needed}))
     if not candidates:
-        return {"S": None, "setting": None, "never_passed": never}
+        return {"S": None, "setting": None, "never_passed": never, "unlearned": unlearned}
     s, _, setting, passing = min(candidates)
-    return {"S": s, "setting": setting, "first_pass": passing, "never_passed": never}
+    return {"S": s, "setting": setting, "first_pass": passing, "never_passed": never, "unlearned": unlearned}
+
+
+def _first_pass(task: str, record: dict, baseline: dict | None) -> int | None:
+    steps = [int(s) for s, point in record["curve"].items() if passes(task, point, baseline)]
+    return min(steps) if steps else None
 
 
 def _mean_margin(records: dict[str, dict], baselines: dict[str, dict], step: int) -> float:
@@ -112,9 +123,12 @@ def _mean_margin(records: dict[str, dict], baselines: dict[str, dict], step: int
     return sum(margins) / len(margins) if margins else 0.0
 
 
-def run_pilot_job(run: PilotRun, folder: Path, base: dict, pilot: dict, device: str, deadline: float) -> dict:
-    """Train `run` chunk by chunk (`every` steps each), scoring each new checkpoint, until `max_steps`
-    or until the next chunk would end after `deadline` (a `time.time()`); returns its curve record."""
+def run_pilot_job(run: PilotRun, folder: Path, base: dict, pilot: dict, device: str, deadline: float,
+                  baseline: dict | None = None, stop_passed: bool = False) -> dict:  # fmt: skip
+    """Train `run` chunk by chunk (`every` steps each), scoring each new checkpoint, until `max_steps`,
+    until the next chunk would end after `deadline` (a `time.time()`), or (`stop_passed`) once it has
+    passed the bar against `baseline`; returns its curve record."""
+    from mtu.reproduce.runner import RunInterrupted
     from mtu.training import train
     from mtu.training.checkpoint import list_checkpoints, step_of
 
@@ -129,11 +143,14 @@ def run_pilot_job(run: PilotRun, folder: Path, base: dict, pilot: dict, device: 
         found = list_checkpoints(folder / "train")
         done = step_of(found[-1]) if found else 0
         scored_to = max((int(s) for s in record["curve"]), default=0)
-        if max(done, scored_to) >= pilot["max_steps"] or time.time() + chunk_seconds > deadline:
+        passed = stop_passed and _first_pass(run.task, record, baseline) is not None
+        if passed or max(done, scored_to) >= pilot["max_steps"] or time.time() + chunk_seconds > deadline:
             return record
         started = time.perf_counter()
         summary = train(config, resume="latest" if found else None, stop_after=pilot["every"] - done % pilot["every"])
         step = summary["step"]
+        if step % pilot["every"] and step < config.train.max_steps:  # a signal stopped it mid-chunk
+            raise RunInterrupted(f"{run.name} stopped at step {step}; run the pilot again to resume")
         if str(step) not in record["curve"]:
             model = Path(summary["checkpoint"]) / "model"
             record["curve"][str(step)] = score_checkpoint(model, run.task, pilot, device)
@@ -200,6 +217,8 @@ def run_pilot(
     tasks: tuple[str, ...] = PILOT_TASKS,
     settings: tuple[str, ...] | None = None,
     only: tuple[str, ...] | None = None,
+    until: int | None = None,
+    stop_passed: bool = False,
 ) -> dict:
     """Run (or continue) the pilot's runs and write its record (curves, baselines, choice) to `results`.
 
@@ -213,6 +232,9 @@ def run_pilot(
         time_limit: seconds; no chunk starts that would end after it (resume later with the same call).
         tasks, settings: run only these tasks / setting names (the record keeps every run measured before).
         only: run only the runs of these names (e.g. "pilot-edit-lr1e-3"), within `tasks` x `settings`.
+        until: train runs only to this step in this call (e.g. the best S so far: the choice cannot move
+            past it); the protocol's `max_steps` is unchanged.
+        stop_passed: a run stops once it passes the bar (its later points cannot lower S).
     """
     import torch
     import yaml
@@ -230,14 +252,16 @@ def run_pilot(
         raise ValueError(f"unknown pilot settings {sorted(set(settings) - {s.name for s in SETTINGS})}; "
                          f"valid: {[s.name for s in SETTINGS]}")  # fmt: skip
     runs = [run for run in pilot_runs(tasks, tuple(chosen)) if only is None or run.name in only]
-    calls = [(run_pilot_job, (run, out / run.name, base, pilot, device, deadline)) for run in runs]
+    capped = {**pilot, "max_steps": min(until, pilot["max_steps"])} if until else pilot
+    baselines = validation_baselines(PILOT_TASKS, pilot["eval_samples"])
+    calls = [(run_pilot_job, (run, out / run.name, base, capped, device, deadline, baselines.get(run.task), stop_passed))
+             for run in runs]  # fmt: skip
     for run in runs:  # curves measured elsewhere (the committed record) seed the run folders
         seeded = out / run.name / "curve.json"
         if run.name in record["runs"] and not seeded.is_file():
             seeded.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(seeded, json.dumps(record["runs"][run.name], indent=1))
     curves = parallel(calls, jobs, desc="pilot") if jobs > 1 else [call(*args) for call, args in calls]
-    baselines = validation_baselines(PILOT_TASKS, pilot["eval_samples"])
     measured = {**record["runs"], **{run.name: curve for run, curve in zip(runs, curves)}}
     record = {
         "protocol": {**pilot, "psnr_margin_db": PSNR_MARGIN_DB, "all_correct_bar": ALL_CORRECT_BAR,

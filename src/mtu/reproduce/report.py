@@ -49,7 +49,7 @@ def _method_runs(runs: list[Run], method: str, task: str, tasks: tuple[str, ...]
     if method in ("single-task", "full"):
         return [r for r in runs if r.method == method and r.tasks == (task,)]
     if method == "base":
-        return [r for r in runs if r.method == "base"] if task == "t2i" else []
+        return [r for r in runs if r.method == "base" and task in r.tasks]  # the base model's own task
     return group(runs, method, tasks)
 
 
@@ -186,6 +186,8 @@ def write_report(path: Path, tables: dict, records: dict, base: dict, context: d
         f"{settings['eval_steps']} steps. The protocol, fixed before any result, and how to read this page: "
         "`docs/reproduction.md`.",
         "",
+        *([f"**Cut to fit the budget** (scope `{context['scope']}`; docs/reproduction.md): {len(context['cut'])} runs of "
+           "the protocol's plan: " + ", ".join(f"`{n}`" for n in context["cut"]) + ".", ""] if context.get("cut") else []),
         *([f"**Incomplete**: {len(missing)} planned runs have no record yet and are left out: "
            + ", ".join(f"`{n}`" for n in missing) + ".", ""] if missing else []),  # fmt: skip
         "## Pilot: choice of S", "", *_pilot(context["pilot"], figures), "",

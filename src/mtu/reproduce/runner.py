@@ -22,7 +22,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from mtu.config import MTUConfig, write_text_atomic
-from mtu.reproduce.plan import PAPER_TASKS, Run, build_plan, unique_runs
+from mtu.reproduce.plan import CPU_BUDGET, PAPER_TASKS, Run, Scope, build_plan, cut_runs, unique_runs
 
 RECORDS = Path("reproduction") / "runs"
 QUICK_SETTINGS = {"per_task": 2, "eval_samples": 4, "eval_steps": 2}
@@ -47,6 +47,7 @@ def reproduce(
     device: str | None = None,
     report_only: bool = False,
     pilot: str | Path | None = None,
+    scope: Scope = CPU_BUDGET,
 ) -> Path:
     """Run (or reuse) every run of the plan and write the results report; returns its path.
 
@@ -66,6 +67,8 @@ def reproduce(
         device: where runs train and score (default: cuda when available, else cpu).
         report_only: run nothing; write the report from the records there are (missing runs are listed).
         pilot: the pilot's record (default reproduction/pilot.json): its S and setting.
+        scope: which runs beyond the main table (`plan.FULL`: the whole protocol; the default
+            `plan.CPU_BUDGET`: what fits ~16 CPU-hours); the report lists the runs cut.
     """
     from mtu.reproduce.pilot import PILOT_FILE, chosen_setting
     from mtu.reproduce.report import write_report
@@ -79,7 +82,7 @@ def reproduce(
         settings["per_task"] = (pilot_record or {}).get("choice", {}).get("S")
     if settings["per_task"] is None and not report_only:
         raise ValueError("no steps per task yet: the pilot has not chosen S (mtu reproduce --pilot), or pass --steps-per-task")
-    tables = build_plan(quick, tasks)
+    tables = build_plan(quick, tasks, scope=scope)
     base = yaml.safe_load(Path(config).read_text())
     if setting is not None:
         base = _with_setting(base, setting)
@@ -95,7 +98,8 @@ def reproduce(
         done = parallel(calls, jobs, desc="reproduce") if jobs > 1 else [call(*a) for call, a in tqdm(calls, desc="reproduce")]
         metrics = dict(zip(queue, done))
     context = {"settings": settings, "setting": setting, "pilot": pilot_record, "seconds": time.perf_counter() - started,
-               "out": str(out), "records": str(records)}  # fmt: skip
+               "out": str(out), "records": str(records), "scope": scope.name,
+               "cut": [] if quick else [run.name for run in cut_runs(tables, tasks)]}  # fmt: skip
     return write_report(Path(results), tables, metrics, base, context)
 
 
