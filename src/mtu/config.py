@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mtu.outputs import apply_umask
+from mtu.outputs import write_text_atomic
 
 CONFIG_NAME = "mtu_config.json"
 
@@ -200,14 +199,3 @@ class MTUConfig:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except ValueError as error:  # JSON and UTF-8 errors are ValueErrors too: name the file in all of them
             raise ValueError(f"{path}: {error}") from None
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(text)
-        temp = handle.name
-    apply_umask(Path(temp))
-    os.replace(temp, path)
-

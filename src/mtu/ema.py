@@ -1,11 +1,33 @@
-"""An exponential moving average of the trainable weights only (the frozen base never changes)."""
+"""Exponential moving averages of weights: one update rule for `mtu train` and the Shapes pretraining recipe.
+
+`mtu train` averages the trainable weights only (the frozen base never changes), with `TrainableEMA`;
+the pretraining recipe (`mtu.pretrain.loop.Stage`) averages whole modules by name with `update_averages`.
+"""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
+
+
+def warmed_decay(decay: float, updates: int) -> float:
+    """The decay of update number `updates` (1 for the first): min(decay, (1 + n) / (10 + n)).
+
+    Early weights change too fast for a long average to track them; diffusers' `EMAModel` warms up the same way.
+    """
+    return min(decay, (1 + updates) / (10 + updates))
+
+
+@torch.no_grad()
+def update_averages(
+    averages: Iterable[torch.Tensor], parameters: Iterable[torch.Tensor], decay: float, updates: int
+) -> None:
+    """Move each average toward its parameter in place, with the decay of update number `updates`."""
+    weight = 1 - warmed_decay(decay, updates)
+    for average, parameter in zip(averages, parameters, strict=True):
+        average.lerp_(parameter.detach().to(average.dtype), weight)
 
 
 class TrainableEMA:
@@ -13,20 +35,16 @@ class TrainableEMA:
 
     `mtu.training.checkpoint` writes `state_dict`'s shadow tensors as safetensors, decay and update count as JSON.
 
-    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so early averages are not
-    dominated by the untrained start (diffusers' `EMAModel` does the same).
+    The decay warms up (`warmed_decay`), so early averages are not dominated by the untrained start.
     """
 
     def __init__(self, parameters: list[torch.nn.Parameter], decay: float) -> None:
         self.parameters, self.decay, self.updates = list(parameters), decay, 0
         self.shadow = [p.detach().float().clone() for p in self.parameters]
 
-    @torch.no_grad()
     def update(self) -> None:
         self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for average, parameter in zip(self.shadow, self.parameters):
-            average.lerp_(parameter.detach().float(), 1 - decay)
+        update_averages(self.shadow, self.parameters, self.decay, self.updates)
 
     @contextmanager
     @torch.no_grad()

@@ -11,7 +11,6 @@ import copy
 import dataclasses
 import inspect
 import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch import nn
 
 from mtu.config import CONFIG_NAME, MTUConfig, TaskSpec, as_task_spec
 from mtu.layers import MTUFeedForward, TaskBatch, TaskContext, TaskInputConv, TaskLayerNorm
-from mtu.outputs import apply_umask
+from mtu.outputs import write_file_atomic
 
 WEIGHTS_NAME = "mtu_model.safetensors"
 LEGACY_EMBEDDING_KEY = "task_embedding.weight"  # one shared table, before per-task embeddings (converted at load)
@@ -285,11 +284,8 @@ class MTUModel(nn.Module):
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {key: value.detach().cpu().contiguous() for key, value in self.mtu_state_dict().items()}
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{WEIGHTS_NAME}.", delete=False) as handle:
-            temp = handle.name
-        save_file(tensors, temp, metadata={"format": "pt", "mtu_config": CONFIG_NAME})
-        apply_umask(Path(temp))
-        os.replace(temp, folder / WEIGHTS_NAME)
+        metadata = {"format": "pt", "mtu_config": CONFIG_NAME}
+        write_file_atomic(folder / WEIGHTS_NAME, lambda temp: save_file(tensors, str(temp), metadata=metadata))
         self.mtu_config.save(folder / CONFIG_NAME)
 
     @torch.no_grad()

@@ -2,7 +2,9 @@
 
 A trained MTU folder is hours of compute; `mtu upcycle --out` on it used to replace its weights with
 untrained ones without a word. Writers check their target with `check_target` first, build the result in
-a temp folder next to it, and `replace_folder` swaps it in.
+a temp folder next to it, and `replace_folder` swaps it in. Single files go through `write_file_atomic`.
+This is the one place that renames things into place: checkpoints, caches and the pretraining recipe use
+it too.
 
 This module imports only the standard library (the command line checks targets before loading torch).
 """
@@ -76,8 +78,38 @@ def write_folder(out: str | os.PathLike, write: Callable[[Path], object], overwr
     return out
 
 
+def write_file_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Run `write(temp_file)` next to `path`, then rename it to `path`: readers see the old file or the new one.
+
+    The temp file is a dot name in the same folder (a rename across file systems is not atomic); it is
+    deleted when `write` fails, and it gets the mode a plain `open` would give.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    temp = Path(name)
+    try:
+        write(temp)
+        apply_umask(temp)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` so that readers see the old file or the new one, never half of it."""
+    return write_file_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
 def replace_folder(new: Path, out: Path) -> None:
-    """Rename the finished folder `new` to `out`, moving an existing `out` aside first and deleting it after."""
+    """Rename the finished folder `new` to `out`, moving an existing `out` aside first and deleting it after.
+
+    Readers can miss `out` only between the two renames, never see it half written. The old folder goes to
+    a dot name (``.<name>.replaced-<hex>``), so a kill before its deletion leaves it under no listed name.
+    """
     apply_umask(new)
     if not out.exists():
         new.rename(out)
@@ -90,3 +122,10 @@ def replace_folder(new: Path, out: Path) -> None:
         old.rename(out)  # put the previous folder back: the caller's error says what failed
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_folder(folder: Path) -> None:
+    """Delete `folder`, renamed to a dot name first: a kill mid-delete leaves nothing half deleted under its name."""
+    doomed = folder.with_name(f".{folder.name}.removed-{uuid.uuid4().hex[:8]}")
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed)

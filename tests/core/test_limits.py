@@ -15,11 +15,11 @@ from safetensors.torch import save_file
 
 import mtu
 from mtu.assets import resolve_model_path
-from mtu.config import CONFIG_NAME, MTUConfig, write_text_atomic
+from mtu.config import CONFIG_NAME, MTUConfig
 from mtu.images import open_image, to_rgb
 from mtu.limits import check_count, check_image_size, check_side, check_steps, check_text, max_side
 from mtu.model import WEIGHTS_NAME
-from mtu.outputs import check_target, write_folder
+from mtu.outputs import check_target, write_folder, write_text_atomic
 from mtu.pipelines import MTUPipeline, MTURequest
 from tests.core.tiny_models import tiny_sd_unet
 from tests.helpers import tiny_sd_components

@@ -13,9 +13,7 @@ inpainting layouts). SD 2.x (OpenCLIP text encoder) and SDXL are refused.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +47,10 @@ def write_safetensors(state: dict[str, torch.Tensor], out: Path, metadata: dict[
     """Write to a temp file beside `out`, then rename: the file is complete or absent."""
     from safetensors.torch import save_file
 
-    from mtu.outputs import apply_umask
+    from mtu.outputs import write_file_atomic
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", delete=False) as handle:
-        temp = Path(handle.name)
-    try:
-        save_file({key: value.detach().cpu().contiguous() for key, value in state.items()}, str(temp), metadata=metadata)
-        apply_umask(temp)
-        os.replace(temp, out)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    state = {key: value.detach().cpu().contiguous() for key, value in state.items()}
+    write_file_atomic(out, lambda temp: save_file(state, str(temp), metadata=metadata))
 
 
 @torch.no_grad()

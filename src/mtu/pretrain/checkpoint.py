@@ -11,30 +11,16 @@ into tensors and JSON by `mtu.safe_state`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from mtu.outputs import remove_folder, replace_folder
+
 TENSORS_FILE = "tensors.safetensors"
 STATE_FILE = "state.json"
-
-
-def replace_dir(source: Path, destination: Path) -> None:
-    """Move folder `source` to `destination`, replacing what is there with two renames.
-
-    Readers can miss `destination` only between the renames (microseconds), never see it half-written.
-    """
-    old = destination.with_name(destination.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if destination.exists():
-        os.replace(destination, old)
-    os.replace(source, destination)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def save_checkpoint(root: Path, name: str, tensors: dict[str, torch.Tensor], state: dict, keep: int = 2) -> Path:
@@ -47,9 +33,9 @@ def save_checkpoint(root: Path, name: str, tensors: dict[str, torch.Tensor], sta
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp / TENSORS_FILE)
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
     final = root / name
-    replace_dir(tmp, final)
+    replace_folder(tmp, final)
     for stale in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(stale)
+        remove_folder(stale)
     return final
 
 

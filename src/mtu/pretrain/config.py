@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from mtu.outputs import write_text_atomic
 from mtu.pretrain.components import ModelSizes
 
 RUN_CONFIG_FILE = "run_config.json"
@@ -76,9 +77,7 @@ class PretrainConfig:
 
 
 def save_run_config(out: Path, config: PretrainConfig) -> None:
-    tmp = out / (RUN_CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=1) + "\n")
-    tmp.replace(out / RUN_CONFIG_FILE)
+    write_text_atomic(out / RUN_CONFIG_FILE, json.dumps(config.to_dict(), indent=1) + "\n")
 
 
 def load_run_config(out: Path) -> PretrainConfig:

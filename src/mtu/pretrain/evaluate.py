@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from mtu.assets import SHAPES_BASE_SAMPLER
-from mtu.config import write_text_atomic
+from mtu.outputs import write_text_atomic
 from mtu.data.shapes import evaluation_set
 from mtu.evaluation.shapes_eval import evaluate_t2i, load_pipeline
 from mtu.evaluation.shapes_metrics import t2i_accuracy

@@ -12,7 +12,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from mtu.data.shapes import vocabulary
 from mtu.pretrain.card import render_card
-from mtu.pretrain.checkpoint import replace_dir
+from mtu.outputs import replace_folder
 from mtu.pretrain.components import build_sample_scheduler, count_parameters
 from mtu.pretrain.tokenizer import save_tokenizer
 
@@ -76,5 +76,5 @@ def export_pipeline(
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
     (tmp / "README.md").write_text(render_card(info))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    replace_dir(tmp, dest)
+    replace_folder(tmp, dest)
     return dest

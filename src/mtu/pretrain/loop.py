@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from mtu.ema import update_averages
 from mtu.signals import StopRequest
 from mtu.pretrain.checkpoint import list_checkpoints, load_checkpoint, prefixed, save_checkpoint, unprefixed
 from mtu.safe_state import optimizer_from_flat, optimizer_to_flat
@@ -66,13 +67,9 @@ class Stage:
     def update_ema(self) -> None:
         if self.ema_decay is None:
             return
-        # Short warmup: early weights change too fast for a 1000-step average to track them.
-        decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
         for name, module in self.modules.items():
-            averages = self.ema[name]
-            with torch.no_grad():
-                for key, param in module.named_parameters():
-                    averages[key].lerp_(param.detach(), 1 - decay)
+            named = list(module.named_parameters())
+            update_averages([self.ema[name][key] for key, _ in named], [p for _, p in named], self.ema_decay, self.step)
 
     def record_time(self, seconds: float) -> None:
         self.seconds_total += seconds

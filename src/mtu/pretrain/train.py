@@ -30,7 +30,7 @@ from diffusers import AutoencoderKL, DDPMScheduler
 from transformers import CLIPTokenizer
 
 from mtu.data.shapes import vocabulary
-from mtu.pretrain.checkpoint import replace_dir
+from mtu.outputs import replace_folder
 from mtu.pretrain.components import build_text_encoder, build_train_scheduler, build_unet, build_vae
 from mtu.pretrain.config import PretrainConfig, load_run_config, save_run_config
 from mtu.pretrain.data import SceneBatches, held_out_images, step_batches
@@ -218,7 +218,7 @@ def _finish_vae(out: Path, vae: AutoencoderKL, stage: Stage, config: PretrainCon
         shutil.rmtree(tmp)
     vae.to("cpu").save_pretrained(tmp)
     (tmp / VAE_REPORT).write_text(json.dumps(report, indent=1) + "\n")
-    replace_dir(tmp, out / "vae")
+    replace_folder(tmp, out / "vae")
     log_metrics(out, {"stage": "vae", "step": stage.step, "psnr_db": psnr, "scaling_factor": scale})
     print(f"VAE done: PSNR {psnr:.2f} dB on {config.eval_scenes} held-out scenes, scaling factor {scale:.4f}",
           file=sys.stderr)  # fmt: skip

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from mtu.config import TaskSpec
 from mtu.layers.routing import task_runs
+from mtu.outputs import write_file_atomic
 from mtu.training.sources import ExamplePool, UnreadableSample, stack_pairs
 
 logger = logging.getLogger(__name__)
@@ -278,9 +279,8 @@ def _metadata(path: Path) -> dict:
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(temp), metadata=metadata)
-    os.replace(temp, path)
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    write_file_atomic(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))
 
 
 def _encode_entries(components, pool: ExamplePool, spec: TaskSpec, indices: range) -> dict[str, torch.Tensor]:

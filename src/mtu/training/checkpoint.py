@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 from collections.abc import Callable
@@ -42,6 +41,7 @@ import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from mtu.outputs import remove_folder, replace_folder
 from mtu.safe_state import optimizer_from_flat, optimizer_to_flat
 from mtu.training.methods import load_weights, save_trained
 
@@ -136,34 +136,11 @@ def save_checkpoint(run, step: int, keep: int, config_text: str) -> Path:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (temp / CONFIG_FILE).write_text(config_text)
-        _replace_dir(temp, final)
+        replace_folder(temp, final)
         for stale in list_checkpoints(output_dir)[:-keep]:
-            _remove_dir(stale)
+            remove_folder(stale)  # renamed to a dot name first: no half checkpoint under a listed name
     accelerator.wait_for_everyone()
     return final
-
-
-def _remove_dir(folder: Path) -> None:
-    """Delete a checkpoint folder, renamed to a dot name first: a kill mid-delete leaves no half checkpoint
-    under a name `list_checkpoints` (and `--resume`) would take."""
-    doomed = folder.with_name(f".{folder.name}.old")
-    if doomed.exists():
-        shutil.rmtree(doomed)
-    os.replace(folder, doomed)
-    shutil.rmtree(doomed)
-
-
-def _replace_dir(source: Path, destination: Path) -> None:
-    """Rename `source` to `destination`; an existing `destination` (same step saved again) is swapped out first."""
-    if destination.exists():
-        old = destination.with_name(f".{destination.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(destination, old)
-        os.replace(source, destination)
-        shutil.rmtree(old)
-    else:
-        os.replace(source, destination)
 
 
 def write_state(run, folder: Path) -> None:

@@ -44,7 +44,7 @@ from mtu.training.checkpoint import (
 from mtu.training.components import Components, load_components
 from mtu.training.config import TrainConfig
 from mtu.training.data import Dropout, Layout, StepBatches, micro_batches
-from mtu.training.ema import TrainableEMA
+from mtu.ema import TrainableEMA
 from mtu.training.methods import (
     ADAPTER_METHODS,
     AdapterSpec,
