@@ -22,9 +22,12 @@ import yaml
 from tqdm.auto import tqdm
 
 from mtu.config import MTUConfig, write_text_atomic
+from mtu.assets import ASSETS_DIR
 from mtu.reproduce.plan import CPU_BUDGET, PAPER_TASKS, Run, Scope, build_plan, cut_runs, unique_runs
+from mtu.reproduce.ship import SHIPPED_RUN
 
 RECORDS = Path("reproduction") / "runs"
+SHIPPED_DIR = ASSETS_DIR / "shapes-mtu"
 QUICK_SETTINGS = {"per_task": 2, "eval_samples": 4, "eval_steps": 2}
 FULL_SETTINGS = {"per_task": None, "eval_samples": 256, "eval_steps": 25}  # per_task: the pilot's S
 
@@ -48,6 +51,7 @@ def reproduce(
     report_only: bool = False,
     pilot: str | Path | None = None,
     scope: Scope = CPU_BUDGET,
+    ship_to: str | Path | None = SHIPPED_DIR,
 ) -> Path:
     """Run (or reuse) every run of the plan and write the results report; returns its path.
 
@@ -69,6 +73,8 @@ def reproduce(
         pilot: the pilot's record (default reproduction/pilot.json): its S and setting.
         scope: which runs beyond the main table (`plan.FULL`: the whole protocol; the default
             `plan.CPU_BUDGET`: what fits ~16 CPU-hours); the report lists the runs cut.
+        ship_to: where `ship.SHIPPED_RUN` is written as the shipped `shapes-mtu` when it finishes
+            (None: nowhere; never with `quick`).
     """
     from mtu.reproduce.pilot import PILOT_FILE, chosen_setting
     from mtu.reproduce.report import write_report
@@ -89,6 +95,9 @@ def reproduce(
     out, records = Path(out), Path(records)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     queue = unique_runs({name: tables[name] for name in ("main", "extra", "deviation", "experts", "pairs")})
+    queue.sort(key=lambda run: run != SHIPPED_RUN)  # the model to ship trains first (stable otherwise)
+    settings["setting"] = setting.name if setting else None
+    settings["ship_to"] = None if quick or ship_to is None else str(ship_to)
     started = time.perf_counter()
     if report_only:
         found = {run: _read_json(records / f"{run.name}.json") for run in queue}
@@ -183,7 +192,19 @@ def run_once(run: Run, folder: Path, records: Path, base: dict[str, Any], settin
     record["seconds"] = time.perf_counter() - started
     records.mkdir(parents=True, exist_ok=True)
     write_text_atomic(record_file, json.dumps(_rounded(record), separators=(",", ":")) + "\n")
+    if run == SHIPPED_RUN and settings.get("ship_to") and model_dir is not None:
+        _ship(model_dir, record, settings)
     return record
+
+
+def _ship(model_dir: Path, record: dict, settings: dict) -> None:
+    from mtu.data.shapes.baselines import BASELINES
+    from mtu.data.shapes.tasks import TEST_SEED
+    from mtu.evaluation.shapes_eval import evaluate_baseline
+    from mtu.reproduce.ship import ship
+
+    baselines = {t: evaluate_baseline(t, settings["eval_samples"], TEST_SEED) for t in record["tasks"] if t in BASELINES}
+    ship(model_dir, record, baselines, settings, Path(settings["ship_to"]))
 
 
 def _rounded(value: Any) -> Any:
