@@ -25,29 +25,39 @@ def latent_mask(mask: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tenso
     return F.interpolate(mask, size=latent_size)
 
 
-def denoiser_input(
-    task: TaskSpec,
-    latents: torch.Tensor,
-    condition_latents: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Concatenate a task's conditioning after the noisy latents, in its stock-pipeline order.
+def conditioning_channels(
+    task: TaskSpec, image_latents: torch.Tensor | None, mask: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """A task's conditioning channels in its stock-pipeline order: what follows the noisy latent.
+
+    The one place the layout is decided: `MTUPipeline` and the trainer both build their inputs with it.
 
     Args:
         task: the task's spec (its `conditioning` decides the layout).
-        latents: (B, C, h, w) noisy latents (already scaled by the scheduler where it scales inputs).
-        condition_latents: (B, C, h, w) image latents ("image"), masked-image latents ("masked_image"),
-            or the raw extra channels of a "custom" task.
+        image_latents: (B, C, h, w) image latents ("image"), masked-image latents ("masked_image"), or the
+            raw extra channels of a "custom" task; ignored for "none".
         mask: (B, 1, h, w) latent-sized mask, for "masked_image".
+
+    Returns:
+        (B, E, h, w) channels, E = `task.input_channels(C) - C`; None for "none".
     """
     if task.conditioning == "none":
-        return latents
-    if condition_latents is None:
+        return None
+    if image_latents is None:
         raise ValueError(f"task {task.name!r} ({task.conditioning}) needs condition latents")
     if task.conditioning in ("image", "custom"):
-        return torch.cat([latents, condition_latents], dim=1)
+        return image_latents
     if task.conditioning == "masked_image":
         if mask is None:
             raise ValueError(f"task {task.name!r} needs a mask")
-        return torch.cat([latents, mask, condition_latents], dim=1)
+        return torch.cat([mask, image_latents], dim=1)
     raise ValueError(f"task {task.name!r}: unknown conditioning {task.conditioning!r}")
+
+
+def denoiser_input(task: TaskSpec, latents: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+    """The noisy latents (B, C, h, w) followed by a task's `conditioning_channels` (B, E, h, w)."""
+    if task.conditioning == "none":
+        return latents
+    if condition is None:
+        raise ValueError(f"task {task.name!r} ({task.conditioning}) needs its conditioning channels")
+    return torch.cat([latents, condition], dim=1)

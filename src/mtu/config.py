@@ -25,10 +25,19 @@ CONDITIONINGS = {
     "custom": "extra_channels channels the caller builds",
 }
 
+# What a task's text is to it (`TaskSpec.prompt`).
+PROMPTS = {
+    "required": "the text says what to make or change: without it the task is undefined",
+    "optional": "the input image defines the output; a caption may help, an empty prompt is fine",
+}
+
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task is data: its name and how its conditioning enters the denoiser input.
+    """A task is data: its name, how its conditioning enters the denoiser input, and how it treats its inputs.
+
+    Everything that pipelines, training, evaluation and the demo do differently per task is read from
+    here, so a task declared by a user gets the same treatment as a built-in one.
 
     Args:
         name: identifier used in `model(..., task=name)`.
@@ -36,12 +45,19 @@ class TaskSpec:
             count of the first three follows the base model's latent channels (4 for SD, 16 for SD3).
         extra_channels: for "custom" only: the number of channels appended after the noisy latent.
         description: one line for humans (reports, `mtu info`).
+        upscale: "image" tasks only: the output is `upscale` times the input image a side (sr: 4); the
+            pipeline resizes the low-resolution input to the output size itself, and training makes that
+            input by degrading the target by this factor.
+        prompt: "required" when the text says what to make or change (t2i's caption, edit's instruction);
+            "optional" when the input image defines the output and a caption may only help (sr, inpaint).
     """
 
     name: str
     conditioning: str = "custom"
     extra_channels: int | None = None
     description: str = ""
+    upscale: int = 1
+    prompt: str = "required"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -58,6 +74,15 @@ class TaskSpec:
                 f"task {self.name!r}: extra_channels is set by conditioning={self.conditioning!r}; "
                 "leave it out, or use conditioning='custom'"
             )
+        if isinstance(self.upscale, bool) or not isinstance(self.upscale, int) or self.upscale < 1:
+            raise ValueError(f"task {self.name!r}: upscale must be an int >= 1, got {self.upscale!r}")
+        if self.upscale > 1 and self.conditioning != "image":
+            raise ValueError(
+                f"task {self.name!r}: upscale={self.upscale} needs conditioning='image' (an input image to scale up), "
+                f"got {self.conditioning!r}"
+            )
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"task {self.name!r}: prompt {self.prompt!r} is not one of {sorted(PROMPTS)}")
 
     def input_channels(self, latent_channels: int) -> int:
         """Channels of this task's denoiser input for a base model taking `latent_channels`."""
@@ -65,15 +90,19 @@ class TaskSpec:
         return latent_channels + extra.get(self.conditioning, self.extra_channels or 0)
 
 
-# DESIGN.md section 3: the built-in tasks and their conditioning layouts.
+# DESIGN.md section 3: the built-in tasks and their conditioning layouts. Append only: the Shapes world
+# makes exactly these tasks and seeds each task's held-out set by its position here.
 BUILTIN_TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
         TaskSpec("t2i", "none", description="text-to-image: the base model's own task"),
         TaskSpec("edit", "image", description="instruction editing: InstructPix2Pix layout"),
-        TaskSpec("sr", "image", description="super-resolution: latent of the low-res image resized to the output size"),
+        TaskSpec(
+            "sr", "image", description="super-resolution: latent of the low-res image resized to the output size",
+            upscale=4, prompt="optional",
+        ),
         TaskSpec("remove", "image", description="object removal from an instruction, no mask (the paper's inpainting)"),
-        TaskSpec("inpaint", "masked_image", description="mask-based inpainting: SD-inpainting layout"),
+        TaskSpec("inpaint", "masked_image", description="mask-based inpainting: SD-inpainting layout", prompt="optional"),
         TaskSpec("colorize", "image", description="colourise a grayscale image (the Shapes task added after training)"),
     )
 }
@@ -99,6 +128,10 @@ def as_task_spec(task: TaskSpec | str | dict) -> TaskSpec:
         if unknown:
             allowed = [f.name for f in fields(TaskSpec)]
             raise ValueError(f"task {task!r} has unknown keys {sorted(unknown)}; allowed: {allowed}")
+        builtin = BUILTIN_TASKS.get(task.get("name"))
+        if builtin is not None and task.get("conditioning", "custom") == builtin.conditioning:
+            # Saved before `upscale` / `prompt` existed: a built-in task keeps its built-in behaviour.
+            task = {"upscale": builtin.upscale, "prompt": builtin.prompt, **task}
         return TaskSpec(**task)
     raise ValueError(f"a task must be a name, a dict or a TaskSpec, got {type(task).__name__}")
 

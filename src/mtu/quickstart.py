@@ -16,11 +16,12 @@ import PIL.Image
 import torch
 
 from mtu.assets import ASSETS_DIR, SHAPES_BASE_SAMPLER
+from mtu.config import DEFAULT_TASKS
 from mtu.evaluation.shapes_eval import IMAGE_ONLY_SUFFIX
 from mtu.evaluation.shapes_metrics import summary
 
 DEFAULT_CONFIG = ASSETS_DIR / "configs" / "shapes.yaml"
-TASKS = ("t2i", "edit", "sr", "remove", "inpaint")
+TASKS = DEFAULT_TASKS  # the five tasks an MTUConfig serves by default
 GRID_EXAMPLES = 4
 
 

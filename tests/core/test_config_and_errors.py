@@ -63,6 +63,22 @@ def test_bad_task_specs():
         TaskSpec("clip", "video")
     with pytest.raises(ValueError, match="extra_channels is set by conditioning='image'"):
         TaskSpec("edit2", "image", extra_channels=4)
+    with pytest.raises(ValueError, match="upscale must be an int >= 1, got 0"):
+        TaskSpec("sr2", "image", upscale=0)
+    with pytest.raises(ValueError, match="upscale=2 needs conditioning='image'"):
+        TaskSpec("sr2", "masked_image", upscale=2)
+    with pytest.raises(ValueError, match="prompt 'maybe' is not one of"):
+        TaskSpec("sr2", "image", prompt="maybe")
+
+
+def test_a_builtin_task_saved_before_upscale_and_prompt_keeps_its_behaviour(tmp_path):
+    config = MTUConfig(tasks=["t2i", "sr", TaskSpec("sr2", "image", upscale=2, prompt="optional")])
+    data = config.to_dict()
+    for task in data["tasks"]:  # the layout of a folder saved by an older mtu
+        del task["upscale"], task["prompt"]
+    loaded = MTUConfig.from_dict(data).tasks
+    assert loaded[:2] == config.tasks[:2] and (loaded[1].upscale, loaded[1].prompt) == (4, "optional")
+    assert (loaded[2].upscale, loaded[2].prompt) == (1, "required")  # a task of the user's: the defaults
 
 
 def test_custom_task_gets_its_own_channel_count():

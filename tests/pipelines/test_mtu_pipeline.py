@@ -51,6 +51,18 @@ def run(pipe: MTUPipeline, request: MTURequest) -> np.ndarray:
     return pipe.run_batch([request], num_inference_steps=STEPS, output_type="np")[0]
 
 
+def test_a_task_of_the_users_scales_up_by_its_spec(sd_components):
+    components = dict(sd_components)
+    tasks = ["t2i", mtu.TaskSpec("sr2", "image", upscale=2, prompt="optional")]
+    components["unet"] = mtu.upcycle(copy.deepcopy(components["unet"]), mtu.MTUConfig(tasks=tasks, num_experts=2))
+    pipe = MTUPipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    small = picture(0, size=8)
+    assert run(pipe, MTURequest("sr2", image=small)).shape == (1, 16, 16, 3)  # 2x the input a side
+    assert run(pipe, MTURequest("sr2", image=small, upscale=1)).shape == (1, 8, 8, 3)
+    assert pipe.check_inputs(MTURequest("t2i", upscale=3)).height == 16  # upscale is for tasks that scale up
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_runs_end_to_end(pipe, task):
     images = run(pipe, request_for(task))

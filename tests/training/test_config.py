@@ -77,3 +77,15 @@ def test_shipped_configs_are_valid_up_to_their_placeholder_paths(name):
     # Only what may be absent on this machine may fail: the base model and the local datasets.
     assert all(p.startswith("model:") or ".source.path: no such" in p for p in problems), problems
     assert config.method == "mtu" and config.task_names == ["t2i", "edit", "sr", "remove", "inpaint"]
+
+
+def test_task_behaviour_comes_from_the_spec_not_the_name():
+    from mtu.config import BUILTIN_TASKS
+    from mtu.training.config import TaskConfig
+
+    assert TaskConfig().spec("sr") == BUILTIN_TASKS["sr"] and TaskConfig().scale("sr") == 4
+    assert TaskConfig().scale("edit") is None and TaskConfig().columns("remove")["text"] == "instruction"
+    own = TaskConfig(conditioning="image", sr_scale=2)  # a task of the user's that scales up, as sr does
+    assert own.spec("sr2").upscale == 2 and own.scale("sr2") == 2
+    assert own.columns("sr2") == TaskConfig().columns("sr") == {"target": "image", "text": "caption"}
+    assert TaskConfig(conditioning="image").spec("depth2img").upscale == 1

@@ -11,9 +11,10 @@ import argparse
 import json
 import sys
 
+from mtu.config import BUILTIN_TASKS
+
 BENCHMARKS = ("shapes", "folder")
-# Mirrors mtu.data.shapes.tasks.TASKS; kept literal so `mtu --help` does not import the data package.
-TASK_CHOICES = ("t2i", "edit", "sr", "remove", "inpaint", "colorize")
+TASK_CHOICES = tuple(BUILTIN_TASKS)  # the Shapes world makes every built-in task (mtu.data.shapes.tasks.TASKS)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

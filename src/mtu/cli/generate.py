@@ -42,15 +42,19 @@ def check_arguments(args: argparse.Namespace) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> None:
+    from mtu.config import BUILTIN_TASKS
     from mtu.images import open_image
-    from mtu.limits import SR_UPSCALE, check_image_size
+    from mtu.limits import check_image_size
 
     paths = check_arguments(args)
     image = open_image(args.image) if args.image is not None else None
     mask = open_image(args.mask, f"mask {args.mask}").convert("L") if args.mask is not None else None
-    if args.task == "sr" and image is not None:  # the output is 4x the input a side: refuse before loading the model
+    # A built-in task that scales up (sr: 4x a side) is refused before the model loads; a task of the
+    # model's own is checked by the pipeline, still before any compute.
+    upscale = BUILTIN_TASKS[args.task].upscale if args.task in BUILTIN_TASKS else 1
+    if upscale > 1 and image is not None:
         width, height = image.size
-        check_image_size(width * SR_UPSCALE, height * SR_UPSCALE, f"sr output ({SR_UPSCALE} x the {width} x {height} input)")
+        check_image_size(width * upscale, height * upscale, f"{args.task} output ({upscale} x the {width} x {height} input)")
 
     import torch
 

@@ -10,24 +10,36 @@ import torch
 from tqdm.auto import tqdm
 
 from mtu.assets import SHAPES_BASE_SAMPLER, resolve_model_path
+from mtu.config import BUILTIN_TASKS
 from mtu.data.shapes.tasks import TASKS, TaskExample, evaluation_set
 from mtu.evaluation.shapes_metrics import pair_metrics, t2i_accuracy
 
 
-# A Shapes caption names every object and the background, so with its caption a good base answers sr
-# and inpaint without reading the image; these tasks are also scored from the image alone (empty prompt).
-IMAGE_ONLY_TASKS = ("sr", "inpaint")
 IMAGE_ONLY_SUFFIX = " (image only)"
 
 
+def scored_image_only(task: str) -> bool:
+    """Whether `task` is also scored from the image alone (empty prompt): its prompt is optional (sr, inpaint).
+
+    A Shapes caption names every object and the background, so with its caption a good base answers such a
+    task without reading the image.
+    """
+    return BUILTIN_TASKS[task].prompt == "optional"
+
+
 def with_image_only(tasks: Sequence[str]) -> tuple[str, ...]:
-    """`tasks`, each of IMAGE_ONLY_TASKS followed by its image-only name: ("t2i", "sr") -> ("t2i", "sr", "sr (image only)")."""
+    """`tasks`, each one `scored_image_only` followed by its image-only name: ("t2i", "sr") -> ("t2i", "sr", "sr (image only)")."""
     names = []
     for task in tasks:
         names.append(task)
-        if task in IMAGE_ONLY_TASKS:
+        if scored_image_only(task):
             names.append(task + IMAGE_ONLY_SUFFIX)
     return tuple(names)
+
+
+def _check_prompt(task: str, prompt: bool) -> None:
+    if not prompt and BUILTIN_TASKS[task].conditioning == "none":
+        raise ValueError(f"{task} cannot be scored without its prompt (it has no input image); use prompt=True")
 
 
 def parse_scored_name(name: str) -> tuple[str, bool]:
@@ -109,8 +121,7 @@ def evaluate_mtu_task(
         per_example: add each example's scores (`pair_metrics`), for paired statistics.
         sampler: `MTURequest` settings such as ``guidance_scale`` and ``image_guidance_scale``.
     """
-    if task == "t2i" and not prompt:
-        raise ValueError("t2i cannot be scored without its prompt; use prompt=True")
+    _check_prompt(task, prompt)
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}")
     examples = evaluation_set(task, num_samples, seed)
@@ -209,10 +220,10 @@ def evaluate_shapes(
         from mtu.pipelines import MTUPipeline
 
         pipeline = MTUPipeline.from_mtu(folder).to(device)
-    elif task != "t2i":
+    elif BUILTIN_TASKS[task].conditioning != "none":
         raise ValueError(f"{model} is a base text-to-image model; task {task!r} needs an MTU folder (mtu upcycle / mtu train)")
     elif not prompt:
-        raise ValueError("t2i cannot be scored without its prompt; drop --no-prompt")
+        raise ValueError(f"{task} cannot be scored without its prompt; drop --no-prompt")
     else:
         metrics = evaluate_t2i(load_pipeline(model, device), num_samples, seed, batch_size=batch_size, **sampler)
         return {**metrics, "task": task, "model": str(model)}

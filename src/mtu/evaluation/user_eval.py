@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +30,50 @@ import torch
 
 from mtu.evaluation.paper_metrics.metrics import METRICS, TASK_METRICS, EvalBatch, compute_metrics, find_networks, load_networks
 
-# task -> (required fields, optional fields); image fields hold paths.
-TASK_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "t2i": (("caption",), ("image",)),
-    "edit": (("input_image", "edit_prompt"), ("input_caption", "output_caption")),
-    "sr": (("image",), ("caption",)),
-    "remove": (("source_image", "instruction", "target_image"), ("input_caption", "output_caption")),
-    "inpaint": (("image",), ("caption", "mask")),
-}
 IMAGE_FIELDS = {"image", "input_image", "source_image", "target_image", "mask"}
-# task -> the `EvalBatch` fields it can fill -> the record field they come from (None: built from
-# required fields, so always there).
-BATCH_SOURCES: dict[str, dict[str, str | None]] = {
-    "t2i": {"captions": "caption", "references": "image"},
-    "edit": {"inputs": None, "source_captions": "input_caption", "target_captions": "output_caption"},
-    "sr": {"references": None},
-    "remove": {"inputs": None, "references": None, "source_captions": "input_caption", "target_captions": "output_caption"},
-    "inpaint": {"references": None, "captions": "caption"},
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """How a task's examples are written in a dataset (the table above); image fields hold paths.
+
+    What is done with them (degrade the input for a task that scales up, draw a mask when none is given)
+    follows the model's `TaskSpec`, not the task's name.
+
+    Attributes:
+        required, optional: the record's fields.
+        prompt: the field holding the text (an absent optional one reads as "").
+        image: the input image's field; for a task that scales up, the high-res image it is degraded from.
+        reference: the field of the image the outputs are compared with, if any.
+        mask: the field of an inpainting mask, if any.
+        batch: the `EvalBatch` fields the records can fill -> the record field they come from (None: built
+            from required fields, so always there).
+    """
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    prompt: str
+    image: str | None = None
+    reference: str | None = None
+    mask: str | None = None
+    batch: dict[str, str | None] = field(default_factory=dict)
+
+
+FORMATS: dict[str, RecordFormat] = {
+    "t2i": RecordFormat(("caption",), ("image",), "caption", reference="image",
+                        batch={"captions": "caption", "references": "image"}),
+    "edit": RecordFormat(("input_image", "edit_prompt"), ("input_caption", "output_caption"), "edit_prompt",
+                         image="input_image",
+                         batch={"inputs": None, "source_captions": "input_caption", "target_captions": "output_caption"}),
+    "sr": RecordFormat(("image",), ("caption",), "caption", image="image", reference="image", batch={"references": None}),
+    "remove": RecordFormat(("source_image", "instruction", "target_image"), ("input_caption", "output_caption"),
+                           "instruction", image="source_image", reference="target_image",
+                           batch={"inputs": None, "references": None, "source_captions": "input_caption",
+                                  "target_captions": "output_caption"}),
+    "inpaint": RecordFormat(("image",), ("caption", "mask"), "caption", image="image", reference="image", mask="mask",
+                            batch={"references": None, "captions": "caption"}),
 }
-SR_SCALE = 4
+
 METADATA_NAME = "metadata.jsonl"
 
 
@@ -86,14 +111,18 @@ def read_records(data: str | Path) -> tuple[list[dict], Path]:
     return records, path.parent
 
 
+def record_format(task: str) -> RecordFormat:
+    if task not in FORMATS:
+        raise ValueError(f"task {task!r} has no dataset format; valid options: {list(FORMATS)}")
+    return FORMATS[task]
+
+
 def check_records(records: Sequence[dict], root: Path, task: str) -> None:
     """Every record has the task's required fields as non-empty strings, and every image file exists.
 
     Records are numbered from 1 in error messages.
     """
-    if task not in TASK_FIELDS:
-        raise ValueError(f"task {task!r} has no dataset format; valid options: {list(TASK_FIELDS)}")
-    required, optional = TASK_FIELDS[task]
+    required, optional = record_format(task).required, record_format(task).optional
     for number, record in enumerate(records, start=1):
         missing = [name for name in required if not isinstance(record.get(name), str) or not record[name].strip()]
         if missing:
@@ -108,7 +137,7 @@ def check_records(records: Sequence[dict], root: Path, task: str) -> None:
 
 def _record_gaps(task: str, records: Sequence[dict], metric: str) -> list[str]:
     """What the records lack for `metric` (empty when every record feeds it)."""
-    sources = BATCH_SOURCES[task]
+    sources = record_format(task).batch
     gaps = []
     for need in METRICS[metric].needs:
         if need not in sources:
@@ -153,28 +182,26 @@ def load_mask(path: Path, size: int) -> np.ndarray:
     return (_centre_square(path, "L", size, PIL.Image.Resampling.NEAREST) > 127).astype(np.uint8)
 
 
-def prepare_example(task: str, record: dict, root: Path, size: int, rng: np.random.Generator) -> Example:
-    """Build one example's pipeline inputs and metric references (`rng` draws sr noise / inpaint masks)."""
+def prepare_example(spec: Any, record: dict, root: Path, size: int, rng: np.random.Generator) -> Example:
+    """Build one example's pipeline inputs and metric references (`rng` draws sr noise / inpaint masks).
+
+    `spec` is the model's `TaskSpec` of the task: a task that scales up gets its input degraded from the
+    high-res image by `spec.upscale`; a "masked_image" task gets the record's mask or a random one.
+    """
     from mtu.data.shapes.degrade import degrade, random_mask
 
-    if task == "t2i":
-        reference = load_square(root / record["image"], size) if record.get("image") else None
-        return Example(record["caption"], reference=reference)
-    if task == "edit":
-        image = load_square(root / record["input_image"], size)
-        return Example(record["edit_prompt"], image=image, metric_input=image)
-    if task == "sr":
-        high = load_square(root / record["image"], size)
-        return Example(record.get("caption") or "", image=degrade(high, rng, scale=SR_SCALE, training=False), reference=high)
-    if task == "remove":
-        source = load_square(root / record["source_image"], size)
-        return Example(record["instruction"], image=source, metric_input=source,
-                       reference=load_square(root / record["target_image"], size))
-    if task == "inpaint":
-        image = load_square(root / record["image"], size)
-        mask = load_mask(root / record["mask"], size) if record.get("mask") else random_mask(rng, size)
-        return Example(record.get("caption") or "", image=image, mask=mask, reference=image)
-    raise ValueError(f"task {task!r} has no dataset format; valid options: {list(TASK_FIELDS)}")
+    form = record_format(spec.name)
+    prompt = record.get(form.prompt) or ""
+    reference = load_square(root / record[form.reference], size) if record.get(form.reference) else None
+    if spec.conditioning == "none":
+        return Example(prompt, reference=reference)
+    image = reference if form.image == form.reference else load_square(root / record[form.image], size)
+    if spec.upscale > 1:
+        return Example(prompt, image=degrade(image, rng, scale=spec.upscale, training=False), reference=image)
+    if spec.conditioning == "masked_image":
+        mask = load_mask(root / record[form.mask], size) if record.get(form.mask) else random_mask(rng, size)
+        return Example(prompt, image=image, mask=mask, reference=reference)
+    return Example(prompt, image=image, metric_input=image, reference=reference)
 
 
 def _to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -207,7 +234,7 @@ def generate(pipeline: Any, task: str, examples: Sequence[Example], size: int, s
 
 def eval_batch(task: str, records: Sequence[dict], examples: Sequence[Example], outputs: torch.Tensor) -> EvalBatch:
     """The metrics' view of a run: outputs plus whatever the task's records and examples provide."""
-    sources = BATCH_SOURCES[task]
+    sources = record_format(task).batch
 
     def texts(name: str) -> list[str] | None:
         if not sources.get(name):
@@ -283,18 +310,21 @@ def evaluate_folder(
     if "fid" in chosen and len(records) < 2:
         raise ValueError(f"FID needs at least 2 examples, the data has {len(records)}")
     paths = find_networks(chosen, inception=inception, lpips_path=lpips, clip=clip)
-    served = MTUConfig.load(model).task_names
-    if task not in served:
-        raise ValueError(f"{model} does not serve task {task!r}; it serves {served}")
+    config = MTUConfig.load(model)
+    if task not in config.task_names:
+        raise ValueError(f"{model} does not serve task {task!r}; it serves {config.task_names}")
+    spec = config.tasks[config.task_index(task)]
 
     from mtu.pipelines import MTUPipeline
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipeline = MTUPipeline.from_mtu(model).to(device)
     size = resolution or pipeline.unet.config.sample_size * pipeline.vae_scale_factor
-    if task == "sr" and size % SR_SCALE:
-        raise ValueError(f"sr needs a resolution divisible by {SR_SCALE} (the low-res input is 1/{SR_SCALE}), got {size}")
-    examples = [prepare_example(task, r, root, size, np.random.default_rng((seed, i))) for i, r in enumerate(records)]
+    if size % spec.upscale:
+        raise ValueError(
+            f"{task} needs a resolution divisible by {spec.upscale} (the low-res input is 1/{spec.upscale}), got {size}"
+        )
+    examples = [prepare_example(spec, r, root, size, np.random.default_rng((seed, i))) for i, r in enumerate(records)]
     sampler = {"guidance_scale": guidance_scale, "image_guidance_scale": image_guidance_scale}
     outputs = generate(pipeline, task, examples, size, seed, batch_size, num_inference_steps, **sampler)
     del pipeline  # free the denoiser before the feature networks load

@@ -32,16 +32,20 @@ def image_size(image: PipelineImageInput) -> tuple[int, int]:
     return tuple(first.shape[-2:])
 
 
-def check_bounds(request, height: int, width: int) -> None:
-    """Refuse inputs and outputs over `mtu.limits` (before any compute: an sr output is 4x its input a side)."""
+def check_bounds(request, height: int, width: int, upscale: int = 1) -> None:
+    """Refuse inputs and outputs over `mtu.limits`, before any compute.
+
+    `upscale` is how many times its input a side the output is when the request does not give its size
+    (`TaskSpec.upscale`: sr's output is 4x its input), named in the message.
+    """
     for name in ("image", "mask_image"):
         if getattr(request, name) is not None:
             input_height, input_width = image_size(getattr(request, name))
             check_image_size(input_width, input_height, what=f"input {name}")
     what = "output"
-    if request.task == "sr" and request.image is not None and (request.height is None or request.width is None):
+    if upscale > 1 and request.image is not None and (request.height is None or request.width is None):
         input_height, input_width = image_size(request.image)
-        what = f"sr output ({request.upscale} x the {input_width} x {input_height} input)"
+        what = f"{request.task} output ({upscale} x the {input_width} x {input_height} input)"
     check_image_size(width, height, what=what)
     prompts = request.prompts
     for prompt in prompts:

@@ -27,9 +27,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 import mtu
 from mtu.assets import resolve_model_path
-from mtu.conditioning import denoiser_input, latent_mask, mask_image
+from mtu.conditioning import conditioning_channels, denoiser_input, latent_mask, mask_image
 from mtu.config import MTUConfig, TaskSpec
-from mtu.limits import SR_UPSCALE, check_steps
+from mtu.limits import check_steps
 from mtu.model import MTUModel, concat_task_inputs
 from mtu.pipelines.inputs import check_bounds, image_count, image_size, tokenize
 
@@ -49,8 +49,9 @@ class MTURequest:
         num_images_per_prompt: images per prompt.
         generator: seeds the initial noise (and the inpaint VAE sample), as in diffusers.
         height, width: output size; by default the model's for t2i, the input image's for image tasks,
-            and `upscale` x the input's for "sr".
-        upscale: "sr" only: the scale factor when height/width are not given.
+            and `upscale` x the input's for tasks that scale up (sr).
+        upscale: tasks that scale up (`TaskSpec.upscale` > 1) only: the scale factor when height/width
+            are not given; None takes the task's own.
         preserve_unmasked: "inpaint" only: paste back the input pixels outside the mask.
     """
 
@@ -65,7 +66,7 @@ class MTURequest:
     generator: torch.Generator | None = None
     height: int | None = None
     width: int | None = None
-    upscale: int = SR_UPSCALE
+    upscale: int | None = None
     preserve_unmasked: bool = True
 
     @property
@@ -88,8 +89,7 @@ class _Plan:
     text: torch.Tensor  # (copies * B, L, D)
     combine: Callable[[torch.Tensor], torch.Tensor]  # (copies * B, ...) noise -> (B, ...) guided noise
     copies: int
-    condition: torch.Tensor | None = None  # (copies * B, C', h, w)
-    mask: torch.Tensor | None = None  # (copies * B, 1, h, w)
+    condition: torch.Tensor | None = None  # (copies * B, E, h, w): `conditioning_channels`
     added_cond: dict[str, torch.Tensor] = field(default_factory=dict)  # SDXL text_embeds / time_ids
     paste: tuple[torch.Tensor, torch.Tensor] | None = None  # (image, pixel mask) to restore outside the mask
 
@@ -228,25 +228,35 @@ class MTUPipeline(DiffusionPipeline):
             raise ValueError(f"got {len(request.negative_prompt)} negative prompts for {len(prompts)} prompts")
         if request.num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {request.num_images_per_prompt}")
-        height, width = self._output_size(request)
+        upscale = self._upscale(request, spec)
+        height, width = self._output_size(request, upscale)
         factor = self.vae_scale_factor
         if height % factor or width % factor:
             raise ValueError(
                 f"height and width must be multiples of {factor} (the VAE's downsampling), got {height}x{width}: "
                 f"resize the image or pass height={height // factor * factor}, width={width // factor * factor}"
             )
-        check_bounds(request, height, width)
+        check_bounds(request, height, width, upscale)
         return replace(request, height=height, width=width)
 
-    def _output_size(self, request: MTURequest) -> tuple[int, int]:
+    @staticmethod
+    def _upscale(request: MTURequest, spec: TaskSpec) -> int:
+        """How many times the input image a side the output is, when height / width are not given."""
+        if spec.upscale == 1:
+            return 1
+        if request.upscale is not None and (isinstance(request.upscale, bool) or not isinstance(request.upscale, int)
+                                            or request.upscale < 1):
+            raise ValueError(f"upscale must be an int >= 1, got {request.upscale!r}")
+        return request.upscale or spec.upscale
+
+    def _output_size(self, request: MTURequest, upscale: int) -> tuple[int, int]:
         if request.height is not None and request.width is not None:
             return request.height, request.width
         if request.image is None:
             size = self.unet.config.sample_size * self.vae_scale_factor
             return request.height or size, request.width or size
         height, width = image_size(request.image)
-        scale = request.upscale if request.task == "sr" else 1
-        return request.height or height * scale, request.width or width * scale
+        return request.height or height * upscale, request.width or width * upscale
 
     def encode_prompt(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Text states (B, L, D) and, for SDXL, pooled embeddings (B, D2), as the stock pipelines compute them."""
@@ -297,13 +307,13 @@ class MTUPipeline(DiffusionPipeline):
             condition = condition * self.vae.config.scaling_factor
             mask = latent_mask(pixel_mask, shape[-2:])
             paste = (image, (pixel_mask >= 0.5).to(dtype)) if request.preserve_unmasked else None
+        condition = conditioning_channels(spec, condition, mask)
         if condition is not None:
             condition = condition.repeat_interleave(per_prompt, 0)
-        if mask is not None:
-            mask = mask.repeat_interleave(per_prompt, 0)
-            paste = paste and tuple(t.repeat_interleave(per_prompt, 0) for t in paste)
+        if paste is not None:
+            paste = tuple(t.repeat_interleave(per_prompt, 0) for t in paste)
 
-        plan = self._guidance(request, spec, text, negative, condition, mask)
+        plan = self._guidance(request, spec, text, negative, condition)
         plan.latents, plan.paste = latents, paste
         if self.is_sdxl:
             pooled = pooled.repeat_interleave(per_prompt, 0)
@@ -320,7 +330,7 @@ class MTUPipeline(DiffusionPipeline):
         return tensor.expand(count, *tensor.shape[1:]) if tensor.shape[0] == 1 else tensor
 
     @staticmethod
-    def _guidance(request, spec, text, negative, condition, mask) -> _Plan:
+    def _guidance(request, spec, text, negative, condition) -> _Plan:
         """Guidance copies in the stock pipelines' batch order, and the arithmetic that combines them."""
         g, ig = request.guidance_scale, request.image_guidance_scale
         if spec.conditioning == "image" and g > 1.0 and ig >= 1.0:
@@ -337,8 +347,8 @@ class MTUPipeline(DiffusionPipeline):
                 return unconditional + g * (conditional - unconditional)
 
             twice = (lambda t: None if t is None else torch.cat([t, t]))
-            return _Plan(request, spec, None, torch.cat([negative, text]), combine, 2, twice(condition), twice(mask))
-        return _Plan(request, spec, None, text, lambda noise: noise, 1, condition, mask)
+            return _Plan(request, spec, None, torch.cat([negative, text]), combine, 2, twice(condition))
+        return _Plan(request, spec, None, text, lambda noise: noise, 1, condition)
 
     def _sdxl_conditioning(self, plan, pooled, negative_pooled, request, dtype, device) -> dict[str, torch.Tensor]:
         batch = plan.latents.shape[0]
@@ -364,7 +374,7 @@ class MTUPipeline(DiffusionPipeline):
             inputs = []
             for plan, plan_latents in zip(plans, latents.split(sizes)):
                 scaled = self.scheduler.scale_model_input(torch.cat([plan_latents] * plan.copies), t)
-                inputs.append(denoiser_input(plan.spec, scaled, plan.condition, plan.mask))
+                inputs.append(denoiser_input(plan.spec, scaled, plan.condition))
             noise = self.unet(
                 concat_task_inputs(inputs), t, encoder_hidden_states=text, added_cond_kwargs=added or None,
                 task=tasks, return_dict=False,

@@ -11,7 +11,6 @@ import PIL.Image
 import torch
 
 from mtu.assets import SHAPES_BASE_SAMPLER
-from mtu.limits import SR_UPSCALE  # the same factor MTURequest defaults to
 from mtu.pipelines import MTURequest
 from mtu.serve.batching import BatchWorker
 from mtu.serve.guess import guess_task
@@ -115,7 +114,7 @@ class ChatService:
 
     def build_request(self, task: str, text: str, image, mask, settings: Settings, seed: int) -> MTURequest:
         """Check the inputs of `task`, resize them to the size it runs at, and make the request."""
-        spec = self.pipe.unet.mtu_config.tasks[self.tasks.index(task)]
+        spec = self.spec(task)
         common = dict(guidance_scale=float(settings.guidance), image_guidance_scale=float(settings.image_guidance),
                       generator=torch.Generator().manual_seed(seed))
         if spec.conditioning == "none":
@@ -125,7 +124,7 @@ class ChatService:
         if spec.conditioning == "masked_image" and mask is None:
             raise RequestError(f"{task} fills a painted area: paint over the part of the current image to fill, then send")
         height, width = self.output_size(task, image.size)
-        if task == "sr":  # the pipeline resizes the low-resolution input to the output size itself
+        if spec.upscale > 1:  # the pipeline resizes the low-resolution input to the output size itself
             return MTURequest(task, text, image=image, height=height, width=width, **common)
         image = image.resize((width, height), PIL.Image.BICUBIC)
         if spec.conditioning == "masked_image":
@@ -133,17 +132,22 @@ class ChatService:
             return MTURequest(task, text, image=image, mask_image=mask, **common)
         return MTURequest(task, text, image=image, **common)
 
+    def spec(self, task: str):
+        """The `TaskSpec` of one of the model's tasks."""
+        return self.pipe.unet.mtu_config.tasks[self.tasks.index(task)]
+
     def output_size(self, task: str, image_size: tuple[int, int]) -> tuple[int, int]:
         """(height, width) a task runs at for an input of `image_size` (width, height).
 
         Inputs are scaled so their longer side is the model's own resolution (so most requests share a
-        size and batch together); "sr" outputs are the input scaled up 4x, within 4x that resolution
-        and `max_side`.
+        size and batch together); the outputs of a task that scales up (`TaskSpec.upscale`, sr: 4x) are
+        the input scaled up that much, within that many times the resolution and `max_side`.
         """
         width, height = image_size
-        if task == "sr":
-            box = min(SR_UPSCALE * self.native, self.limits.max_side)
-            scale = min(SR_UPSCALE, box / max(width, height))
+        upscale = self.spec(task).upscale
+        if upscale > 1:
+            box = min(upscale * self.native, self.limits.max_side)
+            scale = min(upscale, box / max(width, height))
         else:
             scale = self.native / max(width, height)
         return self._round(height * scale), self._round(width * scale)

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from mtu.conditioning import latent_mask, mask_image
+from mtu.conditioning import conditioning_channels, latent_mask, mask_image
 from mtu.training.config import is_hub_id
 
 
@@ -98,17 +98,21 @@ class Components:
     def extra_channels(self, spec) -> int:
         """Channels a task's conditioning adds after the noisy latent (`mtu.conditioning` layouts)."""
         latent = self.vae.config.latent_channels
-        return {"none": 0, "image": latent, "masked_image": latent + 1}[spec.conditioning]
+        return spec.input_channels(latent) - latent
 
     @torch.no_grad()
     def condition_latents(self, spec, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """A task's conditioning channels in denoiser layout, from (B, 3, H, W) images and (B, 1, H, W) masks."""
+        """A task's conditioning channels in denoiser layout, from (B, 3, H, W) images and (B, 1, H, W) masks.
+
+        The layout is `mtu.conditioning.conditioning_channels`'s, as in `MTUPipeline`; the latents differ
+        only where training must be deterministic (the masked image's posterior mode, not a sample).
+        """
         if spec.conditioning == "masked_image":
             masks = masks.to(self.device)
             masked = self.image_latents(mask_image(images.to(self.device), masks), scaled=True)
-            return torch.cat([latent_mask(masks, masked.shape[2:]).float(), masked], dim=1)
+            return conditioning_channels(spec, masked, latent_mask(masks, masked.shape[2:]).float())
         if spec.conditioning == "image":
-            return self.image_latents(images)
+            return conditioning_channels(spec, self.image_latents(images))
         raise ValueError(f"task {spec.name!r}: conditioning {spec.conditioning!r} has no image latents")
 
     @torch.no_grad()

@@ -27,14 +27,18 @@ LOG_WITH = ("tensorboard", "none")
 DEGRADATIONS = ("first_order", "second_order")
 ROLES = ("image", "text", "target")
 
-# Column names of the paper's datasets, per conditioning / task (override with `source.columns`).
 CACHE_MODES = ("none", "latents")
+# Column names of the paper's datasets (override with `source.columns`): per conditioning, "degraded" for
+# a task whose input image is made from the target (`TaskConfig.scale`), and per built-in task whose
+# dataset names them otherwise (`TASK_COLUMNS`).
 DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
     "none": {"target": "image", "text": "caption"},  # COCO captions
     "image": {"image": "input_image", "text": "edit_prompt", "target": "edited_image"},  # InstructPix2Pix
-    "sr": {"target": "image", "text": "caption"},  # any high-res images; the low-res input is made on the fly
-    "remove": {"image": "source_image", "text": "instruction", "target": "target_image"},  # GQA-Inpaint
+    "degraded": {"target": "image", "text": "caption"},  # any high-res images; the low-res input is made on the fly
     "masked_image": {"target": "image", "text": "caption"},  # images + generated masks
+}
+TASK_COLUMNS: dict[str, dict[str, str]] = {
+    "remove": {"image": "source_image", "text": "instruction", "target": "target_image"},  # GQA-Inpaint
 }
 
 # A string that can only be a hub repository id ("org/name"), not a local path.
@@ -118,7 +122,8 @@ class TaskConfig:
         conditioning: for tasks that are not built in: "none", "image" or "masked_image".
         description: one line for humans (user tasks).
         sr_scale: image tasks: make the conditioning image by degrading the target by this factor
-            (Real-ESRGAN style) and resizing it back up; 4 by default for "sr", unset otherwise.
+            (Real-ESRGAN style) and resizing it back up; by default the task's `TaskSpec.upscale` when it
+            scales up (sr: 4), unset otherwise. A task that is not built in then scales up by it.
         degradation: "second_order" (two degradation rounds, the second milder; Real-ESRGAN) or
             "first_order", for `sr_scale` on real images. Shapes sr uses the world's own first-order chain.
         prompt: false trains the task with empty prompts (the paper's SR data has no captions; a Shapes
@@ -136,18 +141,23 @@ class TaskConfig:
     def spec(self, name: str) -> TaskSpec:
         if name in BUILTIN_TASKS and self.conditioning is None:
             return BUILTIN_TASKS[name]
-        return TaskSpec(name, self.conditioning or "none", description=self.description)
+        conditioning = self.conditioning or "none"
+        upscale = self.sr_scale if conditioning == "image" and _is_int(self.sr_scale) and self.sr_scale > 1 else 1
+        return TaskSpec(name, conditioning, description=self.description, upscale=upscale)
 
     def scale(self, name: str) -> int | None:
-        """The sr degradation factor of this task, or None when its conditioning image is read from data."""
-        return self.sr_scale if self.sr_scale is not None else (4 if name == "sr" else None)
+        """The degradation factor that makes this task's input image from the target, or None when its input
+        image is read from data."""
+        upscale = self.spec(name).upscale
+        return self.sr_scale if self.sr_scale is not None else (upscale if upscale > 1 else None)
 
     def columns(self, name: str) -> dict[str, str]:
         conditioning = self.spec(name).conditioning
-        key = name if name in ("sr", "remove") else conditioning
         if conditioning == "image" and self.scale(name):
-            key = "sr"
-        return {**DEFAULT_COLUMNS[key], **(self.source.columns if isinstance(self.source.columns, dict) else {})}
+            defaults = DEFAULT_COLUMNS["degraded"]
+        else:
+            defaults = TASK_COLUMNS.get(name, DEFAULT_COLUMNS[conditioning])
+        return {**defaults, **(self.source.columns if isinstance(self.source.columns, dict) else {})}
 
     def problems(self, name: str) -> list[str]:
         where = f"tasks.{name}"

@@ -26,6 +26,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from mtu.conditioning import denoiser_input
 from mtu.layers.routing import task_runs
 from mtu.model import concat_task_inputs
 from mtu.signals import StopRequest
@@ -267,7 +268,7 @@ def train_batch(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"prediction_type {prediction_type!r} is not supported; valid: ['epsilon', 'v_prediction']")
     task_ids = batch["task_ids"]
     inputs = [
-        torch.cat([noisy[rows], encoded["condition"][rows, : components.extra_channels(specs[task])]], dim=1)
+        denoiser_input(specs[task], noisy[rows], encoded["condition"][rows, : components.extra_channels(specs[task])])
         for task, rows in task_runs(task_ids.tolist())
     ]
     added = components.added_cond_kwargs(encoded.get("pooled"))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mtu.config import TaskSpec
+from mtu.config import BUILTIN_TASKS, TaskSpec
 from mtu.limits import check_image_size, check_text, training_max_side
 from mtu.training.config import SourceConfig, TaskConfig
 from mtu.training.degradation import low_resolution_input
@@ -138,6 +138,7 @@ class ShapesSource:
 
     def __init__(self, name: str, resolution: int, prompt: bool = True) -> None:
         self.name, self.resolution, self.prompt = name, resolution, prompt
+        self.spec = BUILTIN_TASKS[name]  # the world makes the built-in tasks only
 
     def example(self, index: int, rng: np.random.Generator) -> Pair:
         """Pool entry `index`: the world has no records, so the entry is whatever `rng` draws."""
@@ -150,13 +151,13 @@ class ShapesSource:
         if not self.prompt:
             example = replace(example, prompt="")
         target = fit(example.target, self.resolution)
-        if self.name == "t2i":
+        if self.spec.conditioning == "none":
             return Pair(self.name, example.prompt, target)
-        if self.name == "inpaint":
+        if self.spec.conditioning == "masked_image":
             mask = np.asarray(Image.fromarray(example.mask).resize((self.resolution,) * 2, Image.Resampling.NEAREST))
             return Pair(self.name, example.prompt, target, image=fit(example.image, self.resolution), mask=mask)
-        # sr: the 16x16 low-res input goes back up to the output size, as the "image" conditioning expects.
-        image = upsample(example.image, self.resolution) if self.name == "sr" else fit(example.image, self.resolution)
+        # A task that scales up (sr): the low-res input goes back up to the output size, as "image" conditioning expects.
+        image = upsample(example.image, self.resolution) if self.spec.upscale > 1 else fit(example.image, self.resolution)
         return Pair(self.name, example.prompt, target, image=image)
 
 

@@ -2,7 +2,8 @@
 
 colorize (grayscale scene -> colour scene, with its caption) is not a task of the paper: it is the task
 added to a trained model later (`MTUModel.add_task`, `mtu train` method add-task), so it comes last in
-`TASKS`, leaving the other tasks' held-out sets (indexed by task position) unchanged.
+`TASKS` (the built-in tasks, `mtu.config.BUILTIN_TASKS`, in their order), leaving the other tasks'
+held-out sets (indexed by task position) unchanged.
 
 Each example carries the source scene and the target scene, so evaluation compares outputs with the
 target both in pixels and in attributes read back by the parser.
@@ -20,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from mtu.config import BUILTIN_TASKS
 from mtu.data.shapes.degrade import degrade, grayscale, random_mask
 from mtu.data.shapes.world import (
     BACKGROUNDS,
@@ -36,9 +38,9 @@ from mtu.data.shapes.world import (
     with_article,
 )
 
-TASKS: tuple[str, ...] = ("t2i", "edit", "sr", "remove", "inpaint", "colorize")  # append only: see above
+TASKS: tuple[str, ...] = tuple(BUILTIN_TASKS)  # the world makes every built-in task (appended only: see above)
 EDIT_KINDS: tuple[str, ...] = ("recolor", "reshape", "background", "move")
-SR_SCALE = 4
+SR_SCALE = BUILTIN_TASKS["sr"].upscale
 EVALUATION_SPAWN_KEY = 0x5EA1_0E7A  # large, so never a child index of SeedSequence.spawn
 # Held-out splits of `evaluation_set`: test scores results; validation alone may choose settings.
 # Different entropy, same spawn-key shape: disjoint streams, and both disjoint from training pools
