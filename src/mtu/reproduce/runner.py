@@ -66,8 +66,8 @@ def reproduce(
         records: the committed folder of run records.
         tasks: the tasks whose claims are checked (t2i and at least one more).
         eval_steps: denoising steps of the evaluation sampler.
-        jobs: runs trained at once, each in its own process, in priority order (main, extra, Fig. 2,
-            experts, pairs).
+        jobs: runs trained at once, each in its own process, in priority order (the model to ship,
+            main, pairs, extra, Fig. 2, experts).
         device: where runs train and score (default: cuda when available, else cpu).
         report_only: run nothing; write the report from the records there are (missing runs are listed).
         pilot: the pilot's record (default reproduction/pilot.json): its S and setting.
@@ -94,7 +94,7 @@ def reproduce(
         base = _with_setting(base, setting)
     out, records = Path(out), Path(records)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    queue = unique_runs({name: tables[name] for name in ("main", "extra", "deviation", "experts", "pairs")})
+    queue = unique_runs({name: tables[name] for name in ("main", "pairs", "extra", "deviation", "experts")})
     queue.sort(key=lambda run: run != SHIPPED_RUN)  # the model to ship trains first (stable otherwise)
     settings["setting"] = setting.name if setting else None
     settings["ship_to"] = None if quick or ship_to is None else str(ship_to)
