@@ -12,6 +12,8 @@ import sys
 
 # Errors whose message says what went wrong by itself (refusals, missing files, bad settings).
 EXPECTED_ERRORS = (ValueError, OSError, RuntimeError)
+# Commands that give their workers threads themselves (reproduce: cores / jobs; pretrain-shapes: 1).
+OWN_THREADS = {"reproduce", "pretrain-shapes"}
 # Sub-command modules, in the order `mtu --help` lists them. Each imports only the standard library (and
 # light mtu modules) at the top, so `mtu --help` and argument errors return without loading torch.
 COMMAND_MODULES = ["quickstart", "demo", "upcycle", "add_task", "generate", "export", "info", "eval", "pretrain_shapes", "train", "reproduce", "serve"]
@@ -20,6 +22,9 @@ COMMAND_MODULES = ["quickstart", "demo", "upcycle", "add_task", "generate", "exp
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtu", description="Multi-Task Upcycling for diffusion models.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    parser.add_argument("--threads", type=int, dest="global_threads", metavar="N",
+                        help="torch CPU threads (default: the cores free at start, so a busy CPU does not slow "
+                        "every step 10x; OMP_NUM_THREADS also sets it)")  # fmt: skip
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"mtu.cli.{name}").register(subparsers)
@@ -57,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_device(getattr(args, "device", None))
+        if args.command not in OWN_THREADS:
+            from mtu.threads import configure_threads
+
+            configure_threads(getattr(args, "threads", None) or args.global_threads)
         result = args.func(args)
     except Exception as error:  # a traceback helps no user; --debug shows it for reports
         if args.debug:

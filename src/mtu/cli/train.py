@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--stop-after", type=int, metavar="N", help="checkpoint and exit after N steps (the LR schedule keeps max_steps)"
     )
     parser.add_argument("--dry-run", action="store_true", help="print the trainable parameters of every method, then exit")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the cores free at start; see mtu --help)")
     parser.set_defaults(func=run)
 
 
@@ -34,10 +34,6 @@ def run(args: argparse.Namespace) -> int:
     """Load the config with the overrides and train (or count parameters)."""
     from mtu.training import dry_run, load_config, train
 
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
     overrides = {
         "train.max_steps": args.max_steps,
         "output_dir": args.output_dir,
