@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from benchmarks import denoiser, ffn, limits, size, switching, train_cache, training
+from benchmarks import busy_cpu, denoiser, ffn, limits, size, switching, train_cache, training
 from benchmarks.configs import base_unet
 from benchmarks.report import Section, environment, sections_from_json, to_json, to_markdown
 from benchmarks.settings import Settings
@@ -42,13 +42,14 @@ SECTIONS: dict[str, Callable[[Settings], Section]] = {
     "training": training.run,
     "cache": train_cache.run,
     "limits": limits.run,
+    "busy": busy_cpu.run,
     "gpu": gpu_section,
 }
 
 
 # Run order: training needs the most memory (full fine-tuning: ~14 GiB in a worker), so it runs after the
 # shared base UNet is released; the report keeps the order of SECTIONS.
-RUN_ORDER = ["ffn", "denoiser", "size", "switching", "mixed", "limits", "training", "cache", "gpu"]
+RUN_ORDER = ["ffn", "denoiser", "size", "switching", "mixed", "limits", "training", "cache", "busy", "gpu"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
