@@ -5,18 +5,18 @@
     >>> noise_pred = model(latents, t, text_embeddings, task="edit").sample
 """
 
-__version__ = "0.1.0"
-
 import importlib
 import sys
 import types
 
 from mtu.config import BUILTIN_TASKS, MTUConfig, TaskSpec
+from mtu.version import __version__
 
 # Imported on first use: they import torch and diffusers, which `mtu --help` should not wait for.
 _LAZY = {"MTUModel": "mtu.model", "concat_task_inputs": "mtu.model", "load": "mtu.upcycle", "upcycle": "mtu.upcycle"}
 
 __all__ = [
+    "__version__",
     "BUILTIN_TASKS",
     "MTUConfig",
     "MTUModel",

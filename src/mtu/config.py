@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mtu.outputs import write_text_atomic
+from mtu.version import __version__
 
 CONFIG_NAME = "mtu_config.json"
 
@@ -136,12 +137,6 @@ def as_task_spec(task: TaskSpec | str | dict) -> TaskSpec:
     raise ValueError(f"a task must be a name, a dict or a TaskSpec, got {type(task).__name__}")
 
 
-def _mtu_version() -> str:
-    from mtu import __version__
-
-    return __version__
-
-
 @dataclass
 class MTUConfig:
     """How to upcycle a denoiser.
@@ -202,7 +197,7 @@ class MTUConfig:
             raise ValueError(f"unknown task {name!r}; this model serves {self.task_names}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mtu_version": _mtu_version(), **asdict(self)}
+        return {"mtu_version": __version__, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MTUConfig":

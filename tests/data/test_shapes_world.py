@@ -18,9 +18,9 @@ from mtu.data.shapes.world import (
     cell_center,
     render,
     sample_scene,
-    vocabulary,
     words,
 )
+from mtu.data.shapes.vocabulary import vocabulary
 
 
 def test_palette_is_well_separated():

@@ -115,7 +115,7 @@ def test_cache_without_a_pool_is_a_config_error(tiny_model, tmp_path):
 
 
 def test_lr_multipliers_make_parameter_groups(tiny_model, tmp_path):
-    from mtu.training.loop import build_run, make_accelerator
+    from mtu.training.run import build_run, make_accelerator
 
     data = config_dict(tiny_model, tmp_path / "run", tasks=("t2i", "edit"),
                        train={"learning_rate": 1e-3, "lr_multipliers": {"conv_in|router": 10.0}})  # fmt: skip

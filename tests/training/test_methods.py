@@ -9,15 +9,14 @@ import torch
 
 from mtu.cli.main import main
 from mtu.config import MTUConfig
+from mtu.training.counts import parameter_counts, trainable_count
 from mtu.training.methods import (
     AdapterSpec,
     activate,
     adapter_parameters,
     build_model,
     load_trained,
-    parameter_counts,
     save_trained,
-    trainable_count,
 )
 from tests.core.tiny_models import tiny_sd_unet
 from tests.training.conftest import config_dict, write_config

@@ -71,15 +71,15 @@ def test_resume_rules(tiny_model, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_model, tmp_path, monkeypatch):
-    import mtu.training.loop as loop
+    import mtu.training.step as step
 
-    real = loop.train_batch
+    real = step.train_batch
 
     def poisoned(run, batch):
         losses, tasks = real(run, batch)
         return (losses * float("nan") if batch["step"] == 2 else losses), tasks
 
-    monkeypatch.setattr(loop, "train_batch", poisoned)
+    monkeypatch.setattr(step, "train_batch", poisoned)
     with pytest.raises(RuntimeError) as caught:
         train(TrainConfig.from_dict(config_dict(tiny_model, tmp_path / "run")))
     message = str(caught.value)

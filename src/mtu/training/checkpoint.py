@@ -119,7 +119,7 @@ def find_checkpoint(resume: str, output_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(run, step: int, keep: int, config_text: str) -> Path:
-    """Checkpoint `run` (a `mtu.training.loop.Run`) at `step`, atomically; keep only the newest `keep`.
+    """Checkpoint `run` (a `mtu.training.run.Run`) at `step`, atomically; keep only the newest `keep`.
 
     Every process must call this (each writes its own RNG states); only the main one renames.
     """
@@ -219,7 +219,7 @@ def _parse_config(path: Path) -> dict:
 
 
 def load_checkpoint(run, checkpoint: Path) -> None:
-    """Restore `run` (a `mtu.training.loop.Run`) from `checkpoint`, reading only safetensors / JSON files.
+    """Restore `run` (a `mtu.training.run.Run`) from `checkpoint`, reading only safetensors / JSON files.
 
     Pickle files in the folder are never opened (planted ones are only reported).
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mtu.conditioning import conditioning_channels, latent_mask, mask_image
-from mtu.training.config import is_hub_id
+from mtu.training.checks import is_hub_id
 
 
 @dataclass

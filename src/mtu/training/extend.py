@@ -110,7 +110,7 @@ def train_only(model, tasks: list[str]) -> None:
 
 def dry_run_text(config, unet_config) -> str:
     """What an add-task run trains and what it leaves frozen (counted on the meta device, no weights)."""
-    from mtu.training.methods import meta_unet
+    from mtu.training.counts import meta_unet
     from mtu.upcycle import upcycle
 
     model = upcycle(meta_unet(unet_config), extended_config(config))

@@ -37,6 +37,16 @@ METHOD_FILE = "training_method.json"
 ADAPTERS_FILE = "adapters.safetensors"
 DENOISER_FILE = "denoiser.safetensors"  # method "full": every weight of the fine-tuned denoiser
 ADAPTER_METHODS = ("lora", "ia3")
+# Parameter accounting moved to `mtu.training.counts`; these names stay importable from here.
+_COUNTS = ("format_counts", "meta_unet", "parameter_counts", "trainable_count")
+
+
+def __getattr__(name: str):
+    if name in _COUNTS:
+        from mtu.training import counts
+
+        return getattr(counts, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def mtu_config_of(config: TrainConfig) -> MTUConfig:
@@ -143,64 +153,6 @@ def build_model(
     raise ValueError(f"unknown method {method!r}; valid options: {list(METHODS)}")
 
 
-def trainable_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def meta_unet(unet_config) -> nn.Module:
-    """A weightless copy of a denoiser (meta device): enough to count parameters of any method."""
-    from diffusers import UNet2DConditionModel
-
-    with torch.device("meta"):
-        return UNet2DConditionModel.from_config(unet_config)
-
-
-def parameter_counts(unet_config, mtu_config: MTUConfig, rank: int | str = "auto", alpha: float | None = None) -> dict:
-    """Trainable parameters of every method for this base model and these tasks (built on the meta device).
-
-    Returns:
-        {"mtu": n, "lora": n, "lora_rank": r, "ia3": n, "single-task": {task: n}}; with rank "auto", r is
-        the LoRA rank whose count is closest to MTU's.
-    """
-    counts: dict = {"mtu": trainable_count(build_model(meta_unet(unet_config), "mtu", mtu_config))}
-    task_layers = trainable_count(add_task_layers(meta_unet(unet_config), mtu_config))
-    inputs, outputs = ffn_linears(meta_unet(unet_config), mtu_config.target_modules)
-    modules = dict(meta_unet(unet_config).named_modules())
-    per_rank = len(mtu_config.tasks) * sum(modules[n].in_features + modules[n].out_features for n in inputs + outputs)
-    if rank == "auto":
-        rank = max(1, round((counts["mtu"] - task_layers) / per_rank))
-    counts["lora_rank"] = rank
-    lora = build_model(meta_unet(unet_config), "lora", mtu_config, AdapterSpec("lora", rank, alpha))
-    counts["lora"] = trainable_count(lora)
-    counts["ia3"] = trainable_count(build_model(meta_unet(unet_config), "ia3", mtu_config, AdapterSpec("ia3")))
-    counts["single-task"] = {
-        task.name: trainable_count(build_model(meta_unet(unet_config), "mtu", _one_task(mtu_config, task)))
-        for task in mtu_config.tasks
-    }
-    return counts
-
-
-def _one_task(mtu_config: MTUConfig, task) -> MTUConfig:
-    from dataclasses import replace
-
-    return replace(mtu_config, tasks=[task])
-
-
-def format_counts(counts: dict, method: str) -> str:
-    """The dry-run table: trainable parameters per method, the configured one marked."""
-    rows = [("mtu", counts["mtu"]), (f"lora (rank {counts['lora_rank']})", counts["lora"]), ("ia3", counts["ia3"])]
-    rows += [(f"single-task ({task})", n) for task, n in counts["single-task"].items()]
-    single_total = sum(counts["single-task"].values())
-    rows.append((f"single-task, all {len(counts['single-task'])} models", single_total))
-    lines = [f"{'method':<32}{'trainable parameters':>22}"]
-    for name, count in rows:
-        marker = "  <- this config" if name.split(" ")[0] == method and not name.startswith("single-task, all") else ""
-        lines.append(f"{name:<32}{count:>22,}{marker}")
-    ratio = counts["lora"] / max(counts["mtu"], 1)
-    lines.append(f"lora / mtu = {ratio:.3f} (rank chosen to match MTU's count as closely as possible)")
-    return "\n".join(lines)
-
-
 def save_trained(model: MTUModel, folder: str | Path, method: str, adapter: AdapterSpec | None = None) -> None:
     """Write a trained model: MTU weights (`save_pretrained`), adapters if any, and the method."""
     folder = Path(folder)
@@ -225,7 +177,6 @@ def load_trained(unet: nn.Module, folder: str | Path) -> MTUModel:
     model = build_model(unet, info["method"], MTUConfig.load(folder), adapter)
     load_weights(model, folder, info["method"])
     return model
-
 
 
 def load_trained_pipeline(folder: str | Path):

@@ -19,7 +19,7 @@ from PIL import Image
 
 from mtu.config import BUILTIN_TASKS, TaskSpec
 from mtu.limits import check_image_size, check_text, training_max_side
-from mtu.training.config import SourceConfig, TaskConfig
+from mtu.training.task_config import SourceConfig, TaskConfig
 from mtu.training.degradation import low_resolution_input
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

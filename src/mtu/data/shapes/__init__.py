@@ -2,7 +2,7 @@
 
 `world` defines scenes, rendering and captions; `tasks` builds t2i / edit / sr / remove / inpaint / colorize pairs;
 `degrade` holds the sr degradation and the inpainting mask generator (reusable on real images);
-`parser` reads a scene back from pixels for evaluation.
+`parser` reads a scene back from pixels for evaluation; `vocabulary` lists every word the world can write.
 """
 
 from mtu.data.shapes.degrade import degrade, random_mask
@@ -19,8 +19,8 @@ from mtu.data.shapes.world import (
     caption,
     render,
     sample_scene,
-    vocabulary,
 )
+from mtu.data.shapes.vocabulary import vocabulary
 
 __all__ = [
     "BACKGROUNDS",

@@ -15,8 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,29 +235,3 @@ def caption(scene: Scene, rng: np.random.Generator | None = None) -> str:
 def words(text: str) -> list[str]:
     """Split text the way `vocabulary` counts words: lowercase, on whitespace, without , . punctuation."""
     return text.lower().replace(",", " ").replace(".", " ").split()
-
-
-def _phrase_words(phrases: Iterable[str]) -> set[str]:
-    # Placeholders ("{}", "{target}") are filled with words counted elsewhere.
-    return {word for phrase in phrases for word in words(re.sub(r"\{\w*\}", " ", phrase))}
-
-
-def vocabulary() -> list[str]:
-    """Every lowercase word a caption, instruction or phrasing of `mtu.data.shapes` can produce.
-
-    Words are split by `words` (whitespace, with "," and "." removed). The tokenizer of the shipped
-    model is built from this list, so a new phrasing anywhere in the package must add its words here.
-
-    Returns:
-        Sorted list of unique words.
-    """
-    # Imported here: tasks imports this module.
-    from mtu.data.shapes.tasks import DESTINATION_PHRASES, INSTRUCTION_TEMPLATES
-
-    vocab: set[str] = {"a", "an", "and"}
-    vocab |= set(SHAPES) | _phrase_words(COLORS) | _phrase_words(BACKGROUNDS) | _phrase_words(POSITIONS)
-    vocab |= _phrase_words(p for phrases in POSITION_PHRASES.values() for p in phrases)
-    vocab |= _phrase_words(BACKGROUND_PHRASES) | _phrase_words(EMPTY_SCENE_PHRASES)
-    vocab |= _phrase_words(template for templates in INSTRUCTION_TEMPLATES.values() for template in templates)
-    vocab |= _phrase_words(p for phrases in DESTINATION_PHRASES.values() for p in phrases)
-    return sorted(vocab)

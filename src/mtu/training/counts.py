@@ -1,0 +1,72 @@
+"""Parameter accounting: how many parameters each method trains, counted on a weightless (meta) copy.
+
+`mtu train --dry-run` prints `format_counts`; LoRA's rank "auto" is the rank whose count is closest to
+MTU's (`parameter_counts`), so the baselines are compared at equal trainable parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from mtu.config import MTUConfig, TaskSpec
+from mtu.training.methods import AdapterSpec, build_model, ffn_linears
+from mtu.upcycle import add_task_layers
+
+
+def trainable_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def meta_unet(unet_config) -> nn.Module:
+    """A weightless copy of a denoiser (meta device): enough to count parameters of any method."""
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        return UNet2DConditionModel.from_config(unet_config)
+
+
+def parameter_counts(unet_config, mtu_config: MTUConfig, rank: int | str = "auto", alpha: float | None = None) -> dict:
+    """Trainable parameters of every method for this base model and these tasks (built on the meta device).
+
+    Returns:
+        {"mtu": n, "lora": n, "lora_rank": r, "ia3": n, "single-task": {task: n}}; with rank "auto", r is
+        the LoRA rank whose count is closest to MTU's.
+    """
+    counts: dict = {"mtu": trainable_count(build_model(meta_unet(unet_config), "mtu", mtu_config))}
+    task_layers = trainable_count(add_task_layers(meta_unet(unet_config), mtu_config))
+    inputs, outputs = ffn_linears(meta_unet(unet_config), mtu_config.target_modules)
+    modules = dict(meta_unet(unet_config).named_modules())
+    per_rank = len(mtu_config.tasks) * sum(modules[n].in_features + modules[n].out_features for n in inputs + outputs)
+    if rank == "auto":
+        rank = max(1, round((counts["mtu"] - task_layers) / per_rank))
+    counts["lora_rank"] = rank
+    lora = build_model(meta_unet(unet_config), "lora", mtu_config, AdapterSpec("lora", rank, alpha))
+    counts["lora"] = trainable_count(lora)
+    counts["ia3"] = trainable_count(build_model(meta_unet(unet_config), "ia3", mtu_config, AdapterSpec("ia3")))
+    counts["single-task"] = {
+        task.name: trainable_count(build_model(meta_unet(unet_config), "mtu", _one_task(mtu_config, task)))
+        for task in mtu_config.tasks
+    }
+    return counts
+
+
+def _one_task(mtu_config: MTUConfig, task: TaskSpec) -> MTUConfig:
+    return replace(mtu_config, tasks=[task])
+
+
+def format_counts(counts: dict, method: str) -> str:
+    """The dry-run table: trainable parameters per method, the configured one marked."""
+    rows = [("mtu", counts["mtu"]), (f"lora (rank {counts['lora_rank']})", counts["lora"]), ("ia3", counts["ia3"])]
+    rows += [(f"single-task ({task})", n) for task, n in counts["single-task"].items()]
+    single_total = sum(counts["single-task"].values())
+    rows.append((f"single-task, all {len(counts['single-task'])} models", single_total))
+    lines = [f"{'method':<32}{'trainable parameters':>22}"]
+    for name, count in rows:
+        marker = "  <- this config" if name.split(" ")[0] == method and not name.startswith("single-task, all") else ""
+        lines.append(f"{name:<32}{count:>22,}{marker}")
+    ratio = counts["lora"] / max(counts["mtu"], 1)
+    lines.append(f"lora / mtu = {ratio:.3f} (rank chosen to match MTU's count as closely as possible)")
+    return "\n".join(lines)
