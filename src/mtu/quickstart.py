@@ -2,7 +2,9 @@
 
 Upcycle `shapes-base`, score the untrained model on every task, train all five tasks together, score
 again, and write a Markdown report with input / output / target grids, the metrics before and after,
-and the router weights per task and layer.
+and the router weights per task and layer. A few hundred steps cannot learn the image tasks, so beside
+its own run the report scores the shipped `shapes-mtu` (the reproduction's model, trained on the full
+budget) on the same examples: what training for longer gives.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from mtu.assets import ASSETS_DIR, SHAPES_BASE_SAMPLER
+from mtu.assets import ASSETS_DIR, SHAPES_BASE_SAMPLER, shipped_mtu
 from mtu.config import DEFAULT_TASKS
 from mtu.evaluation.shapes_eval import IMAGE_ONLY_SUFFIX
 from mtu.evaluation.shapes_metrics import summary
@@ -26,7 +28,7 @@ GRID_EXAMPLES = 4
 
 
 def quickstart(out: str | Path = "outputs/quickstart", steps: int = 300, eval_samples: int = 32, seed: int = 0,
-               config: str | Path = DEFAULT_CONFIG, eval_steps: int = 25) -> Path:
+               config: str | Path = DEFAULT_CONFIG, eval_steps: int = 25, shipped: str | Path | None = "default") -> Path:
     """Run the quickstart; returns the path of the report (`out/report.md`).
 
     Args:
@@ -36,6 +38,8 @@ def quickstart(out: str | Path = "outputs/quickstart", steps: int = 300, eval_sa
         seed: training seed and evaluation seed.
         config: the training config (default: the packaged copy of configs/shapes.yaml).
         eval_steps: denoising steps of every evaluation and example (the shipped model's default is 25).
+        shipped: a trained MTU folder scored beside the run on the same examples ("default": the shipped
+            `shapes-mtu` when this installation has it; None: none).
     """
     from mtu.training import load_config, train
 
@@ -55,9 +59,17 @@ def quickstart(out: str | Path = "outputs/quickstart", steps: int = 300, eval_sa
     after = _evaluate(pipe, eval_samples, seed, sampler)
     grids = {task: _example_grid(pipe, task, out / f"examples-{task}.png", seed, sampler) for task in TASKS}
     router = _router_figure(pipe, out / "router.png")
+    shipped = shipped_mtu() if shipped == "default" else shipped
+    full = None
+    if shipped is not None:
+        reference = _pipeline(Path(shipped))
+        full = {"metrics": _evaluate(reference, eval_samples, seed, sampler),
+                "grids": {task: _example_grid(reference, task, out / f"shipped-{task}.png", seed, sampler)
+                          for task in TASKS if task in reference.unet.task_names}}  # fmt: skip
     minutes = (time.perf_counter() - started) / 60
-    report = _write_report(out, before, after, grids, router, steps, eval_samples, minutes)
-    (out / "metrics.json").write_text(json.dumps({"before": before, "after": after}, indent=1, default=str))
+    report = _write_report(out, before, after, grids, router, steps, eval_samples, minutes, full)
+    metrics = {"before": before, "after": after, **({"shipped": full["metrics"]} if full else {})}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
     return report
 
 
@@ -76,6 +88,8 @@ def _evaluate(pipe, samples: int, seed: int, sampler: dict) -> dict:
     metrics = {}
     for name in with_image_only(TASKS):
         task, prompt = parse_scored_name(name)
+        if task not in pipe.unet.task_names:  # a model trained on fewer tasks
+            continue
         metrics[name] = evaluate_mtu_task(pipe, task, samples, seed, batch_size=16, prompt=prompt, **sampler)
     return metrics
 
@@ -112,7 +126,7 @@ def _router_figure(pipe, path: Path) -> tuple[Path, str]:
 
 
 def _write_report(out: Path, before: dict, after: dict, grids: dict, router: tuple[Path, str], steps: int,
-                  samples: int, minutes: float) -> Path:
+                  samples: int, minutes: float, full: dict | None = None) -> Path:
     lines = [
         "# mtu quickstart report",
         "",
@@ -121,10 +135,13 @@ def _write_report(out: Path, before: dict, after: dict, grids: dict, router: tup
         "held-out Shapes examples per task (exact targets): attribute accuracy read back by the scene parser, "
         "and PSNR/SSIM against the target for the image tasks.",
         "",
-        "| task | untrained (just upcycled) | trained |",
-        "|---|---|---|",
+        "| task | untrained (just upcycled) | trained (this run) | shapes-mtu (shipped, full budget) |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| {row} | {summary(row, before[row])} | {summary(row, after[row])} |" for row in before]
+    shipped = (full or {}).get("metrics", {})
+    lines += [f"| {row} | {summary(row, before[row])} | {summary(row, after[row])} | "
+              f"{summary(row, shipped[row]) if row in shipped else 'not shipped in this installation'} |"
+              for row in before]  # fmt: skip
     image_only = IMAGE_ONLY_SUFFIX.strip()
     lines += ["", "The untrained model is exactly the base model: its t2i is the base's, and the image tasks ignore "
               "their input (their extra input channels start at zero). A Shapes caption names every object and the "
@@ -135,7 +152,9 @@ def _write_report(out: Path, before: dict, after: dict, grids: dict, router: tup
         prompts = grids[task].with_suffix(".txt").read_text().strip().splitlines()
         lines += [f"## {task}", "", "Columns: input (blank for t2i) | output | target. Prompts, top to bottom:", ""]
         lines += [f"{i + 1}. {prompt}" for i, prompt in enumerate(prompts)]
-        lines += ["", f"![{task}]({grids[task].name})", ""]
+        lines += ["", f"This run: ![{task}]({grids[task].name})", ""]
+        if full and task in full["grids"]:
+            lines += [f"shapes-mtu, same examples: ![{task} shapes-mtu]({full['grids'][task].name})", ""]
     lines += ["## Router weights per task and layer", "", router[1], "", f"![router]({router[0].name})", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))

@@ -61,3 +61,15 @@ def test_ship_writes_weights_and_a_card_and_replaces_atomically(trained_mtu, tmp
     assert "| edit | 0.500 | 0.000 | 21.50 | 17.50 |" in card and "| t2i | 0.250 | — | — | — |" in card
     assert json.loads((out / "mtu_config.json").read_text())["num_experts"] == 2
     MTUPipeline.from_mtu(out)  # loads onto the base its config names
+
+
+def test_shipped_name_resolves_only_when_shipped(monkeypatch, tmp_path):
+    import mtu.assets as assets
+
+    monkeypatch.setattr(assets, "SHIPPED_MTU", tmp_path / "shapes-mtu")
+    with pytest.raises(FileNotFoundError, match="'shapes-mtu' is not shipped in this installation yet"):
+        assets.resolve_model_path("shapes-mtu")
+    assert assets.shipped_mtu() is None
+    (tmp_path / "shapes-mtu").mkdir()
+    (tmp_path / "shapes-mtu" / "mtu_config.json").write_text("{}")
+    assert assets.resolve_model_path("shapes-mtu") == tmp_path / "shapes-mtu" == assets.shipped_mtu()

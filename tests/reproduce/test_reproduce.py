@@ -80,7 +80,7 @@ def test_sr_trains_and_is_scored_without_its_prompt(tiny_reproduce_config, tmp_p
 def test_quickstart_writes_a_report(tiny_config, tmp_path):
     from mtu.quickstart import quickstart
 
-    report = quickstart(tmp_path / "qs", steps=1, eval_samples=1, config=tiny_config, eval_steps=1)
+    report = quickstart(tmp_path / "qs", steps=1, eval_samples=1, config=tiny_config, eval_steps=1, shipped=None)
     text = report.read_text()
     assert "| t2i |" in text and "| inpaint |" in text and "![router](router.png)" in text
     assert all((tmp_path / "qs" / f"examples-{task}.png").is_file() for task in ("t2i", "edit", "sr", "remove", "inpaint"))
@@ -88,5 +88,18 @@ def test_quickstart_writes_a_report(tiny_config, tmp_path):
     assert set(metrics["after"]) == {"t2i", "edit", "sr", "remove", "inpaint", "sr (image only)", "inpaint (image only)"}
     assert not metrics["after"]["sr (image only)"]["prompt"] and metrics["after"]["sr"]["prompt"]
     assert "| sr (image only) |" in text
+    assert "not shipped in this installation" in text and "shipped" not in metrics  # shipped=None below
+
+
+def test_quickstart_scores_the_shipped_model_on_the_same_examples(tiny_config, tmp_path):
+    from mtu.quickstart import quickstart
+
+    first = quickstart(tmp_path / "qs", steps=1, eval_samples=1, config=tiny_config, eval_steps=1, shipped=None)
+    assert "not shipped in this installation" in first.read_text()
+    shipped = tmp_path / "qs" / "run" / "model"  # any trained MTU folder stands in for shapes-mtu
+    report = quickstart(tmp_path / "qs", steps=1, eval_samples=1, config=tiny_config, eval_steps=1, shipped=shipped)
+    metrics = json.loads((tmp_path / "qs" / "metrics.json").read_text())
+    assert metrics["shipped"] == metrics["after"]  # the same model on the same examples scores the same
+    assert "shapes-mtu, same examples" in report.read_text() and (tmp_path / "qs" / "shipped-edit.png").is_file()
 
 

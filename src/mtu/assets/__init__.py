@@ -8,6 +8,15 @@ ASSETS_DIR = Path(__file__).resolve().parent
 
 # name -> folder holding a diffusers pipeline (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)
 SHIPPED_MODELS = {"shapes-base": ASSETS_DIR / "shapes-base"}
+# The reproduction's MTU model on shapes-base, every task trained (MTU weights alone; written by
+# `mtu reproduce`, see its README). Absent until that run has finished.
+SHIPPED_MTU = ASSETS_DIR / "shapes-mtu"
+SHIPPED_MTU_NAME = "shapes-mtu"
+
+
+def shipped_mtu() -> Path | None:
+    """The folder of the shipped trained MTU model, or None when none is shipped."""
+    return SHIPPED_MTU if (SHIPPED_MTU / "mtu_config.json").is_file() else None
 
 # Sampler settings the shipped model is evaluated with (documented in its model card).
 SHAPES_BASE_SAMPLER = {"num_inference_steps": 25, "guidance_scale": 1.0}
@@ -21,6 +30,11 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
             the path is a file).
     """
     key = str(name_or_path)
+    if key == SHIPPED_MTU_NAME:
+        if shipped_mtu() is None:
+            raise FileNotFoundError(f"{key!r} is not shipped in this installation yet (`mtu reproduce` writes it); "
+                                    "use 'shapes-base' or an MTU folder")  # fmt: skip
+        return SHIPPED_MTU
     if key in SHIPPED_MODELS:
         path = SHIPPED_MODELS[key]
         if not (path / "model_index.json").is_file():
@@ -32,7 +46,7 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path).expanduser()
     if not path.exists():
         raise FileNotFoundError(
-            f"model {key!r} is neither a local folder nor a shipped model name; shipped names: {sorted(SHIPPED_MODELS)}"
+            f"model {key!r} is neither a local folder nor a shipped model name; shipped names: {sorted([*SHIPPED_MODELS, SHIPPED_MTU_NAME])}"
         )
     if not path.is_dir():
         # FileNotFoundError like a missing path, so callers catching that (training config checks) catch this too.

@@ -8,8 +8,9 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help="run a task of an MTU model and write PNGs")
-    parser.add_argument("--model", required=True,
-                        help="MTU folder (from `mtu upcycle` or `mtu train`); with --runtime onnx, an ONNX folder")  # fmt: skip
+    parser.add_argument("--model", default="shapes-mtu",
+                        help="MTU folder (from `mtu upcycle` or `mtu train`) or shipped name (default shapes-mtu, "
+                        "the trained Shapes model); with --runtime onnx, an ONNX folder")  # fmt: skip
     parser.add_argument("--base", default=None, help="base model (default: the one named in the MTU folder)")
     parser.add_argument("--task", required=True, help="t2i, edit, sr, remove, inpaint, ...")
     parser.add_argument("--prompt", default="", help="caption or instruction")

@@ -161,7 +161,9 @@ class MTUPipeline(DiffusionPipeline):
 
     @classmethod
     def from_mtu(cls, mtu_model: str | Path, base: str | Path | None = None, **kwargs: Any) -> "MTUPipeline":
-        """Load an MTU folder onto the base model its config names (or `base`, when given)."""
+        """Load an MTU folder (or the shipped name "shapes-mtu") onto the base model its config names (or
+        `base`, when given)."""
+        mtu_model = resolve_model_path(mtu_model)
         base = base or MTUConfig.load(mtu_model).base_model_name_or_path
         if base is None:
             raise ValueError(f"{mtu_model} does not name its base model: pass base=<base model folder>")

@@ -22,12 +22,12 @@ import yaml
 from tqdm.auto import tqdm
 
 from mtu.config import MTUConfig, write_text_atomic
-from mtu.assets import ASSETS_DIR
+from mtu.assets import SHIPPED_MTU
 from mtu.reproduce.plan import CPU_BUDGET, PAPER_TASKS, Run, Scope, build_plan, cut_runs, unique_runs
 from mtu.reproduce.ship import SHIPPED_RUN
 
 RECORDS = Path("reproduction") / "runs"
-SHIPPED_DIR = ASSETS_DIR / "shapes-mtu"
+SHIPPED_DIR = SHIPPED_MTU
 QUICK_SETTINGS = {"per_task": 2, "eval_samples": 4, "eval_steps": 2}
 FULL_SETTINGS = {"per_task": None, "eval_samples": 256, "eval_steps": 25}  # per_task: the pilot's S
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtu.assets import ASSETS_DIR, SHIPPED_MODELS
+from mtu.assets import SHIPPED_MODELS, SHIPPED_MTU_NAME, shipped_mtu
 from mtu.serve.limits import ServeLimits
-
-SHIPPED_MTU = ASSETS_DIR / "shapes-mtu"  # an MTU folder trained on shapes-base, when one is shipped
 
 
 def load_pipeline(model: str | Path | None = None, base: str | Path | None = None):
@@ -23,8 +21,8 @@ def load_pipeline(model: str | Path | None = None, base: str | Path | None = Non
 
     if model is not None:
         return MTUPipeline.from_mtu(model, base=base), str(model)
-    if (SHIPPED_MTU / "mtu_config.json").is_file():
-        return MTUPipeline.from_mtu(SHIPPED_MTU, base=base or "shapes-base"), "shapes-mtu"
+    if shipped_mtu() is not None:
+        return MTUPipeline.from_mtu(shipped_mtu(), base=base or "shapes-base"), SHIPPED_MTU_NAME
     base = base or "shapes-base"
     if str(base) in SHIPPED_MODELS and not (SHIPPED_MODELS[str(base)] / "model_index.json").is_file():
         raise FileNotFoundError(
