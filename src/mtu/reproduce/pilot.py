@@ -143,12 +143,17 @@ def run_pilot_job(run: PilotRun, folder: Path, base: dict, pilot: dict, device: 
         found = list_checkpoints(folder / "train")
         done = step_of(found[-1]) if found else 0
         scored_to = max((int(s) for s in record["curve"]), default=0)
+        unscored = done and done % pilot["every"] == 0 and str(done) not in record["curve"]  # e.g. killed while scoring
         passed = stop_passed and _first_pass(run.task, record, baseline) is not None
-        if passed or max(done, scored_to) >= pilot["max_steps"] or time.time() + chunk_seconds > deadline:
+        finished = max(done, scored_to) >= pilot["max_steps"] and not unscored
+        if passed or finished or time.time() + chunk_seconds > deadline:
             return record
         started = time.perf_counter()
-        summary = train(config, resume="latest" if found else None, stop_after=pilot["every"] - done % pilot["every"])
-        step = summary["step"]
+        if unscored:
+            step, summary = done, {"checkpoint": str(found[-1])}
+        else:
+            summary = train(config, resume="latest" if found else None, stop_after=pilot["every"] - done % pilot["every"])
+            step = summary["step"]
         if step % pilot["every"] and step < config.train.max_steps:  # a signal stopped it mid-chunk
             raise RunInterrupted(f"{run.name} stopped at step {step}; run the pilot again to resume")
         if str(step) not in record["curve"]:
