@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -33,6 +35,18 @@ def test_export_all_tasks_as_onnx_then_generate_with_onnxruntime(workspace, caps
         assert [PIL.Image.open(p).size for p in pictures.glob("*.png")] == [(16, 16)]
 
 
+def test_export_int8_onnx_then_generate(workspace):
+    out = workspace / "onnx-int8"
+    argv = ["export", "--model", str(workspace / "mtu"), "--task", "t2i", "--format", "onnx", "--quantize", "int8",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads((out / "model_index.json").read_text())["mtu_onnx"]["quantization"]["mode"] == "int8"
+    pictures = workspace / "pictures" / "int8"
+    argv = ["generate", "--runtime", "onnx", "--model", str(out), "--task", "t2i", "--prompt", "a red circle",
+            "--steps", "2", "--out", str(pictures)]  # fmt: skip
+    assert main(argv) == 0 and len(list(pictures.glob("*.png"))) == 1
+
+
 def test_export_single_file(workspace):
     out = workspace / "edit.safetensors"
     argv = ["export", "--model", str(workspace / "mtu"), "--task", "edit", "--format", "single-file", "--out", str(out)]
@@ -45,6 +59,9 @@ def test_refusals_are_one_line(workspace, capsys):
     argv = ["export", "--model", str(workspace / "mtu"), "--task", "all", "--out", str(workspace / "x")]
     assert main(argv) == 1
     assert "--task all (one model for every task) exists for --format onnx only" in capsys.readouterr().err
+    argv = ["export", "--model", str(workspace / "mtu"), "--task", "t2i", "--quantize", "int8", "--out", "x"]
+    assert main(argv) == 1
+    assert "--quantize exists for --format onnx only (got --format diffusers)" in capsys.readouterr().err
     argv = ["generate", "--runtime", "onnx", "--model", str(workspace / "mtu"), "--task", "t2i", "--out", str(workspace / "y")]
     assert main(argv) == 1
     assert "is not an ONNX export of mtu" in capsys.readouterr().err

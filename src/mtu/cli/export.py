@@ -19,6 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", required=True, help="a task of the model; with --format onnx, `all`: one graph for every task")
     parser.add_argument("--format", choices=sorted(FORMATS), default="diffusers",
                         help="; ".join(f"{name}: {what}" for name, what in FORMATS.items()))  # fmt: skip
+    parser.add_argument("--quantize", choices=["int8", "int8-static"], default=None,
+                        help="--format onnx only: an 8-bit denoiser graph. int8: linear-layer weights, no "
+                             "calibration; int8-static: linear layers and convolutions, calibrated on Shapes "
+                             "(docs/deploy.md)")  # fmt: skip
     parser.add_argument("--out", required=True, type=Path, help="new folder (a .safetensors file for single-file)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a model")
     parser.set_defaults(func=run)
@@ -29,6 +33,8 @@ def run(args: argparse.Namespace) -> None:
 
     if args.task == "all" and args.format != "onnx":
         raise ValueError("--task all (one model for every task) exists for --format onnx only; export one task at a time")
+    if args.quantize and args.format != "onnx":
+        raise ValueError(f"--quantize exists for --format onnx only (got --format {args.format})")
     if args.format == "single-file":
         from mtu.deploy.files import check_file_target
 
@@ -41,7 +47,7 @@ def run(args: argparse.Namespace) -> None:
     if args.format == "onnx":
         from mtu.deploy.onnx_export import export_onnx
 
-        out = export_onnx(pipe, args.task, args.out, overwrite=args.overwrite)
+        out = export_onnx(pipe, args.task, args.out, overwrite=args.overwrite, quantize=args.quantize)
         print(f"wrote {out} (run it with mtu generate --runtime onnx, or mtu.deploy.OnnxPipeline.from_onnx)")
     elif args.format == "single-file":
         from mtu.deploy.single_file import export_single_file

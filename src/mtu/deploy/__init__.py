@@ -1,4 +1,5 @@
-"""Deployment formats of an MTU model: ONNX (one task, or every task in one graph) and single-file checkpoints.
+"""Deployment formats of an MTU model: ONNX (one task, or every task in one graph; float32 or int8) and single-file
+checkpoints.
 
 Imports are lazy: `import mtu.deploy` loads neither onnx nor onnxruntime (an optional extra: `pip install
 mtu-diffusion[onnx]`) until one of these names is used.
@@ -18,6 +19,8 @@ _EXPORTS = {
     "OnnxTextEncoder": "mtu.deploy.onnx_pipeline",
     "OnnxVae": "mtu.deploy.onnx_pipeline",
     "export_single_file": "mtu.deploy.single_file",
+    "quantize_denoiser": "mtu.deploy.quantize",
+    "quantize_folder": "mtu.deploy.quantize",
     "to_original_layout": "mtu.deploy.single_file",
 }
 

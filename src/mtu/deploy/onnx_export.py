@@ -35,8 +35,14 @@ INDEX_KEY = "mtu_onnx"
 EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
-def export_onnx(pipe: Any, task: str, out: str | Path, overwrite: bool = False) -> Path:
-    """Write `task` of an `MTUPipeline` (or every task, `task="all"`) as an ONNX folder; returns its path."""
+def export_onnx(pipe: Any, task: str, out: str | Path, overwrite: bool = False, quantize: str | None = None) -> Path:
+    """Write `task` of an `MTUPipeline` (or every task, `task="all"`) as an ONNX folder; returns its path.
+
+    Args:
+        quantize: None (float32), or a mode of `mtu.deploy.quantize.MODES` for the denoiser graph:
+            "int8" (weights of the linear layers, no calibration) or "int8-static" (linear layers and
+            convolutions, calibrated on Shapes trajectories of every task). Text encoder and VAE stay float32.
+    """
     check_target(out, overwrite)  # before the export work
     require("onnx")
     if pipe.is_sdxl:
@@ -50,6 +56,11 @@ def export_onnx(pipe: Any, task: str, out: str | Path, overwrite: bool = False) 
         specs = [model.mtu_config.tasks[model.mtu_config.task_index(task)]]
         denoiser = model.export(task).eval().requires_grad_(False)
     channels = {spec.name: model.task_in_channels(spec.name) for spec in specs}
+    if quantize is not None:
+        from mtu.deploy.quantize import check_mode
+
+        check_mode(quantize, list(channels))
+        require("onnxruntime")
 
     def write(folder: Path) -> None:
         export_denoiser(denoiser, folder / "unet", pipe.tokenizer.model_max_length)
@@ -60,6 +71,10 @@ def export_onnx(pipe: Any, task: str, out: str | Path, overwrite: bool = False) 
         index = _index(pipe, {"task": task, "tasks": [dataclasses.asdict(spec) for spec in specs],
                               "task_channels": channels, "opset": OPSET})  # fmt: skip
         (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        if quantize is not None:
+            from mtu.deploy.quantize import quantize_folder
+
+            quantize_folder(folder, quantize)
 
     return write_folder(out, write, overwrite)
 
@@ -190,9 +205,15 @@ def _export(module: nn.Module, inputs: tuple, folder: Path, names: list[str], ou
             warnings.simplefilter("ignore")
             torch.onnx.export(module, inputs, str(traced), dynamo=False, opset_version=OPSET, input_names=names,
                               output_names=outputs, dynamic_axes=axes)  # fmt: skip
-        graph = onnx.load(str(traced))
-        size = sum(f.stat().st_size for f in Path(scratch).iterdir())
-        external = size > EXTERNAL_DATA_BYTES
-        onnx.save_model(graph, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
-                        location="model.onnx_data")  # fmt: skip
+        save_graph(onnx.load(str(traced)), path)
+    return path
+
+
+def save_graph(graph: Any, path: Path) -> Path:
+    """`onnx.save_model` to `path`, the weights in one side file `model.onnx_data` when the graph is big."""
+    onnx = require("onnx")
+    weights = sum(len(tensor.raw_data) for tensor in graph.graph.initializer)  # ByteSize() fails past 2 GiB
+    external = weights > EXTERNAL_DATA_BYTES
+    onnx.save_model(graph, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
+                    location="model.onnx_data")  # fmt: skip
     return path
