@@ -10,8 +10,8 @@ import argparse
 import gc
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -56,10 +56,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="small dimensions, few repetitions: a smoke test (< 1 min)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small dimensions, few repetitions: a smoke test (< 1 min)"
+    )
     parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown report to write (default BENCHMARKS.md)")
     parser.add_argument("--json", default="benchmarks.json", help="JSON figures to write (default benchmarks.json)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: figures comparable across runs)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: figures comparable across runs)"
+    )
     parser.add_argument("--repeats", type=int, help="timed repetitions per figure (default 7, --quick 3)")
     parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), help="run only these sections (default all)")
     parser.add_argument("--note", default="", help="a line for the report header (e.g. what was paused)")
@@ -82,7 +86,9 @@ def run_sections(names: list[str], settings: Settings) -> list[Section]:
         section = SECTIONS[name](settings)
         section.seconds = time.perf_counter() - start
         for target in section.targets:
-            print(f"  {target.verdict:>8}: {target.name} = {target.figure:.4g} (target {target.bound_text})", flush=True)
+            print(
+                f"  {target.verdict:>8}: {target.name} = {target.figure:.4g} (target {target.bound_text})", flush=True
+            )
         sections[name] = section
     base_unet.cache_clear()
     return [sections[name] for name in SECTIONS if name in sections]
@@ -92,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.update and not args.sections:
         raise SystemExit("--update re-measures the sections named by --sections; name at least one")
-    settings = Settings(quick=args.quick, repeats=args.repeats or (3 if args.quick else 7), warmup=1, threads=args.threads)
+    settings = Settings(
+        quick=args.quick, repeats=args.repeats or (3 if args.quick else 7), warmup=1, threads=args.threads
+    )
     torch.set_num_threads(settings.threads)
     env = environment(settings.threads, settings.quick, args.note)
     start = time.perf_counter()
@@ -117,7 +125,9 @@ def merge(path: Path, env: dict, fresh: list[Section], seconds: float) -> tuple[
     update["sections"] = [section.key for section in fresh]
     merged_env = dict(previous["environment"])
     merged_env["updates"] = [*merged_env.get("updates", []), update]
-    replaced = sum(old[section.key].seconds for section in fresh if section.key in old)  # a new section replaces nothing
+    replaced = sum(
+        old[section.key].seconds for section in fresh if section.key in old
+    )  # a new section replaces nothing
     total = previous["total_seconds"] + sum(section.seconds for section in fresh) - replaced
     return merged_env, [sections[key] for key in SECTIONS if key in sections], total
 

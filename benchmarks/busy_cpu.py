@@ -75,9 +75,14 @@ def run(settings: Settings) -> Section:
     beside = train_seconds_per_step(steps, warmup, beside=True)
     torch_default = None if settings.quick else train_seconds_per_step(steps, warmup, threads=cores, beside=True)
     started = help_seconds(settings.repeats)
-    table = Table(["run", "s/step", "vs alone"], [["default, alone", alone, 1.0], ["default, beside one busy process", beside, beside / alone]])
+    table = Table(
+        ["run", "s/step", "vs alone"],
+        [["default, alone", alone, 1.0], ["default, beside one busy process", beside, beside / alone]],
+    )
     if torch_default is not None:
-        table.rows.append([f"--threads {cores} (torch's default), beside one busy process", torch_default, torch_default / alone])
+        table.rows.append(
+            [f"--threads {cores} (torch's default), beside one busy process", torch_default, torch_default / alone]
+        )
     return Section(
         key="busy",
         title="A busy CPU and start-up",
@@ -89,8 +94,13 @@ def run(settings: Settings) -> Section:
         ),
         tables=[table, Table(["command", "seconds"], [["mtu --help", started]])],
         targets=[
-            Target("training beside one busy process / alone (default settings)", beside / alone, "<=", 2.0,
-                   cause="the thread count is chosen once, at start"),  # fmt: skip
+            Target(
+                "training beside one busy process / alone (default settings)",
+                beside / alone,
+                "<=",
+                2.0,
+                cause="the thread count is chosen once, at start",
+            ),
             Target("`mtu --help` wall time (s)", started, "<=", 0.5, cause="imports at start-up"),
         ],
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 import mtu
@@ -24,10 +26,10 @@ def run_denoiser(settings: Settings) -> Section:
     model = upcycled(base, TASKS, num_experts=4)
     exported = model.export("t2i").eval()
     args, kwargs = unet_inputs(name, batch, latent)
-    variants = {
-        "base": lambda: base(*args, **kwargs),
-        "MTU live (task='t2i')": lambda: model(*args, **kwargs, task="t2i"),
-        "exported ('t2i')": lambda: exported(*args, **kwargs),
+    variants = {  # partials, not lambdas: deleting `variants` below frees the models they hold
+        "base": partial(base, *args, **kwargs),
+        "MTU live (task='t2i')": partial(model, *args, **kwargs, task="t2i"),
+        "exported ('t2i')": partial(exported, *args, **kwargs),
     }
     with torch.inference_mode():
         error = relative_error(exported(*args, **kwargs).sample, model(*args, **kwargs, task="t2i").sample)
@@ -41,7 +43,7 @@ def run_denoiser(settings: Settings) -> Section:
             for variant in variants
         ],
     )
-    del exported, model
+    del exported, model, variants
     return Section(
         key="denoiser",
         title="Whole denoiser: MTU live routing vs base vs exported",
@@ -111,9 +113,10 @@ def run_mixed(settings: Settings) -> Section:
         key="mixed",
         title="Mixed-task batches",
         method=(
-            f"{'SD1.5' if name == 'sd15' else 'tiny SD-layout'} UNet, {latent}x{latent} latent, batch {batch}, MTU N=4. "
-            "The mixed batch holds t2i, edit, sr and inpaint (2 samples each; 4, 8, 8 and 9 input channels, "
-            "zero-padded to 9 with `mtu.concat_task_inputs`). Throughput relative to a single-task batch of the same size."
+            f"{'SD1.5' if name == 'sd15' else 'tiny SD-layout'} UNet, {latent}x{latent} latent, batch {batch}, "
+            "MTU N=4. The mixed batch holds t2i, edit, sr and inpaint (2 samples each; 4, 8, 8 and 9 input channels, "
+            "zero-padded to 9 with `mtu.concat_task_inputs`). Throughput relative to a single-task batch of the "
+            "same size."
         ),
         tables=[Table(["batch", "throughput / single-task", "median s per call"], rows)],
         targets=[

@@ -108,8 +108,15 @@ def run(settings: Settings) -> Section:
     experts = [1, 4] if settings.quick else [1, 2, 4, 8, 16]
     batch = 2
     table = Table(
-        ["channels", "tokens x batch", "N", "fused single-task / plain", "fused mixed-task / plain", "naive loop / plain",
-         "plain ms"],
+        [
+            "channels",
+            "tokens x batch",
+            "N",
+            "fused single-task / plain",
+            "fused mixed-task / plain",
+            "naive loop / plain",
+            "plain ms",
+        ],
         caption="time per call relative to the plain diffusers FeedForward (GEGLU, d_ff = 4 x channels)",
     )
     worst_single = worst_mixed = worst_error = 0.0
@@ -119,7 +126,9 @@ def run(settings: Settings) -> Section:
         for count in experts:
             single, mixed, naive = (level["ratios"][f"{kind} N={count}"] for kind in ("single", "mixed", "naive"))
             worst_single, worst_mixed = max(worst_single, single), max(worst_mixed, mixed)
-            table.rows.append([channels, f"{tokens} x {batch}", count, single, mixed, naive, 1e3 * level["plain_seconds"]])
+            table.rows.append(
+                [channels, f"{tokens} x {batch}", count, single, mixed, naive, 1e3 * level["plain_seconds"]]
+            )
     tables = [table] if settings.quick else [table, allocator_table(settings, batch)]
     cause = (
         "the fused layer adds a router MLP, the expansion of N weights to d_ff scales and one elementwise "
@@ -176,17 +185,43 @@ def naive_finding(tables: list[Table]) -> str:
 def allocator_table(settings: Settings, batch: int) -> Table:
     """The 320-channel level rerun in a worker process whose glibc keeps freed memory."""
     experts = [4, 16]
-    arguments = ["--channels", "320", "--tokens", "4096", "--batch", str(batch), "--experts", *map(str, experts),
-                 "--repeats", str(settings.scaled(5).repeats), "--threads", str(settings.threads)]
+    arguments = [
+        "--channels",
+        "320",
+        "--tokens",
+        "4096",
+        "--batch",
+        str(batch),
+        "--experts",
+        *map(str, experts),
+        "--repeats",
+        str(settings.scaled(5).repeats),
+        "--threads",
+        str(settings.threads),
+    ]
     level = run_worker("benchmarks.ffn", arguments, env=GLIBC_KEEP_FREED_MEMORY)
     rows = [
-        [320, f"4096 x {batch}", count, level["ratios"][f"single N={count}"], level["ratios"][f"mixed N={count}"],
-         level["ratios"][f"naive N={count}"], 1e3 * level["plain_seconds"]]
+        [
+            320,
+            f"4096 x {batch}",
+            count,
+            level["ratios"][f"single N={count}"],
+            level["ratios"][f"mixed N={count}"],
+            level["ratios"][f"naive N={count}"],
+            1e3 * level["plain_seconds"],
+        ]
         for count in experts
     ]
     return Table(
-        ["channels", "tokens x batch", "N", "fused single-task / plain", "fused mixed-task / plain", "naive loop / plain",
-         "plain ms"],
+        [
+            "channels",
+            "tokens x batch",
+            "N",
+            "fused single-task / plain",
+            "fused mixed-task / plain",
+            "naive loop / plain",
+            "plain ms",
+        ],
         rows,
         caption="the same, in a process started with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2^36 "
         "(glibc keeps freed memory)",

@@ -76,8 +76,14 @@ def spawn(config: Path, output_dir: Path, resume: bool, log: Path) -> subprocess
     command = [sys.executable, "-m", "mtu", "train", str(config), "--output-dir", str(output_dir), "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(log, "w") as handle:
-        return subprocess.Popen(command + (["--resume", "latest"] if resume else []), cwd=ROOT, env=env,
-                                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            command + (["--resume", "latest"] if resume else []),
+            cwd=ROOT,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def logged_step(run_dir: Path) -> int:
@@ -113,8 +119,15 @@ def reference_run(config: Path, work: Path) -> dict:
     return {"model": run_dir / "model", "seconds": total, "startup": first or total}
 
 
-REQUIRED = ("state.json", "state.safetensors", "train_config.yaml", "rng/process-0.json", "rng/process-0.safetensors",
-            "model/mtu_model.safetensors", "model/mtu_config.json")  # fmt: skip
+REQUIRED = (
+    "state.json",
+    "state.safetensors",
+    "train_config.yaml",
+    "rng/process-0.json",
+    "rng/process-0.safetensors",
+    "model/mtu_model.safetensors",
+    "model/mtu_config.json",
+)
 
 
 def checkpoint_problems(run_dir: Path) -> list[str]:
@@ -269,8 +282,14 @@ def _bits(tensor):
     return tensor.reshape(-1).view(torch.uint8)  # bitwise: -0.0 vs 0.0 and NaN payloads count
 
 
-def kill_and_resume(work: Path, kills: int = 10, steps: int = 40, seed: int = 0, model: Path | None = None,
-                    reference_beside: bool = False) -> dict:  # fmt: skip
+def kill_and_resume(
+    work: Path,
+    kills: int = 10,
+    steps: int = 40,
+    seed: int = 0,
+    model: Path | None = None,
+    reference_beside: bool = False,
+) -> dict:
     """The whole experiment in `work`; returns the kills, the problems found and the final comparison.
 
     `reference_beside`: run the uninterrupted run beside the first attempt instead of before it: faster on
@@ -306,25 +325,47 @@ def kill_and_resume(work: Path, kills: int = 10, steps: int = 40, seed: int = 0,
         at, fired = killed
         moment = "checkpoint write" if plan.kind == "write" else f"random, {plan.kind}"
         moment += " (cap: a checkpoint write)" if plan.kind != "write" and fired == "write" else ""
-        records.append(Kill(len(records) + 1, moment, at, logged_step(run_dir), newest_checkpoint(run_dir),
-                            half_done(run_dir, stale), resume_note(log)))  # fmt: skip
+        records.append(
+            Kill(
+                len(records) + 1,
+                moment,
+                at,
+                logged_step(run_dir),
+                newest_checkpoint(run_dir),
+                half_done(run_dir, stale),
+                resume_note(log),
+            )
+        )
         problems += checkpoint_problems(run_dir)
     beside.join()
     problems += [reference["error"]] if "error" in reference else []
-    identical, tensors = same_weights(reference["model"], run_dir / "model") if finished and not problems else (False, 0)
-    return {"kills": records, "attempts": attempt, "final_from": resume_note(log) if log else "-", "problems": problems,
-            "finished": finished, "identical": identical, "tensors": tensors, "reference": reference}  # fmt: skip
+    identical, tensors = (
+        same_weights(reference["model"], run_dir / "model") if finished and not problems else (False, 0)
+    )
+    return {
+        "kills": records,
+        "attempts": attempt,
+        "final_from": resume_note(log) if log else "-",
+        "problems": problems,
+        "finished": finished,
+        "identical": identical,
+        "tensors": tensors,
+        "reference": reference,
+    }
 
 
 def report(result: dict, steps: int) -> str:
     lines = [
-        "| kill | moment | at (s after start) | resumed from | step reached | newest checkpoint left | half-written at the kill |",
+        "| kill | moment | at (s after start) | resumed from | step reached | newest checkpoint left "
+        "| half-written at the kill |",
         "|---|---|---|---|---|---|---|",
     ]
     for kill in result["kills"]:
         newest = f"step {kill.newest_checkpoint}" if kill.newest_checkpoint is not None else "none"
-        lines.append(f"| {kill.number} | {kill.moment} | {kill.at_s:.2f} | {kill.started_from} | {kill.logged_step} | "
-                     f"{newest} | {kill.writing or '-'} |")  # fmt: skip
+        lines.append(
+            f"| {kill.number} | {kill.moment} | {kill.at_s:.2f} | {kill.started_from} | {kill.logged_step} | "
+            f"{newest} | {kill.writing or '-'} |"
+        )
     during = sum(1 for kill in result["kills"] if "temp folder" in kill.writing)
     deleting = sum(1 for kill in result["kills"] if "deleting" in kill.writing)
     ended = f"ran to step {steps}" if result["finished"] else "did NOT finish"
@@ -342,8 +383,11 @@ def report(result: dict, steps: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.kill_resume", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.kill_resume",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")

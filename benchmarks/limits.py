@@ -140,8 +140,16 @@ def forward_rates(model, args: tuple, kwargs: dict, size: int, repeats: int, cha
 def rates_table(rates: dict[str, dict], size: int, unet_flops: int, caption: str) -> Table:
     channels, spatial = CONV_LIMIT
     table = Table(
-        ["process", f"matmul {size}^3 GFLOP/s (MKL)", f"3x3 conv {channels}ch {spatial}x{spatial} GFLOP/s (oneDNN)",
-         "UNet forward GFLOP/s", "UNet / matmul", "UNet / conv", "UNet s per forward", "page faults per forward"],
+        [
+            "process",
+            f"matmul {size}^3 GFLOP/s (MKL)",
+            f"3x3 conv {channels}ch {spatial}x{spatial} GFLOP/s (oneDNN)",
+            "UNet forward GFLOP/s",
+            "UNet / matmul",
+            "UNet / conv",
+            "UNet s per forward",
+            "page faults per forward",
+        ],
         caption=caption,
     )
     for process, rate in rates.items():
@@ -162,7 +170,8 @@ def kinds_table(base_seconds: dict, mtu_seconds: dict, flops: dict, forward_seco
     return Table(
         ["op kind", "base: seconds", "base: share of a forward", "base: GFLOP/s", "MTU live: seconds"],
         rows,
-        caption="one profiled forward each (torch.profiler, self CPU time of aten ops; FLOPs per kind from the meta count)",
+        caption="one profiled forward each (torch.profiler, self CPU time of aten ops; FLOPs per kind from the meta "
+        "count)",
     )
 
 
@@ -175,20 +184,37 @@ def run(settings: Settings) -> Section:
     unet_flops = sum(flops.values())
     rates = {"this process (glibc default)": forward_rates(base, args, kwargs, size, settings.scaled(5).repeats, True)}
     if not settings.quick:  # a process of its own: the allocator policy is fixed at startup
-        arguments = ["--config", name, "--latent", str(latent), "--batch", str(batch), "--matmul", str(size),
-                     "--repeats", str(settings.scaled(3).repeats), "--threads", str(settings.threads)]
-        rates["worker, glibc keeping freed memory"] = run_worker("benchmarks.limits", arguments, env=GLIBC_KEEP_FREED_MEMORY)
+        arguments = [
+            "--config",
+            name,
+            "--latent",
+            str(latent),
+            "--batch",
+            str(batch),
+            "--matmul",
+            str(size),
+            "--repeats",
+            str(settings.scaled(3).repeats),
+            "--threads",
+            str(settings.threads),
+        ]
+        rates["worker, glibc keeping freed memory"] = run_worker(
+            "benchmarks.limits", arguments, env=GLIBC_KEEP_FREED_MEMORY
+        )
     forward_seconds = rates["this process (glibc default)"]["forward"]
     onednn = onednn_breakdown(lambda: base(*args, **kwargs), batch)
     model = upcycled(base, ["t2i", "edit", "sr", "remove", "inpaint"])
     base_kinds = profile_forward(lambda: base(*args, **kwargs))
     mtu_kinds = profile_forward(lambda: model(*args, **kwargs, task="t2i"))
-    rate = rates_table(rates, size, unet_flops, f"UNet forward {latent}x{latent} x {batch}: {unet_flops / 1e9:.1f} GFLOP")
+    rate = rates_table(
+        rates, size, unet_flops, f"UNet forward {latent}x{latent} x {batch}: {unet_flops / 1e9:.1f} GFLOP"
+    )
     return Section(
         key="limits",
         title="Distance to the machine's limit",
         method=(
-            f"FLOP/s of the {'SD1.5' if name == 'sd15' else 'tiny'} UNet forward ({latent}x{latent} latent, batch {batch}; "
+            f"FLOP/s of the {'SD1.5' if name == 'sd15' else 'tiny'} UNet forward ({latent}x{latent} latent, "
+            f"batch {batch}; "
             "FLOPs from section 3's meta-device count, attention included) against a large fp32 matmul and a large "
             f"3x3 convolution timed interleaved with it, torch threads = {settings.threads}."
         ),
@@ -201,8 +227,15 @@ def run(settings: Settings) -> Section:
                 caption="from oneDNN's verbose log (`torch.backends.mkldnn.verbose`)",
             ),
         ],
-        targets=[Target("UNet forward FLOP/s / matmul FLOP/s", rate.rows[0][4], "", 0,
-                        detail=f"vs the oneDNN convolution: {rate.rows[0][5]:.2f}")],
+        targets=[
+            Target(
+                "UNet forward FLOP/s / matmul FLOP/s",
+                rate.rows[0][4],
+                "",
+                0,
+                detail=f"vs the oneDNN convolution: {rate.rows[0][5]:.2f}",
+            )
+        ],
         notes=findings(rates, onednn, forward_seconds),
     )
 

@@ -75,7 +75,9 @@ def environment(threads: int, quick: bool, note: str) -> dict:
     return {
         "command": "python -m benchmarks " + shlex.join(sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "mode": "quick (smoke test: small dimensions, few repetitions; figures are not meaningful)" if quick else "full",
+        "mode": "quick (smoke test: small dimensions, few repetitions; figures are not meaningful)"
+        if quick
+        else "full",
         "machine": f"{cpu}, {os.cpu_count()} CPU cores, {memory:.0f} GiB RAM, no GPU",
         "torch_threads": threads,
         "load_average_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),

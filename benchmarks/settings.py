@@ -23,7 +23,7 @@ class Settings:
         if self.repeats < 1 or self.warmup < 0 or self.threads < 1:
             raise ValueError(f"repeats >= 1, warmup >= 0 and threads >= 1 are needed, got {self}")
 
-    def scaled(self, repeats: int) -> "Settings":
+    def scaled(self, repeats: int) -> Settings:
         """The same settings with fewer repetitions for an expensive measurement (never fewer than 3 in full mode)."""
         floor = 1 if self.quick else 3
         return Settings(self.quick, max(floor, min(self.repeats, repeats)), self.warmup, self.threads)

@@ -39,7 +39,9 @@ def count_flops(model, args: tuple, kwargs: dict, **task) -> int:
 def router_flops(model: mtu.MTUModel, runs: int) -> int:
     """The FLOPs MTU adds, by formula: each router MLP (E -> H -> N, two addmms) once per run of same-task samples."""
     config = model.mtu_config
-    per_router = 2 * (config.task_embedding_dim * config.router_hidden_dim + config.router_hidden_dim * config.num_experts)
+    per_router = 2 * (
+        config.task_embedding_dim * config.router_hidden_dim + config.router_hidden_dim * config.num_experts
+    )
     return runs * per_router * sum(isinstance(m, MTUFeedForward) for m in model.modules())
 
 
@@ -87,7 +89,11 @@ def measure_model(name: str, shapes: list[tuple[int, int]]) -> dict:
         share = scaling_share(ffn_rows(model, args, kwargs))
         flops.append({"latent": latent, "batch": batch, **counts, "scaling_share": share})
     return {
-        "params": {"base": count_parameters(base), "MTU": count_parameters(model), "exported": count_parameters(exported)},
+        "params": {
+            "base": count_parameters(base),
+            "MTU": count_parameters(model),
+            "exported": count_parameters(exported),
+        },
         "flops": flops,
         "router_flops": router_flops(model, runs=1),
         "trainable": model.parameter_report().trainable,
@@ -100,8 +106,16 @@ def run(settings: Settings) -> Section:
         models = [("sd15", "SD1.5", [(8, 1)])]
     params_table = Table(["model", "base", "MTU", "MTU / base", "exported (t2i)", "MTU trainable"])
     flops_table = Table(
-        ["model", "latent x batch", "base GFLOPs", "MTU GFLOPs", "exported GFLOPs", "MTU - base (FLOPs)",
-         "router FLOPs (formula)", "scaling multiplies / FFN multiply-adds"]
+        [
+            "model",
+            "latent x batch",
+            "base GFLOPs",
+            "MTU GFLOPs",
+            "exported GFLOPs",
+            "MTU - base (FLOPs)",
+            "router FLOPs (formula)",
+            "scaling multiplies / FFN multiply-adds",
+        ]
     )
     worst_params, flop_mismatch, exported_mismatch, worst_share = 0.0, 0, 0, 0.0
     for name, label, shapes in models:
@@ -118,8 +132,16 @@ def run(settings: Settings) -> Section:
             exported_mismatch = max(exported_mismatch, abs(row["exported"] - row["base"]))
             worst_share = max(worst_share, row["scaling_share"])
             flops_table.rows.append(
-                [label, f"{row['latent']}x{row['latent']} x {row['batch']}", row["base"] / 1e9, row["MTU"] / 1e9,
-                 row["exported"] / 1e9, extra, figures["router_flops"], f"{row['scaling_share']:.2e}"]
+                [
+                    label,
+                    f"{row['latent']}x{row['latent']} x {row['batch']}",
+                    row["base"] / 1e9,
+                    row["MTU"] / 1e9,
+                    row["exported"] / 1e9,
+                    extra,
+                    figures["router_flops"],
+                    f"{row['scaling_share']:.2e}",
+                ]
             )
     return Section(
         key="size",

@@ -25,7 +25,11 @@ def custom_tasks(count: int) -> list[mtu.TaskSpec]:
 
 
 def lora_unet(base, count: int):
-    """A weight-sharing copy of `base` with `count` LoRA adapters on its FFNs; returns (model, names, seconds to load)."""
+    """A weight-sharing copy of `base` with `count` LoRA adapters on its FFNs.
+
+    Returns:
+        (model, adapter names, seconds to load them).
+    """
     model = shared_copy(base)
     names = [f"task{i}" for i in range(count)]
     source = LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, target_modules=FFN_TARGETS, init_lora_weights=False)
@@ -113,15 +117,32 @@ def run(settings: Settings) -> Section:
     costs = {count: switch_costs(base, count, settings) for count in (4, 16)}
     overheads = {count: forward_overheads(count, settings) for count in (4, 16)}
     table = Table(
-        ["K tasks", "MTU: resolve task (us)", "MTU: resolve + all routers (us)", "LoRA: set_adapter (us)",
-         "set_adapter / resolve", "set_adapter / (resolve + routers)", "load K LoRA adapters (s)",
-         "tiny UNet: MTU new-task minus same-task call (us)", "tiny UNet: LoRA new-adapter minus same-adapter call (us)"],
+        [
+            "K tasks",
+            "MTU: resolve task (us)",
+            "MTU: resolve + all routers (us)",
+            "LoRA: set_adapter (us)",
+            "set_adapter / resolve",
+            "set_adapter / (resolve + routers)",
+            "load K LoRA adapters (s)",
+            "tiny UNet: MTU new-task minus same-task call (us)",
+            "tiny UNet: LoRA new-adapter minus same-adapter call (us)",
+        ],
     )
     for count in (4, 16):
         cost, overhead = costs[count], overheads[count]
         table.rows.append(
-            [count, 1e6 * cost["resolve"], 1e6 * cost["route"], 1e6 * cost["LoRA"], cost["LoRA"] / cost["resolve"],
-             cost["LoRA"] / cost["route"], cost["load"], 1e6 * overhead["MTU"], 1e6 * overhead["LoRA"]]
+            [
+                count,
+                1e6 * cost["resolve"],
+                1e6 * cost["route"],
+                1e6 * cost["LoRA"],
+                cost["LoRA"] / cost["resolve"],
+                cost["LoRA"] / cost["route"],
+                cost["load"],
+                1e6 * overhead["MTU"],
+                1e6 * overhead["LoRA"],
+            ]
         )
     label = "SD1.5" if name == "sd15" else "tiny SD-layout"
     growth = costs[16]["resolve"] / costs[4]["resolve"]
@@ -141,12 +162,22 @@ def run(settings: Settings) -> Section:
         ),
         tables=[table],
         targets=[
-            Target("MTU resolve time, K=16 / K=4 (constant in K)", growth, "<=", 1.25,
-                   cause="resolution is per sample and should not depend on K; a larger ratio is timer noise at "
-                   "microsecond scale unless it repeats"),
-            Target("LoRA set_adapter / MTU resolve, worst K", speedup, ">=", 100,
-                   cause="set_adapter walks every module of the model, so on a small model it is cheap; the "
-                   "SD1.5 figure is the claim"),
+            Target(
+                "MTU resolve time, K=16 / K=4 (constant in K)",
+                growth,
+                "<=",
+                1.25,
+                cause="resolution is per sample and should not depend on K; a larger ratio is timer noise at "
+                "microsecond scale unless it repeats",
+            ),
+            Target(
+                "LoRA set_adapter / MTU resolve, worst K",
+                speedup,
+                ">=",
+                100,
+                cause="set_adapter walks every module of the model, so on a small model it is cheap; the "
+                "SD1.5 figure is the claim",
+            ),
         ],
         notes=[
             "A mixed-task batch cannot use adapter switching at all: one `set_adapter` serves the whole batch "

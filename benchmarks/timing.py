@@ -11,8 +11,8 @@ import gc
 import random
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -84,4 +84,3 @@ def compare(variants: dict[str, Callable[[], object]], repeats: int = 7, warmup:
     """Median seconds per call of each variant, measured interleaved so drift hits all variants alike."""
     timing = measure(variants, repeats=repeats, warmup=warmup)
     return {name: timing.median(name) for name in variants}
-

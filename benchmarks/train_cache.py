@@ -27,7 +27,9 @@ TASK_SETS = {4: ("t2i", "edit", "sr", "remove"), 5: ("t2i", "edit", "sr", "remov
 MODES = ("none", "latents")
 
 
-def train_config(tasks: tuple[str, ...], cache: str, cache_dir: str, output_dir: str, steps: int, pool: int, log_every: int):
+def train_config(
+    tasks: tuple[str, ...], cache: str, cache_dir: str, output_dir: str, steps: int, pool: int, log_every: int
+):
     from mtu.training import TrainConfig
     from mtu.training.config import apply_overrides
 
@@ -94,10 +96,27 @@ def run(settings: Settings) -> Section:
         for index in range(rounds):
             for tasks in task_sets:
                 for mode in MODES if index % 2 == 0 else MODES[::-1]:
-                    times[tasks, mode].append(call("measure", "--tasks", str(tasks), "--cache", mode, "--cache-dir", cache_dir,
-                                                   "--steps", str(steps), "--warmup", str(warmup), "--pool", str(pool))["step_seconds"])  # fmt: skip
+                    times[tasks, mode].append(
+                        call(
+                            "measure",
+                            "--tasks",
+                            str(tasks),
+                            "--cache",
+                            mode,
+                            "--cache-dir",
+                            cache_dir,
+                            "--steps",
+                            str(steps),
+                            "--warmup",
+                            str(warmup),
+                            "--pool",
+                            str(pool),
+                        )["step_seconds"]
+                    )
     ratios = {k: statistics.median(c / u for c, u in zip(times[k, "latents"], times[k, "none"])) for k in task_sets}
-    table = Table(["tasks", "uncached s/step", "cached s/step", "steps/s uncached", "steps/s cached", "cached / uncached"])
+    table = Table(
+        ["tasks", "uncached s/step", "cached s/step", "steps/s uncached", "steps/s cached", "cached / uncached"]
+    )
     for k in task_sets:
         plain, cached = statistics.median(times[k, "none"]), statistics.median(times[k, "latents"])
         table.rows.append([k, plain, cached, 1 / plain, 1 / cached, ratios[k]])
@@ -112,10 +131,23 @@ def run(settings: Settings) -> Section:
             f"steps, the first {warmup} left out; {rounds} round(s), modes alternating. Fill: the VAE and text "
             f"encoder over the 5 pools ({examples} examples; its cost is linear in the pool size)."
         ),
-        tables=[table, Table(["pools", "examples", "fill seconds", "ms per example"],
-                             [[5, examples, filled["fill_seconds"], 1000 * filled["fill_seconds"] / examples]])],  # fmt: skip
-        targets=[Target(f"cached / uncached step time, {k} tasks", ratios[k], "<=", 0.6,
-                        cause="the UNet forward + backward dominates what is left") for k in task_sets],  # fmt: skip
+        tables=[
+            table,
+            Table(
+                ["pools", "examples", "fill seconds", "ms per example"],
+                [[5, examples, filled["fill_seconds"], 1000 * filled["fill_seconds"] / examples]],
+            ),
+        ],
+        targets=[
+            Target(
+                f"cached / uncached step time, {k} tasks",
+                ratios[k],
+                "<=",
+                0.6,
+                cause="the UNet forward + backward dominates what is left",
+            )
+            for k in task_sets
+        ],
     )
 
 

@@ -85,8 +85,20 @@ def train_steps(variant: str, name: str, latent: int, batch: int, steps: int, wa
 
 def worker_arguments(variant: str, name: str, latent: int, batch: int, steps: int, threads: int) -> list[str]:
     return [
-        "--variant", variant, "--config", name, "--latent", str(latent), "--batch", str(batch), "--steps", str(steps),
-        "--warmup", "1", "--threads", str(threads),
+        "--variant",
+        variant,
+        "--config",
+        name,
+        "--latent",
+        str(latent),
+        "--batch",
+        str(batch),
+        "--steps",
+        str(steps),
+        "--warmup",
+        "1",
+        "--threads",
+        str(threads),
     ]
 
 
@@ -108,14 +120,30 @@ def run(settings: Settings) -> Section:
     full = "full fine-tuning"
     time_ratio = {v: statistics.median(a / b for a, b in zip(step[v], step[full])) for v in VARIANTS}
     table = Table(
-        ["variant", "trainable params", "params with .grad after a step", "time / full", "median s per step",
-         "peak RSS (GiB)", "peak / full", "RSS after building the model (GiB)"]
+        [
+            "variant",
+            "trainable params",
+            "params with .grad after a step",
+            "time / full",
+            "median s per step",
+            "peak RSS (GiB)",
+            "peak / full",
+            "RSS after building the model (GiB)",
+        ]
     )
     for v in VARIANTS:
         last = results[v][-1]
         table.rows.append(
-            [v, last["trainable"], last["with_grad"], time_ratio[v], statistics.median(step[v]), peak[v] / 2**30,
-             peak[v] / peak[full], last["rss_after_build"] / 2**30]
+            [
+                v,
+                last["trainable"],
+                last["with_grad"],
+                time_ratio[v],
+                statistics.median(step[v]),
+                peak[v] / 2**30,
+                peak[v] / peak[full],
+                last["rss_after_build"] / 2**30,
+            ]
         )
     label = "SD1.5" if name == "sd15" else "tiny SD-layout"
     return Section(
@@ -126,23 +154,35 @@ def run(settings: Settings) -> Section:
             "target, `torch.optim.AdamW` with default arguments over the trainable parameters, "
             "`zero_grad(set_to_none=True)`. MTU: 5 tasks, N=4, task t2i (experts, routers, task embeddings, task "
             f"norms and input convs train). LoRA: rank {LORA_RANK} on both projections of every FFN (peft via "
-            f"diffusers' `add_adapter`). Each variant runs in its own process ({rounds} round(s), variants alternating; "
+            f"diffusers' `add_adapter`). Each variant runs in its own process ({rounds} round(s), variants "
+            "alternating; "
             f"{steps} timed steps after 1 warm-up step each); peak memory is that process's max RSS"
             f"{' (--quick runs them all in one process: the peaks are not per variant)' if settings.quick else ''}."
         ),
         tables=[table],
         targets=[
-            Target("MTU step time / full fine-tuning", time_ratio["MTU"], "<=", 0.7,
-                   cause="MTU trains the input conv, so the backward pass still runs through the whole UNet; "
-                   "only the frozen layers' weight gradients and their optimizer updates are saved"),
-            Target("MTU peak memory / full fine-tuning", peak["MTU"] / peak[full], "<=", 0.5,
-                   cause="see the RSS column: the frozen weights are shared by both; what MTU saves is the "
-                   "gradients and AdamW moments of the frozen parameters"),
+            Target(
+                "MTU step time / full fine-tuning",
+                time_ratio["MTU"],
+                "<=",
+                0.7,
+                cause="MTU trains the input conv, so the backward pass still runs through the whole UNet; "
+                "only the frozen layers' weight gradients and their optimizer updates are saved",
+            ),
+            Target(
+                "MTU peak memory / full fine-tuning",
+                peak["MTU"] / peak[full],
+                "<=",
+                0.5,
+                cause="see the RSS column: the frozen weights are shared by both; what MTU saves is the "
+                "gradients and AdamW moments of the frozen parameters",
+            ),
         ],
         notes=[
-            "Peak memory is the process's VmHWM: it includes the Python/torch runtime (~0.4 GiB) and the model's weights "
-        "(the RSS after building, 3.4 GiB of fp32 weights for SD1.5); everything above that is what the variant's "
-        "training step adds: gradients, AdamW moments and activations.",
+            "Peak memory is the process's VmHWM: it includes the Python/torch runtime (~0.4 GiB) and the model's "
+            "weights "
+            "(the RSS after building, 3.4 GiB of fp32 weights for SD1.5); everything above that is what the variant's "
+            "training step adds: gradients, AdamW moments and activations.",
         ],
     )
 

@@ -82,7 +82,9 @@ def ffn_time_ratio(channels: int = 320, tokens: int = 4096, batch: int = 2, expe
         with context.activate(batch_state):
             return fused(x)
 
-    times = compare({"plain": lambda: plain(x), "single": lambda: run_fused(single), "mixed": lambda: run_fused(mixed)}, repeats=15)
+    times = compare(
+        {"plain": lambda: plain(x), "single": lambda: run_fused(single), "mixed": lambda: run_fused(mixed)}, repeats=15
+    )
     return {"single_task_ratio": times["single"] / times["plain"], "mixed_task_ratio": times["mixed"] / times["plain"]}
 
 

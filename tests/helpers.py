@@ -55,7 +55,9 @@ def tiny_vae() -> AutoencoderKL:
 
 
 def tiny_scheduler() -> DDIMScheduler:
-    return DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1)
+    return DDIMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1
+    )
 
 
 def tiny_sd_components(folder: Path) -> dict:
@@ -130,7 +132,9 @@ def write_coco_jsonl(folder: Path, count: int = 6) -> Path:
     """COCO-captions style t2i data: {"image": path, "caption": [several captions]} per line."""
     lines = []
     for i, (image, text) in enumerate(_scene_images(count, seed=1)):
-        lines.append({"image": _save_png(image, folder / "images" / f"{i}.png"), "caption": [text, f"a picture: {text}"]})
+        lines.append(
+            {"image": _save_png(image, folder / "images" / f"{i}.png"), "caption": [text, f"a picture: {text}"]}
+        )
     path = folder / "captions.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
@@ -158,11 +162,13 @@ def write_gqa_inpaint_jsonl(folder: Path, count: int = 6) -> Path:
     """GQA-Inpaint style removal data: {"source_image", "instruction", "target_image"} per line."""
     lines = []
     for i, ((source, _), (target, _)) in enumerate(zip(_scene_images(count, seed=3), _scene_images(count, seed=4))):
-        lines.append({
-            "source_image": _save_png(source, folder / "source" / f"{i}.png"),
-            "instruction": "remove the object",
-            "target_image": _save_png(target, folder / "target" / f"{i}.png"),
-        })  # fmt: skip
+        lines.append(
+            {
+                "source_image": _save_png(source, folder / "source" / f"{i}.png"),
+                "instruction": "remove the object",
+                "target_image": _save_png(target, folder / "target" / f"{i}.png"),
+            }
+        )
     path = folder / "gqa_inpaint.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path

@@ -1,8 +1,8 @@
 """mtu: Multi-Task Upcycling of pre-trained text-to-image diffusion models.
 
-    >>> import mtu
-    >>> model = mtu.upcycle(unet, mtu.MTUConfig(tasks=["t2i", "edit"], num_experts=4))
-    >>> noise_pred = model(latents, t, text_embeddings, task="edit").sample
+>>> import mtu
+>>> model = mtu.upcycle(unet, mtu.MTUConfig(tasks=["t2i", "edit"], num_experts=4))
+>>> noise_pred = model(latents, t, text_embeddings, task="edit").sample
 """
 
 import importlib

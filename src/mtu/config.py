@@ -64,9 +64,15 @@ class TaskSpec:
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ValueError(f"task name {self.name!r} must be a Python identifier such as 'edit' or 'depth2img'")
         if self.conditioning not in CONDITIONINGS:
-            raise ValueError(f"task {self.name!r}: conditioning {self.conditioning!r} is not one of {sorted(CONDITIONINGS)}")
+            raise ValueError(
+                f"task {self.name!r}: conditioning {self.conditioning!r} is not one of {sorted(CONDITIONINGS)}"
+            )
         if self.conditioning == "custom":
-            if isinstance(self.extra_channels, bool) or not isinstance(self.extra_channels, int) or self.extra_channels < 0:
+            if (
+                isinstance(self.extra_channels, bool)
+                or not isinstance(self.extra_channels, int)
+                or self.extra_channels < 0
+            ):
                 raise ValueError(
                     f"task {self.name!r}: a custom task needs extra_channels, an int >= 0, got {self.extra_channels!r}"
                 )
@@ -99,11 +105,16 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
         TaskSpec("t2i", "none", description="text-to-image: the base model's own task"),
         TaskSpec("edit", "image", description="instruction editing: InstructPix2Pix layout"),
         TaskSpec(
-            "sr", "image", description="super-resolution: latent of the low-res image resized to the output size",
-            upscale=4, prompt="optional",
+            "sr",
+            "image",
+            description="super-resolution: latent of the low-res image resized to the output size",
+            upscale=4,
+            prompt="optional",
         ),
         TaskSpec("remove", "image", description="object removal from an instruction, no mask (the paper's inpainting)"),
-        TaskSpec("inpaint", "masked_image", description="mask-based inpainting: SD-inpainting layout", prompt="optional"),
+        TaskSpec(
+            "inpaint", "masked_image", description="mask-based inpainting: SD-inpainting layout", prompt="optional"
+        ),
         TaskSpec("colorize", "image", description="colourise a grayscale image (the Shapes task added after training)"),
     )
 }
@@ -179,7 +190,9 @@ class MTUConfig:
         if isinstance(self.target_modules, str):
             self.target_modules = [self.target_modules]
         patterns = self.target_modules
-        if patterns is not None and not (isinstance(patterns, (list, tuple)) and all(isinstance(p, str) for p in patterns)):
+        if patterns is not None and not (
+            isinstance(patterns, (list, tuple)) and all(isinstance(p, str) for p in patterns)
+        ):
             raise ValueError(f"target_modules must be a list of regular expressions, got {self.target_modules!r}")
         for name in ("base_model_name_or_path", "base_model_class"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
@@ -200,7 +213,7 @@ class MTUConfig:
         return {"mtu_version": __version__, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MTUConfig":
+    def from_dict(cls, data: dict[str, Any]) -> MTUConfig:
         if not isinstance(data, dict):
             raise ValueError(f"an MTU config is a JSON object of settings, got a {type(data).__name__}")
         data = {key: value for key, value in data.items() if key != "mtu_version"}
@@ -217,12 +230,14 @@ class MTUConfig:
         write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "MTUConfig":
+    def load(cls, path: str | os.PathLike) -> MTUConfig:
         path = Path(path)
         if path.is_dir():
             path = path / CONFIG_NAME
         if not path.is_file():
-            raise FileNotFoundError(f"no MTU config at {path}; an MTU folder holds {CONFIG_NAME} (write it with save_pretrained)")
+            raise FileNotFoundError(
+                f"no MTU config at {path}; an MTU folder holds {CONFIG_NAME} (write it with save_pretrained)"
+            )
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except ValueError as error:  # JSON and UTF-8 errors are ValueErrors too: name the file in all of them

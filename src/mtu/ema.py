@@ -6,8 +6,8 @@ the pretraining recipe (`mtu.pretrain.loop.Stage`) averages whole modules by nam
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -65,7 +65,9 @@ class TrainableEMA:
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
         if len(state["shadow"]) != len(self.shadow):
-            raise ValueError(f"EMA state has {len(state['shadow'])} tensors, the model {len(self.shadow)} trainable parameters")
+            raise ValueError(
+                f"EMA state has {len(state['shadow'])} tensors, the model {len(self.shadow)} trainable parameters"
+            )
         self.decay, self.updates = state["decay"], state["updates"]
         for average, saved in zip(self.shadow, state["shadow"]):
             average.copy_(saved)

@@ -12,9 +12,10 @@ import dataclasses
 import inspect
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.utils.checkpoint
@@ -72,8 +73,9 @@ class MTUModel(nn.Module):
         # One parameter per task, not one shared table: a task can then train alone (its own AdamW state and
         # weight decay; the others' rows are not even in the optimizer). Drawn as one (T, E) normal table, as
         # nn.Embedding did, so a seeded upcycle starts from the same embeddings as before the split.
-        table = nn.init.normal_(torch.empty(len(config.tasks), config.task_embedding_dim, device=reference.device,
-                                            dtype=reference.dtype))  # fmt: skip
+        table = nn.init.normal_(
+            torch.empty(len(config.tasks), config.task_embedding_dim, device=reference.device, dtype=reference.dtype)
+        )
         pairs = [(name, nn.Parameter(row.clone())) for name, row in zip(config.task_names, table)]
         self.task_embeddings = nn.ParameterDict(pairs)  # pairs, not a dict: a plain dict would be sorted by name
         self._context = context
@@ -135,7 +137,6 @@ class MTUModel(nn.Module):
                 found += module.convs[task].parameters()
         return found
 
-
     def forward(self, *args: Any, task: TaskArgument | None = None, **kwargs: Any) -> Any:
         """Run the base model's forward for `task`: a name, or one name / id per sample (a mixed-task batch).
 
@@ -160,7 +161,9 @@ class MTUModel(nn.Module):
             return [self.mtu_config.task_index(task)] * batch_size
         if isinstance(task, torch.Tensor):
             if task.is_floating_point() or task.is_complex() or task.dim() > 1:
-                raise ValueError(f"task ids must be a 1-D integer tensor, got dtype {task.dtype} and shape {tuple(task.shape)}")
+                raise ValueError(
+                    f"task ids must be a 1-D integer tensor, got dtype {task.dtype} and shape {tuple(task.shape)}"
+                )
             task = task.reshape(-1).tolist()
         ids = [self.mtu_config.task_index(item) if isinstance(item, str) else item for item in task]
         if len(ids) != batch_size:
@@ -170,7 +173,9 @@ class MTUModel(nn.Module):
             )
         bad = [item for item in ids if not isinstance(item, int) or not 0 <= item < len(self.task_names)]
         if bad:
-            raise ValueError(f"task ids {bad[:5]} out of range: valid ids are 0..{len(self.task_names) - 1} for {self.task_names}")
+            raise ValueError(
+                f"task ids {bad[:5]} out of range: valid ids are 0..{len(self.task_names) - 1} for {self.task_names}"
+            )
         return ids
 
     def task_batch(self, task: TaskArgument | None, batch_size: int, device: torch.device) -> TaskBatch:
@@ -185,7 +190,11 @@ class MTUModel(nn.Module):
         expected = {self.task_names[t]: self.input_conv.in_channels(self.task_names[t]) for t in present}
         needed = max(expected.values())
         if sample.shape[1] != needed:
-            padded = "" if len(set(expected.values())) == 1 else " (a mixed batch is zero-padded to the largest; see mtu.concat_task_inputs)"
+            padded = (
+                ""
+                if len(set(expected.values())) == 1
+                else " (a mixed batch is zero-padded to the largest; see mtu.concat_task_inputs)"
+            )
             raise ValueError(
                 f"the input has {sample.shape[1]} channels but {expected} expects {needed}{padded}; "
                 "concatenate each task's conditioning latents after the noisy latent"
@@ -211,7 +220,6 @@ class MTUModel(nn.Module):
             return torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False)
 
         self.base_model.enable_gradient_checkpointing(checkpoint_with_tasks)
-
 
     @torch.no_grad()
     def routing_weights(self) -> dict[str, torch.Tensor]:
@@ -240,7 +248,6 @@ class MTUModel(nn.Module):
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return ParameterReport(total=total, trainable=trainable, components=dict(counts))
 
-
     def mtu_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights MTU owns (experts, routers, task embeddings, norms, input convs); nothing frozen."""
         state = {f"task_embeddings.{name}": self.task_embeddings[name] for name in self.task_names}
@@ -258,11 +265,14 @@ class MTUModel(nn.Module):
         if missing or unexpected:
             raise ValueError(
                 f"MTU weights do not match this model: {len(missing)} missing (e.g. {missing[:3]}), "
-                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}); were they saved from another base model or config?"
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}); were they saved from another base model or "
+                "config?"
             )
         for key, target in own.items():
             if target.shape != state_dict[key].shape:
-                raise ValueError(f"{key}: saved shape {tuple(state_dict[key].shape)}, model shape {tuple(target.shape)}")
+                raise ValueError(
+                    f"{key}: saved shape {tuple(state_dict[key].shape)}, model shape {tuple(target.shape)}"
+                )
             target.copy_(state_dict[key])
 
     def _split_embedding_table(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -272,7 +282,10 @@ class MTUModel(nn.Module):
         state_dict = dict(state_dict)
         table = state_dict.pop(LEGACY_EMBEDDING_KEY)
         if table.dim() != 2 or table.shape[0] != len(self.task_names):
-            raise ValueError(f"{LEGACY_EMBEDDING_KEY}: saved shape {tuple(table.shape)}, expected one row per task of {self.task_names}")
+            raise ValueError(
+                f"{LEGACY_EMBEDDING_KEY}: saved shape {tuple(table.shape)}, expected one row per task of "
+                f"{self.task_names}"
+            )
         state_dict.update({f"task_embeddings.{name}": row for name, row in zip(self.task_names, table)})
         return state_dict
 

@@ -27,8 +27,15 @@ TASKS = DEFAULT_TASKS  # the five tasks an MTUConfig serves by default
 GRID_EXAMPLES = 4
 
 
-def quickstart(out: str | Path = "outputs/quickstart", steps: int = 300, eval_samples: int = 32, seed: int = 0,
-               config: str | Path = DEFAULT_CONFIG, eval_steps: int = 25, shipped: str | Path | None = "default") -> Path:
+def quickstart(
+    out: str | Path = "outputs/quickstart",
+    steps: int = 300,
+    eval_samples: int = 32,
+    seed: int = 0,
+    config: str | Path = DEFAULT_CONFIG,
+    eval_steps: int = 25,
+    shipped: str | Path | None = "default",
+) -> Path:
     """Run the quickstart; returns the path of the report (`out/report.md`).
 
     Args:
@@ -46,8 +53,14 @@ def quickstart(out: str | Path = "outputs/quickstart", steps: int = 300, eval_sa
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    overrides = {"output_dir": str(out / "run"), "train.max_steps": steps, "seed": seed,
-                 "logging.log_with": "none", "logging.sample_every": 0, "checkpoint.every": max(steps // 2, 1)}
+    overrides = {
+        "output_dir": str(out / "run"),
+        "train.max_steps": steps,
+        "seed": seed,
+        "logging.log_with": "none",
+        "logging.sample_every": 0,
+        "checkpoint.every": max(steps // 2, 1),
+    }
     training = load_config(config, overrides)
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": eval_steps}
     before = _evaluate(_pipeline(base=training.model), eval_samples, seed, sampler)  # = the base model
@@ -63,9 +76,14 @@ def quickstart(out: str | Path = "outputs/quickstart", steps: int = 300, eval_sa
     full = None
     if shipped is not None:
         reference = _pipeline(Path(shipped))
-        full = {"metrics": _evaluate(reference, eval_samples, seed, sampler),
-                "grids": {task: _example_grid(reference, task, out / f"shipped-{task}.png", seed, sampler)
-                          for task in TASKS if task in reference.unet.task_names}}  # fmt: skip
+        full = {
+            "metrics": _evaluate(reference, eval_samples, seed, sampler),
+            "grids": {
+                task: _example_grid(reference, task, out / f"shipped-{task}.png", seed, sampler)
+                for task in TASKS
+                if task in reference.unet.task_names
+            },
+        }
     minutes = (time.perf_counter() - started) / 60
     report = _write_report(out, before, after, grids, router, steps, eval_samples, minutes, full)
     metrics = {"before": before, "after": after, **({"shipped": full["metrics"]} if full else {})}
@@ -125,8 +143,17 @@ def _router_figure(pipe, path: Path) -> tuple[Path, str]:
     return analysis.plot(path), analysis.summary()
 
 
-def _write_report(out: Path, before: dict, after: dict, grids: dict, router: tuple[Path, str], steps: int,
-                  samples: int, minutes: float, full: dict | None = None) -> Path:
+def _write_report(
+    out: Path,
+    before: dict,
+    after: dict,
+    grids: dict,
+    router: tuple[Path, str],
+    steps: int,
+    samples: int,
+    minutes: float,
+    full: dict | None = None,
+) -> Path:
     lines = [
         "# mtu quickstart report",
         "",
@@ -139,15 +166,21 @@ def _write_report(out: Path, before: dict, after: dict, grids: dict, router: tup
         "|---|---|---|---|",
     ]
     shipped = (full or {}).get("metrics", {})
-    lines += [f"| {row} | {summary(row, before[row])} | {summary(row, after[row])} | "
-              f"{summary(row, shipped[row]) if row in shipped else 'not shipped in this installation'} |"
-              for row in before]  # fmt: skip
+    lines += [
+        f"| {row} | {summary(row, before[row])} | {summary(row, after[row])} | "
+        f"{summary(row, shipped[row]) if row in shipped else 'not shipped in this installation'} |"
+        for row in before
+    ]
     image_only = IMAGE_ONLY_SUFFIX.strip()
-    lines += ["", "The untrained model is exactly the base model: its t2i is the base's, and the image tasks ignore "
-              "their input (their extra input channels start at zero). A Shapes caption names every object and the "
-              "background, so with its caption the base already paints the sr and inpaint targets without reading "
-              f"the image; the rows marked {image_only} score them with empty prompts, where only the image tells "
-              "the model what to draw: those show what training taught.", ""]
+    lines += [
+        "",
+        "The untrained model is exactly the base model: its t2i is the base's, and the image tasks ignore "
+        "their input (their extra input channels start at zero). A Shapes caption names every object and the "
+        "background, so with its caption the base already paints the sr and inpaint targets without reading "
+        f"the image; the rows marked {image_only} score them with empty prompts, where only the image tells "
+        "the model what to draw: those show what training taught.",
+        "",
+    ]
     for task in TASKS:
         prompts = grids[task].with_suffix(".txt").read_text().strip().splitlines()
         lines += [f"## {task}", "", "Columns: input (blank for t2i) | output | target. Prompts, top to bottom:", ""]

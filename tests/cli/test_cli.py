@@ -56,8 +56,20 @@ def test_info_describes_mtu_and_pipeline_folders(workspace, capsys):
 def test_generate_every_task_writes_pngs(workspace, task, extra):
     extra = [str(workspace / item) if item.endswith(".png") else item for item in extra]
     out = workspace / "out" / task
-    argv = ["generate", "--model", str(workspace / "mtu"), "--task", task, "--prompt", "a red circle",
-            "--steps", "2", "--out", str(out), *extra]
+    argv = [
+        "generate",
+        "--model",
+        str(workspace / "mtu"),
+        "--task",
+        task,
+        "--prompt",
+        "a red circle",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+        *extra,
+    ]
     assert main(argv) == 0
     images = list(out.glob("*.png"))
     assert len(images) == 1 and PIL.Image.open(images[0]).size == (16, 16)
@@ -77,7 +89,17 @@ def test_export_writes_a_stock_pipeline_folder(workspace, task, stock_class):
 
 
 def test_errors_are_one_line_messages(workspace, capsys):
-    argv = ["generate", "--model", str(workspace / "mtu"), "--task", "edit", "--steps", "1", "--out", str(workspace / "x")]
+    argv = [
+        "generate",
+        "--model",
+        str(workspace / "mtu"),
+        "--task",
+        "edit",
+        "--steps",
+        "1",
+        "--out",
+        str(workspace / "x"),
+    ]
     assert main(argv) == 1
     assert "mtu generate: error: task 'edit' needs image=..." in capsys.readouterr().err
     assert main([*argv, "--image", str(workspace / "not-an-image.png")]) == 1

@@ -49,7 +49,15 @@ def generate(workspace, *extra: str, model=None) -> list[str]:
 def test_upcycle_refuses_an_existing_model_and_overwrite_replaces_it(workspace, capsys):
     weights = workspace / "mtu" / WEIGHTS_NAME
     before = weights.read_bytes()
-    argv = ["upcycle", "--base", str(workspace / "base" / "pipeline"), "--experts", "2", "--out", str(workspace / "mtu")]
+    argv = [
+        "upcycle",
+        "--base",
+        str(workspace / "base" / "pipeline"),
+        "--experts",
+        "2",
+        "--out",
+        str(workspace / "mtu"),
+    ]
     assert main(argv) == 1
     assert "already exists and is not empty; --overwrite" in one_line_error(capsys, "upcycle")
     assert weights.read_bytes() == before
@@ -108,7 +116,15 @@ def test_generate_refuses_before_loading_the_model(workspace, capsys, extra, mes
 
 def test_max_side_can_be_raised(workspace, monkeypatch, capsys):
     monkeypatch.setenv("MTU_MAX_SIDE", "1200")
-    argv = ["generate", "--model", str(workspace / "no-such-model"), "--task", "edit", "--image", str(workspace / "big.png")]
+    argv = [
+        "generate",
+        "--model",
+        str(workspace / "no-such-model"),
+        "--task",
+        "edit",
+        "--image",
+        str(workspace / "big.png"),
+    ]
     assert main(argv) == 1
     assert "no MTU config at" in one_line_error(capsys, "generate")  # the image passed; the model is what's missing
 

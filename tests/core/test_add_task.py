@@ -44,7 +44,9 @@ def outputs(model, case: Case, latent: torch.Tensor, tasks) -> dict[str, torch.T
     return found
 
 
-def train_new_task(model, case: Case, latent: torch.Tensor, task: str, steps: int = 3, mixed_with: str = "edit") -> None:
+def train_new_task(
+    model, case: Case, latent: torch.Tensor, task: str, steps: int = 3, mixed_with: str = "edit"
+) -> None:
     """A few AdamW steps (weight decay on) of `task` alone, on batches that also hold an old task's samples."""
     train_only(model, [task])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
@@ -176,7 +178,9 @@ def test_add_task_refuses_what_it_cannot_add():
     with pytest.raises(ValueError, match="conditioning 'rgb' is not one of"):
         model.add_task({"name": "depth2img", "conditioning": "rgb"})
     assert model.task_names == OLD and model.mtu_state_dict().keys() == before.keys()
-    assert all(len(m.task_names) == 4 for m in model.base_model.modules() if isinstance(m, (TaskInputConv, TaskLayerNorm)))
+    assert all(
+        len(m.task_names) == 4 for m in model.base_model.modules() if isinstance(m, (TaskInputConv, TaskLayerNorm))
+    )
 
 
 def test_shapes_base_upcycled_trained_and_extended_keeps_its_four_tasks():
@@ -188,6 +192,7 @@ def test_shapes_base_upcycled_trained_and_extended_keeps_its_four_tasks():
     folder = SHIPPED_MODELS["shapes-base"] / "unet"
     if not (folder / "diffusion_pytorch_model.safetensors").is_file():
         pytest.skip("the shapes-base weights are not in this checkout")
+
     def inputs(sample: torch.Tensor, generator: torch.Generator) -> tuple[tuple, dict]:
         batch = sample.shape[0]
         timestep = torch.randint(0, 1000, (batch,), generator=generator)

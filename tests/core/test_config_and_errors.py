@@ -16,7 +16,12 @@ TASKS = ["t2i", "edit", "sr", "remove", "inpaint"]
 
 def test_config_round_trips_through_json(tmp_path):
     config = MTUConfig(
-        tasks=["t2i", "edit", TaskSpec("depth", extra_channels=1, description="depth"), {"name": "sketch", "extra_channels": 3}],
+        tasks=[
+            "t2i",
+            "edit",
+            TaskSpec("depth", extra_channels=1, description="depth"),
+            {"name": "sketch", "extra_channels": 3},
+        ],
         num_experts=8,
         router_hidden_dim=32,
         task_embedding_dim=16,
@@ -129,7 +134,9 @@ def call(model, channels: int = 4, batch: int = 2, text_batch: int | None = None
 
 
 def test_unknown_task_lists_the_model_tasks(model):
-    with pytest.raises(ValueError, match=r"unknown task 'upscale'; this model serves \['t2i', 'edit', 'sr', 'remove', 'inpaint'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown task 'upscale'; this model serves \['t2i', 'edit', 'sr', 'remove', 'inpaint'\]"
+    ):
         call(model, task="upscale")
 
 

@@ -72,8 +72,10 @@ def test_structure_replaces_every_ffn_and_keeps_parameter_count_close(case: Case
     report = model.parameter_report()
     assert report.total == sum(report.components.values()) == sum(p.numel() for p in model.parameters())
     assert report.components["frozen (base)"] == base_params - base_ffn_params - sum(
-        p.numel() for m in base.modules() for p in m.parameters(recurse=False) if m is getattr(base, "conv_in", None)
-        or m is getattr(getattr(base, "pos_embed", None), "proj", None)
+        p.numel()
+        for m in base.modules()
+        for p in m.parameters(recurse=False)
+        if m is getattr(base, "conv_in", None) or m is getattr(getattr(base, "pos_embed", None), "proj", None)
     ) - (sum(p.numel() for m in model.modules() if isinstance(m, TaskLayerNorm) for p in m.parameters()) // len(TASKS))
 
 

@@ -55,7 +55,9 @@ def test_counts_and_sides_are_bounded(monkeypatch):
     assert check_count("--num-images", 3, 64) == 3 and check_steps(1000) == 1000
     with pytest.raises(ValueError, match=r"--resolution must be a whole number >= 1, got 0"):
         check_side("--resolution", 0)
-    with pytest.raises(ValueError, match=r"refused: --resolution 100000 is over the limit of 1024 .*MTU_MAX_SIDE=100000"):
+    with pytest.raises(
+        ValueError, match=r"refused: --resolution 100000 is over the limit of 1024 .*MTU_MAX_SIDE=100000"
+    ):
         check_side("--resolution", 100000)
     monkeypatch.setenv("MTU_MAX_SIDE", "200000")
     assert max_side() == 200000 and check_side("--resolution", 100000) == 100000
@@ -221,7 +223,8 @@ def test_long_prompts_warn_how_many_tokens_are_dropped(pipe, caplog):
 def test_import_mtu_is_lazy_and_keeps_the_api():
     code = (
         "import sys, mtu; assert 'torch' not in sys.modules and 'diffusers' not in sys.modules; "
-        "from mtu.upcycle import add_task_layers; assert callable(mtu.upcycle) and mtu.upcycle.__module__ == 'mtu.upcycle'; "
+        "from mtu.upcycle import add_task_layers; "
+        "assert callable(mtu.upcycle) and mtu.upcycle.__module__ == 'mtu.upcycle'; "
         "from mtu import MTUModel, load; print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

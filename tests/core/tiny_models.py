@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel, UNet2DConditionModel
@@ -92,7 +93,10 @@ def _unet_inputs(sample: torch.Tensor, generator: torch.Generator) -> tuple[tupl
 def _sdxl_inputs(sample: torch.Tensor, generator: torch.Generator) -> tuple[tuple, dict]:
     args, _ = _unet_inputs(sample, generator)
     batch = sample.shape[0]
-    added = {"text_embeds": torch.randn(batch, 8, generator=generator), "time_ids": torch.rand(batch, 6, generator=generator)}
+    added = {
+        "text_embeds": torch.randn(batch, 8, generator=generator),
+        "time_ids": torch.rand(batch, 6, generator=generator),
+    }
     return args, {"added_cond_kwargs": added}
 
 

@@ -89,6 +89,7 @@ def test_evaluation_set_is_fixed_held_out_and_prefix_stable():
     small, large = evaluation_set("edit", 5, seed=0), evaluation_set("edit", 20, seed=0)
     assert [e.prompt for e in small] == [e.prompt for e in large[:5]]
     assert [e.prompt for e in evaluation_set("edit", 5, seed=1)] != [e.prompt for e in small]
+
     # The evaluation streams are none of the streams a trainer gets from the same seed.
     def first_draws(rng):
         return tuple(rng.integers(0, 2**62, size=4))

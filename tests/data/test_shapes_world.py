@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mtu.data.shapes import tasks
+from mtu.data.shapes.vocabulary import vocabulary
 from mtu.data.shapes.world import (
     BACKGROUNDS,
     COLORS,
@@ -20,7 +21,6 @@ from mtu.data.shapes.world import (
     sample_scene,
     words,
 )
-from mtu.data.shapes.vocabulary import vocabulary
 
 
 def test_palette_is_well_separated():
@@ -89,10 +89,10 @@ def test_shapes_have_their_expected_areas():
 
 
 def test_canonical_caption():
-    scene = Scene(
-        "gray", (ShapeObject("circle", "red", "top left"), ShapeObject("triangle", "blue", "bottom right"))
+    scene = Scene("gray", (ShapeObject("circle", "red", "top left"), ShapeObject("triangle", "blue", "bottom right")))
+    assert (
+        caption(scene) == "a red circle at the top left and a blue triangle at the bottom right, on a gray background"
     )
-    assert caption(scene) == "a red circle at the top left and a blue triangle at the bottom right, on a gray background"
     three = Scene("white", scene.objects + (ShapeObject("square", "orange", "center"),))
     assert caption(three) == (
         "a red circle at the top left, a blue triangle at the bottom right and an orange square at the center, "

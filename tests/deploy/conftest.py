@@ -47,5 +47,3 @@ def onnx_all(pipe, tmp_path_factory):
     from mtu.deploy import export_onnx
 
     return export_onnx(pipe, "all", tmp_path_factory.mktemp("onnx") / "all")
-
-

@@ -18,8 +18,10 @@ def _model(case) -> mtu.MTUModel:
 
 
 def _padded_sample(model, tasks: list[str], seed: int = 0) -> torch.Tensor:
-    samples = [torch.randn(1, model.task_in_channels(task), 8, 8, generator=torch.Generator().manual_seed(seed + i))
-               for i, task in enumerate(tasks)]  # fmt: skip
+    samples = [
+        torch.randn(1, model.task_in_channels(task), 8, 8, generator=torch.Generator().manual_seed(seed + i))
+        for i, task in enumerate(tasks)
+    ]
     return mtu.concat_task_inputs(samples)
 
 

@@ -63,8 +63,15 @@ def test_all_tasks_graph_equals_the_mtu_model_for_every_task_and_a_mixed_batch(p
 
 def test_the_folder_holds_what_a_runner_needs(onnx_all):
     names = sorted(str(path.relative_to(onnx_all)) for path in onnx_all.rglob("*") if path.is_file())
-    for needed in ("model_index.json", "unet/model.onnx", "text_encoder/model.onnx", "vae_encoder/model.onnx",
-                   "vae_decoder/model.onnx", "scheduler/scheduler_config.json", "tokenizer/tokenizer_config.json"):
+    for needed in (
+        "model_index.json",
+        "unet/model.onnx",
+        "text_encoder/model.onnx",
+        "vae_encoder/model.onnx",
+        "vae_decoder/model.onnx",
+        "scheduler/scheduler_config.json",
+        "tokenizer/tokenizer_config.json",
+    ):
         assert needed in names
     manifest = json.loads((onnx_all / "model_index.json").read_text())["mtu_onnx"]
     assert manifest["task"] == "all" and [t["name"] for t in manifest["tasks"]] == TASKS

@@ -14,7 +14,8 @@ def perturbed(state, scales, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return {
         key: value + scales.get(component_of(layer_of(key)), 0.01) * torch.randn(value.shape, generator=generator)
-        if value.is_floating_point() else value
+        if value.is_floating_point()
+        else value
         for key, value in state.items()
     }
 
@@ -41,19 +42,46 @@ def test_layers_components_and_depths():
     assert layer_of(f"{prefix}.attn2.to_out.0.weight") == f"{prefix}.attn2"
     assert layer_of(f"{prefix}.ff.net.0.proj.weight") == f"{prefix}.ff"
     cases = {
-        f"{prefix}.attn1": "self-attention", f"{prefix}.attn2": "cross-attention", f"{prefix}.ff": "ffn",
-        f"{prefix}.norm3": "norm", "conv_norm_out": "norm", "down_blocks.1.attentions.0.proj_in": "proj in/out",
-        "up_blocks.0.resnets.2.conv_shortcut": "resnet conv", "up_blocks.0.resnets.2.time_emb_proj": "time embedding",
-        "time_embedding": "time embedding", "conv_in": "conv in/out", "conv_out": "conv in/out",
-        "down_blocks.0.downsamplers.0.conv": "up/down sampler", "add_embedding": "time embedding",
-        "transformer_blocks.3.attn": "self-attention", "pos_embed.proj": "other",
+        f"{prefix}.attn1": "self-attention",
+        f"{prefix}.attn2": "cross-attention",
+        f"{prefix}.ff": "ffn",
+        f"{prefix}.norm3": "norm",
+        "conv_norm_out": "norm",
+        "down_blocks.1.attentions.0.proj_in": "proj in/out",
+        "up_blocks.0.resnets.2.conv_shortcut": "resnet conv",
+        "up_blocks.0.resnets.2.time_emb_proj": "time embedding",
+        "time_embedding": "time embedding",
+        "conv_in": "conv in/out",
+        "conv_out": "conv in/out",
+        "down_blocks.0.downsamplers.0.conv": "up/down sampler",
+        "add_embedding": "time embedding",
+        "transformer_blocks.3.attn": "self-attention",
+        "pos_embed.proj": "other",
     }
     assert {name: component_of(name) for name in cases} == cases
-    order = ["conv_in", "down_blocks.0.resnets.0.conv1", "down_blocks.0.downsamplers.0.conv",
-             "down_blocks.1.attentions.0.proj_in", "mid_block.resnets.1.conv2", "up_blocks.0.resnets.2.conv1",
-             "up_blocks.0.upsamplers.0.conv", "up_blocks.1.resnets.0.conv1", "conv_out"]
+    order = [
+        "conv_in",
+        "down_blocks.0.resnets.0.conv1",
+        "down_blocks.0.downsamplers.0.conv",
+        "down_blocks.1.attentions.0.proj_in",
+        "mid_block.resnets.1.conv2",
+        "up_blocks.0.resnets.2.conv1",
+        "up_blocks.0.upsamplers.0.conv",
+        "up_blocks.1.resnets.0.conv1",
+        "conv_out",
+    ]
     assert sorted(order, key=lambda name: depth_of(name)[0]) == order
-    assert [depth_of(name)[1] for name in order] == ["in", "down0.0", "down0.ds", "down1.0", "mid", "up0.2", "up0.us", "up1.0", "out"]
+    assert [depth_of(name)[1] for name in order] == [
+        "in",
+        "down0.0",
+        "down0.ds",
+        "down1.0",
+        "mid",
+        "up0.2",
+        "up0.us",
+        "up1.0",
+        "out",
+    ]
 
 
 def test_grown_input_conv_is_compared_on_its_pretrained_slice():
@@ -61,7 +89,9 @@ def test_grown_input_conv_is_compared_on_its_pretrained_slice():
     finetuned = dict(pretrained)
     weight = pretrained["conv_in.weight"]
     finetuned["conv_in.weight"] = torch.cat([weight + 1.0, torch.zeros_like(weight)], dim=1)  # 4 -> 8 input channels
-    layer = next(layer for layer in deviation_analysis(pretrained, {"edit": finetuned}).layers if layer.name == "conv_in")
+    layer = next(
+        layer for layer in deviation_analysis(pretrained, {"edit": finetuned}).layers if layer.name == "conv_in"
+    )
     assert layer.partial and layer.raw["edit"] == pytest.approx(weight.numel() ** 0.5)  # every weight moved by 1
 
 
@@ -74,8 +104,13 @@ def test_deviation_rejects_mismatched_state_dicts():
 
 def test_router_analysis_finds_the_sr_expert(tmp_path):
     tasks = ["t2i", "edit", "sr", "remove", "inpaint"]
-    rows = {"t2i": [0.3, 0.3, 0.1, 0.3], "edit": [0.35, 0.3, 0.05, 0.3], "sr": [0.1, 0.1, 0.7, 0.1],
-            "remove": [0.3, 0.35, 0.05, 0.3], "inpaint": [0.3, 0.3, 0.1, 0.3]}
+    rows = {
+        "t2i": [0.3, 0.3, 0.1, 0.3],
+        "edit": [0.35, 0.3, 0.05, 0.3],
+        "sr": [0.1, 0.1, 0.7, 0.1],
+        "remove": [0.3, 0.35, 0.05, 0.3],
+        "inpaint": [0.3, 0.3, 0.1, 0.3],
+    }
     routing = {
         f"down_blocks.{b}.attentions.0.transformer_blocks.0.ff": torch.tensor([rows[task] for task in tasks])
         for b in range(3)

@@ -51,9 +51,19 @@ class TinyFeatures(nn.Module):
 def save_tiny_clip(folder):
     tokenizer = tiny_tokenizer(folder / "tokenizer-files", model_max_length=32)
     vocab = len(tokenizer)
-    text = dict(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=32, bos_token_id=vocab - 2, eos_token_id=vocab - 1)
-    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
+    text = dict(
+        vocab_size=vocab,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=32,
+        bos_token_id=vocab - 2,
+        eos_token_id=vocab - 1,
+    )
+    vision = dict(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8
+    )
     torch.manual_seed(0)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(folder)
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
@@ -109,7 +119,9 @@ def scene(size=64):
 
 
 def as_batch(*images):
-    return torch.from_numpy(np.stack([np.clip(np.rint(i), 0, 255).astype(np.uint8) for i in images])).permute(0, 3, 1, 2)
+    return torch.from_numpy(np.stack([np.clip(np.rint(i), 0, 255).astype(np.uint8) for i in images])).permute(
+        0, 3, 1, 2
+    )
 
 
 def test_fid_of_a_set_against_itself_is_zero():
@@ -147,11 +159,16 @@ def test_directional_similarity_flips_sign_with_the_edit_direction(networks):
 
 def test_lpips_psnr_ssim_get_worse_with_more_degradation(networks):
     clean = scene()
-    levels = [ndimage.gaussian_filter(clean, (s, s, 0)) + np.random.default_rng(0).normal(0, n, clean.shape)
-              for s, n in ((0.6, 4), (1.5, 12), (3.0, 30))]
+    levels = [
+        ndimage.gaussian_filter(clean, (s, s, 0)) + np.random.default_rng(0).normal(0, n, clean.shape)
+        for s, n in ((0.6, 4), (1.5, 12), (3.0, 30))
+    ]
     network = load_lpips(networks["lpips"])
     reference = as_batch(clean)
-    scores = [(lpips(as_batch(d), reference, network), psnr(as_batch(d), reference), ssim(as_batch(d), reference)) for d in levels]
+    scores = [
+        (lpips(as_batch(d), reference, network), psnr(as_batch(d), reference), ssim(as_batch(d), reference))
+        for d in levels
+    ]
     distances, psnrs, ssims = zip(*scores)
     assert list(distances) == sorted(distances) and distances[0] > 0
     assert list(psnrs) == sorted(psnrs, reverse=True)
@@ -189,19 +206,43 @@ def write_remove_dataset(folder):
     for index in range(3):
         for name in ("source", "target"):
             PIL.Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(folder / f"{name}{index}.png")
-        lines.append(json.dumps({
-            "source_image": f"source{index}.png", "target_image": f"target{index}.png",
-            "instruction": "remove the ball", "input_caption": "a ball on grass", "output_caption": "grass",
-        }))
+        lines.append(
+            json.dumps(
+                {
+                    "source_image": f"source{index}.png",
+                    "target_image": f"target{index}.png",
+                    "instruction": "remove the ball",
+                    "input_caption": "a ball on grass",
+                    "output_caption": "grass",
+                }
+            )
+        )
     (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     return folder
 
 
 def test_mtu_eval_folder_scores_a_tiny_model(mtu_folder, networks, tmp_path, capsys):
     data = write_remove_dataset(tmp_path / "data")
-    argv = ["eval", "--benchmark", "folder", "--data", str(data), "--task", "remove", "--model", str(mtu_folder),
-            "--steps", "2", "--clip", str(networks["clip"]), "--inception", str(networks["inception"]),
-            "--lpips", str(networks["lpips"]), "--json"]
+    argv = [
+        "eval",
+        "--benchmark",
+        "folder",
+        "--data",
+        str(data),
+        "--task",
+        "remove",
+        "--model",
+        str(mtu_folder),
+        "--steps",
+        "2",
+        "--clip",
+        str(networks["clip"]),
+        "--inception",
+        str(networks["inception"]),
+        "--lpips",
+        str(networks["lpips"]),
+        "--json",
+    ]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["num_samples"] == 3 and result["resolution"] == 16 and result["skipped"] == {}
@@ -214,15 +255,35 @@ def test_mtu_eval_folder_stops_before_work_when_weights_are_missing(monkeypatch,
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     data = write_remove_dataset(tmp_path / "data")
     # The model folder does not exist: the weight check must fail first.
-    argv = ["eval", "--benchmark", "folder", "--data", str(data), "--task", "remove", "--model", str(tmp_path / "absent"),
-            "--metrics", "fid,psnr"]
+    argv = [
+        "eval",
+        "--benchmark",
+        "folder",
+        "--data",
+        str(data),
+        "--task",
+        "remove",
+        "--model",
+        str(tmp_path / "absent"),
+        "--metrics",
+        "fid,psnr",
+    ]
     assert main(argv) == 1
     assert "pt_inception-2015-12-05-6726825d.pth" in capsys.readouterr().err
 
 
 def test_mtu_eval_folder_rejects_records_missing_task_fields(tmp_path, capsys):
     (tmp_path / "data.jsonl").write_text(json.dumps({"input_image": "x.png"}) + "\n")
-    argv = ["eval", "--benchmark", "folder", "--data", str(tmp_path / "data.jsonl"), "--task", "edit",
-            "--model", str(tmp_path / "absent")]
+    argv = [
+        "eval",
+        "--benchmark",
+        "folder",
+        "--data",
+        str(tmp_path / "data.jsonl"),
+        "--task",
+        "edit",
+        "--model",
+        str(tmp_path / "absent"),
+    ]
     assert main(argv) == 1
     assert "lacks ['edit_prompt']" in capsys.readouterr().err

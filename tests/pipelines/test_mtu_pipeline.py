@@ -110,8 +110,13 @@ def test_exported_task_in_stock_pipeline_gives_the_same_image(pipe, sd_component
     request = request_for(task, preserve_unmasked=False)
     expected = run(pipe, request)
     stock = stock_pipeline(task, pipe, sd_components)
-    kwargs = {"prompt": request.prompt, "guidance_scale": request.guidance_scale, "num_inference_steps": STEPS,
-              "output_type": "np", "generator": torch.Generator().manual_seed(0)}
+    kwargs = {
+        "prompt": request.prompt,
+        "guidance_scale": request.guidance_scale,
+        "num_inference_steps": STEPS,
+        "output_type": "np",
+        "generator": torch.Generator().manual_seed(0),
+    }
     if task in ("edit", "remove"):
         kwargs.update(image=request.image, image_guidance_scale=request.image_guidance_scale)
     elif task == "sr":
@@ -142,7 +147,10 @@ def test_loads_from_base_and_mtu_folders(tmp_path, sd_components):
         ({"task": "edit", "image": None}, "task 'edit' needs image=..."),
         ({"task": "t2i", "image": picture(0)}, "task 't2i' takes no image"),
         ({"task": "inpaint", "mask_image": None}, "task 'inpaint' needs mask_image="),
-        ({"task": "inpaint", "mask_image": box_mask(8)}, r"mask_image is \(8, 8\) \(height, width\) but image is \(16, 16\)"),
+        (
+            {"task": "inpaint", "mask_image": box_mask(8)},
+            r"mask_image is \(8, 8\) \(height, width\) but image is \(16, 16\)",
+        ),
         ({"task": "edit", "image": picture(0, size=15)}, "height and width must be multiples of 2"),
         ({"task": "t2i", "height": 15, "width": 16}, "height and width must be multiples of 2"),
         ({"task": "edit", "prompt": ["a", "b", "c"], "image": [picture(0), picture(1)]}, "got 3 prompts for 2 images"),

@@ -28,8 +28,10 @@ def _inputs(example) -> dict:
 def test_every_task_through_the_pipeline_on_shapes_base(examples):
     pipe = MTUPipeline.from_base("shapes-base")
     pipe.set_progress_bar_config(disable=True)
-    requests = [MTURequest(task, e.prompt, generator=torch.Generator().manual_seed(0), height=64, width=64, **_inputs(e))
-                for task, e in examples.items()]
+    requests = [
+        MTURequest(task, e.prompt, generator=torch.Generator().manual_seed(0), height=64, width=64, **_inputs(e))
+        for task, e in examples.items()
+    ]
     outputs = pipe.run_batch(requests, num_inference_steps=2, output_type="np")
     for task, images in zip(TASKS, outputs):
         assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all(), task
@@ -47,6 +49,23 @@ def test_every_task_through_mtu_generate_on_shapes_base(tmp_path_factory, exampl
             PIL.Image.fromarray(image).save(path)
             argv += [flag, str(path)]
     out = tmp_path_factory.mktemp(f"out-{task}")
-    assert main(["generate", "--model", str(root / "mtu"), "--task", task, "--prompt", example.prompt,
-                 "--steps", "2", "--out", str(out), *argv]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(root / "mtu"),
+                "--task",
+                task,
+                "--prompt",
+                example.prompt,
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+                *argv,
+            ]
+        )
+        == 0
+    )
     assert [PIL.Image.open(p).size for p in out.glob("*.png")] == [(64, 64)]

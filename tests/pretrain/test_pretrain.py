@@ -174,8 +174,14 @@ def test_lr_warms_up_then_decays_to_the_final_fraction():
 def test_data_workers_render_the_same_batches_as_the_training_process():
     from mtu.pretrain.data import SceneBatches, step_batches
 
-    dataset = SceneBatches(seed=0, stage_index=2, batch_size=3, num_steps=6, caption_dropout=0.5,
-                           tokenizer=build_tokenizer(vocabulary(), max_length=40))  # fmt: skip
+    dataset = SceneBatches(
+        seed=0,
+        stage_index=2,
+        batch_size=3,
+        num_steps=6,
+        caption_dropout=0.5,
+        tokenizer=build_tokenizer(vocabulary(), max_length=40),
+    )
     inline = list(step_batches(dataset, first_step=2, workers=0))
     parallel = list(step_batches(dataset, first_step=2, workers=2))
     assert len(inline) == len(parallel) == 4

@@ -62,11 +62,13 @@ def test_a_painted_mask_means_inpaint(app):
 def test_bad_uploads_and_requests_get_a_message_in_the_chat(app, tmp_path):
     (tmp_path / "notes.png").write_text("hello")
     PIL.Image.new("RGB", (65, 8)).save(tmp_path / "wide.png")
-    cases = [("make it blue", [tmp_path / "notes.png"], (2, 1.0, 1.5, 0), "notes.png is not an image"),
-             ("make it blue", [tmp_path / "wide.png"], (2, 1.0, 1.5, 0), "65x8 pixels; the limit is 64"),
-             ("remove the circle", [], (2, 1.0, 1.5, 0), "remove works on an image"),
-             ("", [], (2, 1.0, 1.5, 0), "type a request"),
-             ("a circle", [], (None, 1.0, 1.5, 0), "settings must be numbers, got steps=None")]
+    cases = [
+        ("make it blue", [tmp_path / "notes.png"], (2, 1.0, 1.5, 0), "notes.png is not an image"),
+        ("make it blue", [tmp_path / "wide.png"], (2, 1.0, 1.5, 0), "65x8 pixels; the limit is 64"),
+        ("remove the circle", [], (2, 1.0, 1.5, 0), "remove works on an image"),
+        ("", [], (2, 1.0, 1.5, 0), "type a request"),
+        ("a circle", [], (None, 1.0, 1.5, 0), "settings must be numbers, got steps=None"),
+    ]
     for text, files, settings, message in cases:
         _, (history, box, editor) = _respond(app, text, files=[str(f) for f in files], settings=settings)
         assert [m["role"] for m in history] == ["user", "assistant"]
@@ -95,9 +97,11 @@ def test_an_attachment_is_shown_and_used(app, tmp_path):
 def test_clicking_an_image_of_the_conversation_makes_it_current(app, tmp_path):
     PIL.Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "old.png")
     (tmp_path / "notes.txt").write_text("hello")
-    history = [{"role": "user", "content": [{"type": "text", "text": "a circle"}]},
-               {"role": "assistant", "content": [{"type": "file", "file": {"path": str(tmp_path / "old.png")}}]},
-               {"role": "user", "content": [{"type": "file", "file": {"path": str(tmp_path / "notes.txt")}}]}]
+    history = [
+        {"role": "user", "content": [{"type": "text", "text": "a circle"}]},
+        {"role": "assistant", "content": [{"type": "file", "file": {"path": str(tmp_path / "old.png")}}]},
+        {"role": "user", "content": [{"type": "file", "file": {"path": str(tmp_path / "notes.txt")}}]},
+    ]
 
     def click(index, value=None):
         return app.select_image(history, types.SimpleNamespace(index=index, value=value))

@@ -56,10 +56,15 @@ def _submit_together(worker, jobs):
 def test_requests_group_by_output_size_and_steps():
     pipe = FakePipe()
     with BatchWorker(pipe, max_batch=8, batch_wait_s=0.5) as worker:
-        results = _submit_together(worker, [
-            (MTURequest("t2i", "a"), 2), (MTURequest("edit", "b"), 2), (MTURequest("sr", "c", height=32, width=32), 2),
-            (MTURequest("remove", "d"), 3),
-        ])
+        results = _submit_together(
+            worker,
+            [
+                (MTURequest("t2i", "a"), 2),
+                (MTURequest("edit", "b"), 2),
+                (MTURequest("sr", "c", height=32, width=32), 2),
+                (MTURequest("remove", "d"), 3),
+            ],
+        )
     assert [r.images for r in results] == [["t2i:a"], ["edit:b"], ["sr:c"], ["remove:d"]]
     assert sorted(map(sorted, pipe.calls)) == [["edit", "t2i"], ["remove"], ["sr"]]
     assert sorted(results[0].batch_tasks) == ["edit", "t2i"] and results[2].batch_tasks == ("sr",)
@@ -109,8 +114,10 @@ def test_two_concurrent_tasks_share_one_run_batch_call_of_the_real_pipeline(tiny
     image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
 
     def requests():
-        return [MTURequest("t2i", "a red circle", generator=torch.Generator().manual_seed(1)),
-                MTURequest("edit", "make it blue", image=image, generator=torch.Generator().manual_seed(2))]
+        return [
+            MTURequest("t2i", "a red circle", generator=torch.Generator().manual_seed(1)),
+            MTURequest("edit", "make it blue", image=image, generator=torch.Generator().manual_seed(2)),
+        ]
 
     alone = [tiny_pipe.run_batch([request], 2, output_type="np")[0] for request in requests()]
     calls = []

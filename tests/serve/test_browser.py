@@ -23,8 +23,16 @@ pytest.importorskip("gradio", reason="the demo extra is not installed: pip insta
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # gradio's own pandas deprecations
 
 # Chromium on a machine with no network and no display: no sandbox (root), no GPU, no calls home.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 60_000
 
 
@@ -33,15 +41,20 @@ def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "install", "-y", "-q", "chromium"], ["apt-get", "update", "-q"],
-                        ["apt-get", "install", "-y", "-q", "chromium"]):
+        for command in (
+            ["apt-get", "install", "-y", "-q", "chromium"],
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", "chromium"],
+        ):
             subprocess.run(command, env=env, capture_output=True, timeout=900, check=False)
             found = shutil.which("chromium")
             if found:
                 break
     if found is None:
-        pytest.skip("Chromium is not installed and could not be installed here (needs root and apt-get): "
-                    "run `apt-get install -y chromium` to run the browser test")
+        pytest.skip(
+            "Chromium is not installed and could not be installed here (needs root and apt-get): "
+            "run `apt-get install -y chromium` to run the browser test"
+        )
     return found
 
 
@@ -63,8 +76,13 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tiny_mtu_folder):
     port = _free_port()
-    demo, service = serve(tiny_mtu_folder, port=port, limits=ServeLimits(max_side=256, timeout_s=60),
-                          defaults=Settings(steps=2), block=False)
+    demo, service = serve(
+        tiny_mtu_folder,
+        port=port,
+        limits=ServeLimits(max_side=256, timeout_s=60),
+        defaults=Settings(steps=2),
+        block=False,
+    )
     yield f"http://127.0.0.1:{port}/"
     demo.close()
     service.stop()
@@ -103,7 +121,8 @@ def _wait_for_images(page, count: int) -> None:
     """Until `count` images of the conversation have loaded (decoded, not broken)."""
     page.wait_for_function(
         "n => [...document.querySelectorAll('#chat img')].filter(i => i.complete && i.naturalWidth > 0).length >= n",
-        arg=count, timeout=TIMEOUT_MS,
+        arg=count,
+        timeout=TIMEOUT_MS,
     )
 
 
@@ -140,7 +159,9 @@ def test_requests_in_a_real_browser(server, page, tmp_path):
     artifacts.mkdir(parents=True, exist_ok=True)
     shot = artifacts / "serve-demo.png"
     # Unroll the conversation's scroll box so the screenshot shows every request.
-    page.add_style_tag(content="#chat, #chat .wrapper, #chat .bubble-wrap "
-                               "{ height: auto !important; max-height: none !important; overflow: visible !important; }")
+    page.add_style_tag(
+        content="#chat, #chat .wrapper, #chat .bubble-wrap "
+        "{ height: auto !important; max-height: none !important; overflow: visible !important; }"
+    )
     page.screenshot(path=str(shot), full_page=True)
     print(f"\nscreenshot of the demo page: {shot}")

@@ -42,9 +42,13 @@ def test_output_sizes(service, task, size, expected):
 def test_each_task_answers_with_an_image(service):
     image, mask = _image(), PIL.Image.new("L", (16, 16), 0)
     mask.paste(255, (4, 4, 12, 12))
-    for task, kwargs, size in [("t2i", {}, (16, 16)), ("edit", {"image": image}, (16, 16)),
-                               ("sr", {"image": image}, (64, 64)), ("remove", {"image": image}, (16, 16)),
-                               ("inpaint", {"image": _image(24, 24), "mask": mask.resize((24, 24))}, (16, 16))]:
+    for task, kwargs, size in [
+        ("t2i", {}, (16, 16)),
+        ("edit", {"image": image}, (16, 16)),
+        ("sr", {"image": image}, (64, 64)),
+        ("remove", {"image": image}, (16, 16)),
+        ("inpaint", {"image": _image(24, 24), "mask": mask.resize((24, 24))}, (16, 16)),
+    ]:
         reply = service.run("a red circle", task=task, settings=FAST, **kwargs)
         assert reply.task == task and not reply.guessed and reply.image.size == size and reply.steps == 2
 
@@ -63,7 +67,10 @@ def test_the_task_is_guessed_and_random_seeds_are_reported(service):
         ({"text": "a circle", "task": "draw"}, r"unknown task 'draw'; this model serves \['t2i'"),
         ({"text": "a circle", "settings": Settings(steps=11)}, "steps must be a whole number from 1 to 10"),
         ({"text": "a circle", "settings": Settings(steps=0)}, "steps must be"),
-        ({"text": "a circle", "settings": Settings(steps=2, guidance=float("nan"))}, "guidance must be between 0 and 30"),
+        (
+            {"text": "a circle", "settings": Settings(steps=2, guidance=float("nan"))},
+            "guidance must be between 0 and 30",
+        ),
         ({"text": "a circle", "settings": Settings(steps=2, image_guidance=-1)}, "image guidance must be between"),
         ({"text": "a circle", "settings": Settings(steps=2, seed=2**64)}, r"seed must be below 2\*\*63"),
     ],

@@ -34,8 +34,15 @@ def test_odd_modes_are_converted_to_rgb(tmp_path, mode, make):
     fmt = "JPEG" if mode == "CMYK" else "PNG"
     out = load_upload(_save(tmp_path, f"in.{fmt.lower()}", image, format=fmt), LIMITS)
     assert out.mode == "RGB" and out.size == (8, 6)
-    expected = {"RGBA": (255, 255, 255), "LA": (0, 0, 0), "L": (77, 77, 77), "1": (255, 255, 255),
-                "P": (0, 0, 255), "I;16": (255, 255, 255), "RGB": (10, 20, 30)}
+    expected = {
+        "RGBA": (255, 255, 255),
+        "LA": (0, 0, 0),
+        "L": (77, 77, 77),
+        "1": (255, 255, 255),
+        "P": (0, 0, 255),
+        "I;16": (255, 255, 255),
+        "RGB": (10, 20, 30),
+    }
     if mode in expected:
         assert out.getpixel((3, 3)) == expected[mode]
 

@@ -148,8 +148,13 @@ def test_mtu_train_skips_every_bad_kind_and_finishes(tiny_model, tmp_path, caplo
 
 def test_the_latent_cache_keeps_bad_records_out_and_training_counts_them(tiny_model, tmp_path, caplog):
     path, _ = bad_jsonl(tmp_path / "coco")
-    data = config_dict(tiny_model, tmp_path / "run", tasks=("t2i",), train={"max_steps": 2},
-                       data={"pool_size": 8, "cache": "latents", "cache_dir": str(tmp_path / "cache")})  # fmt: skip
+    data = config_dict(
+        tiny_model,
+        tmp_path / "run",
+        tasks=("t2i",),
+        train={"max_steps": 2},
+        data={"pool_size": 8, "cache": "latents", "cache_dir": str(tmp_path / "cache")},
+    )
     data["tasks"] = {"t2i": {"source": {"type": "jsonl", "path": str(path)}}}
     caplog.set_level(logging.WARNING)
     summary = train(TrainConfig.from_dict(data))

@@ -101,8 +101,13 @@ def test_dataset_records_and_sdxl_are_cached_alike(tmp_path):
     records = write_gqa_inpaint_jsonl(tmp_path / "gqa")
     tasks = {"t2i": {"source": {"type": "shapes"}}, "remove": {"source": {"type": "jsonl", "path": str(records)}}}
     for name, cache in (("plain", "none"), ("cached", "latents")):
-        data = config_dict(model, tmp_path / name, tasks=("t2i",), data={"pool_size": 8, "cache": cache,
-                           "cache_dir": str(tmp_path / "cache")}, train={"max_steps": 3})  # fmt: skip
+        data = config_dict(
+            model,
+            tmp_path / name,
+            tasks=("t2i",),
+            data={"pool_size": 8, "cache": cache, "cache_dir": str(tmp_path / "cache")},
+            train={"max_steps": 3},
+        )
         data["tasks"] = tasks
         train(TrainConfig.from_dict(data))
     _assert_same_losses(tmp_path / "plain", tmp_path / "cached")
@@ -117,8 +122,12 @@ def test_cache_without_a_pool_is_a_config_error(tiny_model, tmp_path):
 def test_lr_multipliers_make_parameter_groups(tiny_model, tmp_path):
     from mtu.training.run import build_run, make_accelerator
 
-    data = config_dict(tiny_model, tmp_path / "run", tasks=("t2i", "edit"),
-                       train={"learning_rate": 1e-3, "lr_multipliers": {"conv_in|router": 10.0}})  # fmt: skip
+    data = config_dict(
+        tiny_model,
+        tmp_path / "run",
+        tasks=("t2i", "edit"),
+        train={"learning_rate": 1e-3, "lr_multipliers": {"conv_in|router": 10.0}},
+    )
     config = TrainConfig.from_dict(data)
     run = build_run(config, make_accelerator(config))
     groups = {group["lr"]: group["params"] for group in run.optimizer.param_groups}

@@ -25,9 +25,28 @@ def test_two_processes_match_one_process(tiny_model, tmp_path):
     path = write_config(tmp_path / "two.yaml", distributed)
     # `--cpu --num_processes 2` starts a single process in accelerate 1.x unless MPI is configured;
     # the torchrun launcher (`--multi_gpu`) starts two, which run on gloo without CUDA.
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-               "-m", "mtu", "train", str(path), "--threads", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        "-m",
+        "mtu",
+        "train",
+        str(path),
+        "--threads",
+        "1",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -55,8 +55,17 @@ def test_methods_start_as_the_base_model_and_train_only_their_parts(method):
         with torch.no_grad():
             assert torch.allclose(model(sample, t, text, task=task).sample, expected, atol=1e-5), task
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert all(".convs." in n or ".norms." in n or "lora_" in n or "ia3_" in n or "experts" in n or "router" in n
-               or "base_layer" in n or n.startswith("task_embeddings.") for n in trainable)  # fmt: skip
+    assert all(
+        ".convs." in n
+        or ".norms." in n
+        or "lora_" in n
+        or "ia3_" in n
+        or "experts" in n
+        or "router" in n
+        or "base_layer" in n
+        or n.startswith("task_embeddings.")
+        for n in trainable
+    )
     if method != "mtu":
         assert not any(n.startswith("task_embeddings.") for n in trainable) and adapter_parameters(model.base_model)
         assert all(p.requires_grad for p in adapter_parameters(model.base_model).values())

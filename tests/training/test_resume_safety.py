@@ -33,8 +33,9 @@ def plant(path: Path, marker: Path) -> None:
 
 
 def run_config(model, output_dir: Path) -> dict:
-    return config_dict(model, output_dir, tasks=("t2i", "edit"), train={"max_steps": 3, "ema_decay": 0.9},
-                       checkpoint={"every": 1})  # fmt: skip
+    return config_dict(
+        model, output_dir, tasks=("t2i", "edit"), train={"max_steps": 3, "ema_decay": 0.9}, checkpoint={"every": 1}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,14 @@ def run_copy(stopped_run, tmp_path) -> Path:
 def test_checkpoints_hold_no_pickle(stopped_run):
     latest = list_checkpoints(stopped_run)[-1]
     names = {str(p.relative_to(latest)) for p in latest.rglob("*") if p.is_file()}
-    assert {"state.json", "state.safetensors", "train_config.yaml", "rng/process-0.json",
-            "rng/process-0.safetensors", "model/mtu_model.safetensors"} <= names  # fmt: skip
+    assert {
+        "state.json",
+        "state.safetensors",
+        "train_config.yaml",
+        "rng/process-0.json",
+        "rng/process-0.safetensors",
+        "model/mtu_model.safetensors",
+    } <= names
     assert not [name for name in names if name.endswith(PICKLE_SUFFIXES)]
 
 
@@ -94,8 +101,15 @@ def test_old_pickle_checkpoints_are_refused_in_one_line(tiny_model, run_copy, tm
 
 
 @pytest.mark.parametrize(
-    "name", ["state.safetensors", "state.json", "model/mtu_model.safetensors", "rng/process-0.safetensors",
-             "rng/process-0.json", "train_config.yaml"],  # fmt: skip
+    "name",
+    [
+        "state.safetensors",
+        "state.json",
+        "model/mtu_model.safetensors",
+        "rng/process-0.safetensors",
+        "rng/process-0.json",
+        "train_config.yaml",
+    ],
 )
 def test_damaged_files_are_named_with_the_previous_checkpoint(tiny_model, run_copy, name):
     first, latest = list_checkpoints(run_copy)

@@ -39,8 +39,17 @@ def assert_same_weights(a: Path, b: Path) -> None:
 @pytest.mark.parametrize(
     "method, extra",
     [
-        ("mtu", {"train": {"gradient_accumulation_steps": 2, "ema_decay": 0.9, "lr_scheduler": "cosine",
-                           "lr_warmup_steps": 1}}),  # fmt: skip
+        (
+            "mtu",
+            {
+                "train": {
+                    "gradient_accumulation_steps": 2,
+                    "ema_decay": 0.9,
+                    "lr_scheduler": "cosine",
+                    "lr_warmup_steps": 1,
+                }
+            },
+        ),
         ("lora", {}),
     ],
 )
@@ -100,8 +109,12 @@ def test_corrupt_samples_are_skipped_and_logged(tiny_model, tmp_path):
 
 
 def test_cli_trains_writes_samples_and_logs(tiny_model, tmp_path, capsys):
-    data = config_dict(tiny_model, tmp_path / "cfg-out", tasks=("t2i", "edit", "inpaint"),
-                       logging={"log_with": "tensorboard", "sample_every": 2, "sample_count": 2, "sample_steps": 2})  # fmt: skip
+    data = config_dict(
+        tiny_model,
+        tmp_path / "cfg-out",
+        tasks=("t2i", "edit", "inpaint"),
+        logging={"log_with": "tensorboard", "sample_every": 2, "sample_count": 2, "sample_steps": 2},
+    )
     path = write_config(tmp_path / "c.yaml", data)
     argv = ["train", str(path), "--max-steps", "2", "--output-dir", str(tmp_path / "run"), "--checkpoint-every", "1"]
     argv += ["--seed", "3"]
@@ -121,8 +134,9 @@ def _subprocess_env() -> dict:
 
 
 def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(tiny_model, tmp_path):
-    data = config_dict(tiny_model, tmp_path / "run", tasks=("t2i", "edit"), train={"max_steps": 100000},
-                       checkpoint={"every": 100000})  # fmt: skip
+    data = config_dict(
+        tiny_model, tmp_path / "run", tasks=("t2i", "edit"), train={"max_steps": 100000}, checkpoint={"every": 100000}
+    )
     path = write_config(tmp_path / "c.yaml", data)
     command = [sys.executable, "-m", "mtu", "train", str(path), "--threads", "1"]
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
@@ -138,7 +152,10 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(tiny_model,
     stopped_at = summary["step"]
     assert summary["stopped"] and 1 <= stopped_at < 100000 and "received signal 15" in err
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == [f"step-{stopped_at:08d}"]
-    longer = {**data, "train": {**data["train"], "max_steps": stopped_at + 2}}  # constant LR: the length does not matter
+    longer = {
+        **data,
+        "train": {**data["train"], "max_steps": stopped_at + 2},
+    }  # constant LR: the length does not matter
     resumed = train(TrainConfig.from_dict(longer), resume="latest")
     reference = {**longer, "output_dir": str(tmp_path / "reference")}
     straight = train(TrainConfig.from_dict(reference))
@@ -148,15 +165,35 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(tiny_model,
 
 def test_sdxl_layout_trains_and_samples(tmp_path):
     model = save_tiny_sdxl_pipeline(tmp_path)
-    data = config_dict(model, tmp_path / "run", tasks=("t2i", "sr"), train={"max_steps": 1},
-                       logging={"sample_every": 1, "sample_count": 1, "sample_steps": 1, "guidance_scale": 2.0})  # fmt: skip
+    data = config_dict(
+        model,
+        tmp_path / "run",
+        tasks=("t2i", "sr"),
+        train={"max_steps": 1},
+        logging={"sample_every": 1, "sample_count": 1, "sample_steps": 1, "guidance_scale": 2.0},
+    )
     summary = train(TrainConfig.from_dict(data))
     assert summary["step"] == 1 and (tmp_path / "run" / "samples" / "step-00000001" / "sr.png").is_file()
 
 
 def _eval(capsys, model, task: str, *flags: str) -> dict:
-    argv = ["eval", "--benchmark", "shapes", "--model", str(model), "--task", task, "--num-samples", "2",
-            "--steps", "1", "--guidance", "1", "--json", *flags]  # fmt: skip
+    argv = [
+        "eval",
+        "--benchmark",
+        "shapes",
+        "--model",
+        str(model),
+        "--task",
+        task,
+        "--num-samples",
+        "2",
+        "--steps",
+        "1",
+        "--guidance",
+        "1",
+        "--json",
+        *flags,
+    ]
     capsys.readouterr()  # drop what ran before
     assert main(argv) == 0
     return json.loads(capsys.readouterr().out)
@@ -164,8 +201,9 @@ def _eval(capsys, model, task: str, *flags: str) -> dict:
 
 @pytest.mark.parametrize("method", ["lora", "mtu"])
 def test_mtu_eval_scores_a_trained_run_of_any_method(tiny_model, tmp_path, capsys, method):
-    config = TrainConfig.from_dict(config_dict(tiny_model, tmp_path / "run", method=method, tasks=("t2i", "remove"),
-                                               train={"max_steps": 1}))  # fmt: skip
+    config = TrainConfig.from_dict(
+        config_dict(tiny_model, tmp_path / "run", method=method, tasks=("t2i", "remove"), train={"max_steps": 1})
+    )
     model = train(config)["model"]
     t2i, remove = _eval(capsys, model, "t2i"), _eval(capsys, model, "remove")
     assert t2i["num_samples"] == 2 and 0 <= t2i["color"] <= 1

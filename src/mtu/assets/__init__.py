@@ -18,6 +18,7 @@ def shipped_mtu() -> Path | None:
     """The folder of the shipped trained MTU model, or None when none is shipped."""
     return SHIPPED_MTU if (SHIPPED_MTU / "mtu_config.json").is_file() else None
 
+
 # Sampler settings the shipped model is evaluated with (documented in its model card).
 SHAPES_BASE_SAMPLER = {"num_inference_steps": 25, "guidance_scale": 1.0}
 
@@ -32,8 +33,10 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     key = str(name_or_path)
     if key == SHIPPED_MTU_NAME:
         if shipped_mtu() is None:
-            raise FileNotFoundError(f"{key!r} is not shipped in this installation yet (`mtu reproduce` writes it); "
-                                    "use 'shapes-base' or an MTU folder")  # fmt: skip
+            raise FileNotFoundError(
+                f"{key!r} is not shipped in this installation yet (`mtu reproduce` writes it); "
+                "use 'shapes-base' or an MTU folder"
+            )
         return SHIPPED_MTU
     if key in SHIPPED_MODELS:
         path = SHIPPED_MODELS[key]
@@ -46,7 +49,8 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path).expanduser()
     if not path.exists():
         raise FileNotFoundError(
-            f"model {key!r} is neither a local folder nor a shipped model name; shipped names: {sorted([*SHIPPED_MODELS, SHIPPED_MTU_NAME])}"
+            f"model {key!r} is neither a local folder nor a shipped model name; shipped names: "
+            f"{sorted([*SHIPPED_MODELS, SHIPPED_MTU_NAME])}"
         )
     if not path.is_dir():
         # FileNotFoundError like a missing path, so callers catching that (training config checks) catch this too.

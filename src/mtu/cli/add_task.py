@@ -20,10 +20,16 @@ NO_EXPERTS = ("lora", "ia3", "full")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("add-task", help="add a task to an MTU model without changing the tasks it serves")
-    parser.add_argument("--model", required=True, help="MTU folder (mtu upcycle / mtu add-task output, or a run's model/)")
+    parser.add_argument(
+        "--model", required=True, help="MTU folder (mtu upcycle / mtu add-task output, or a run's model/)"
+    )
     parser.add_argument("--base", default=None, help="base model (default: the one named in the MTU folder)")
-    parser.add_argument("--task", required=True, metavar="NAME[:CONDITIONING]",
-                        help="a built-in task (colorize), or your own with its conditioning: none, image or masked_image")
+    parser.add_argument(
+        "--task",
+        required=True,
+        metavar="NAME[:CONDITIONING]",
+        help="a built-in task (colorize), or your own with its conditioning: none, image or masked_image",
+    )
     parser.add_argument("--description", default="", help="one line describing a task of your own")
     parser.add_argument("--seed", type=int, default=0, help="seeds the new task's embedding (default 0)")
     parser.add_argument("--out", required=True, help="new folder for the extended model")
@@ -32,14 +38,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_task(text: str, description: str = ""):
-    """"colorize" -> the built-in spec; "depth2img:image" -> TaskSpec("depth2img", "image")."""
+    """ "colorize" -> the built-in spec; "depth2img:image" -> TaskSpec("depth2img", "image")."""
     from mtu.config import BUILTIN_TASKS, TaskSpec, as_task_spec
 
     name, _, conditioning = text.partition(":")
     if not conditioning:
         if name not in BUILTIN_TASKS:
-            raise ValueError(f"--task {name!r} is not a built-in task ({sorted(BUILTIN_TASKS)}); give yours its "
-                             f"conditioning, e.g. --task {name}:image (none, image or masked_image)")  # fmt: skip
+            raise ValueError(
+                f"--task {name!r} is not a built-in task ({sorted(BUILTIN_TASKS)}); give yours its "
+                f"conditioning, e.g. --task {name}:image (none, image or masked_image)"
+            )
         return as_task_spec(name)
     if conditioning == "custom":
         raise ValueError("--task: 'custom' channels need your own data code; use MTUModel.add_task in Python")
@@ -71,5 +79,7 @@ def run(args: argparse.Namespace) -> None:
     model.add_task(spec, generator=torch.Generator().manual_seed(args.seed))
     write_folder(args.out, model.save_pretrained, args.overwrite)  # whole: no stale files of a replaced folder
     print(model.parameter_report())
-    print(f"\nwrote {args.out}: {served} unchanged, plus {spec.name!r} ({spec.conditioning}), untrained; "
-          f"train it alone with `mtu train` method add-task, extends: {args.out}")  # fmt: skip
+    print(
+        f"\nwrote {args.out}: {served} unchanged, plus {spec.name!r} ({spec.conditioning}), untrained; "
+        f"train it alone with `mtu train` method add-task, extends: {args.out}"
+    )

@@ -39,10 +39,14 @@ def run(args: argparse.Namespace) -> None:
         latent, timestep, text = torch.randn(1, 4, 16, 16), torch.tensor([500]), torch.randn(1, 7, 32)
         expected = base(latent, timestep, text).sample
         model = mtu.upcycle(small_unet(), mtu.MTUConfig(num_experts=args.experts))
-        print(f"Upcycled a {sum(p.numel() for p in base.parameters()):,}-parameter UNet into tasks {model.task_names}\n")
+        print(
+            f"Upcycled a {sum(p.numel() for p in base.parameters()):,}-parameter UNet into tasks {model.task_names}\n"
+        )
         print(model.parameter_report(), "\n")
         for task in model.task_names:
             extra = torch.randn(1, model.task_in_channels(task) - 4, 16, 16)
             output = model(torch.cat([latent, extra], dim=1), timestep, text, task=task).sample
             error = ((output - expected).norm() / expected.norm()).item()
-            print(f"{task:<8} input channels {model.task_in_channels(task)}, relative error vs base at init: {error:.1e}")
+            print(
+                f"{task:<8} input channels {model.task_in_channels(task)}, relative error vs base at init: {error:.1e}"
+            )

@@ -1,8 +1,8 @@
 """`mtu eval`: score a model on a benchmark's held-out set, or on your own data with the paper's metrics.
 
-    mtu eval --benchmark shapes --task t2i --model shapes-base --seed 0 --num-samples 256 --json
-    mtu eval --benchmark shapes --task sr --model runs/shapes-mtu/model --no-prompt   # any `mtu train` method
-    mtu eval --benchmark folder --data edits.jsonl --task edit --model my-mtu --clip ./clip-vit-l14
+mtu eval --benchmark shapes --task t2i --model shapes-base --seed 0 --num-samples 256 --json
+mtu eval --benchmark shapes --task sr --model runs/shapes-mtu/model --no-prompt   # any `mtu train` method
+mtu eval --benchmark folder --data edits.jsonl --task edit --model my-mtu --clip ./clip-vit-l14
 """
 
 from __future__ import annotations
@@ -20,34 +20,54 @@ TASK_CHOICES = tuple(BUILTIN_TASKS)  # the Shapes world makes every built-in tas
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `eval` sub-command."""
     parser = subparsers.add_parser(
-        "eval", help="evaluate a model on a benchmark",
+        "eval",
+        help="evaluate a model on a benchmark",
         description="Evaluate a model on the Shapes held-out set, or on your own data (--benchmark folder).",
     )
     parser.add_argument(
-        "--benchmark", choices=BENCHMARKS, default="shapes",
+        "--benchmark",
+        choices=BENCHMARKS,
+        default="shapes",
         help="shapes: the built-in held-out set; folder: your --data with the paper's metrics (default: shapes)",
     )
     parser.add_argument("--task", choices=TASK_CHOICES, default="t2i", help="task to evaluate (default: t2i)")
-    parser.add_argument("--model", required=True, help="an `mtu train` run's model/ folder (any method), an MTU folder, "
-                        "or a base pipeline folder / shipped name (t2i)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="an `mtu train` run's model/ folder (any method), an MTU folder, "
+        "or a base pipeline folder / shipped name (t2i)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="selects the held-out set and the sampling noise")
-    parser.add_argument("--num-samples", type=int, default=None, help="examples to score (default: shapes 256, folder all)")
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: shapes the model's sampler, folder 50)")
-    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: shapes the model's sampler, folder 7.5)")
-    parser.add_argument("--image-guidance", type=float, default=1.5, help="image guidance of edit/sr/remove (default 1.5)")
+    parser.add_argument(
+        "--num-samples", type=int, default=None, help="examples to score (default: shapes 256, folder all)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="denoising steps (default: shapes the model's sampler, folder 50)"
+    )
+    parser.add_argument(
+        "--guidance", type=float, default=None, help="guidance scale (default: shapes the model's sampler, folder 7.5)"
+    )
+    parser.add_argument(
+        "--image-guidance", type=float, default=1.5, help="image guidance of edit/sr/remove (default 1.5)"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="examples per pipeline call (default: 16)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--json", action="store_true", help="print only the metrics as JSON on stdout")
     parser.add_argument(
-        "--no-prompt", action="store_true",
+        "--no-prompt",
+        action="store_true",
         help="shapes: score sr / inpaint / edit / remove with empty prompts, from the image alone (a Shapes caption "
         "names the whole scene, so with it a strong base answers sr and inpaint without reading the image)",
     )
     folder = parser.add_argument_group("folder benchmark (docs/evaluation.md)")
     folder.add_argument("--data", default=None, help="a .jsonl file, or a folder holding metadata.jsonl")
     folder.add_argument("--metrics", default=None, help="comma-separated metrics (default: the task's paper metrics)")
-    folder.add_argument("--clip", default=None, help="CLIP folder or cached hub id (default: openai/clip-vit-large-patch14)")
-    folder.add_argument("--inception", default=None, help="FID Inception weight file (default: torch hub's checkpoints)")
+    folder.add_argument(
+        "--clip", default=None, help="CLIP folder or cached hub id (default: openai/clip-vit-large-patch14)"
+    )
+    folder.add_argument(
+        "--inception", default=None, help="FID Inception weight file (default: torch hub's checkpoints)"
+    )
     folder.add_argument("--lpips", default=None, help="LPIPS backbone weight file (default: torch hub's alexnet file)")
     folder.add_argument("--resolution", type=int, default=None, help="square output size (default: the model's)")
     parser.set_defaults(func=run)
@@ -109,8 +129,18 @@ def run_folder(args: argparse.Namespace) -> dict:
 def run_shapes(args: argparse.Namespace) -> dict:
     from mtu.evaluation.shapes_eval import evaluate_shapes
 
-    given = [flag for flag, value in (("--data", args.data), ("--metrics", args.metrics), ("--clip", args.clip),
-             ("--inception", args.inception), ("--lpips", args.lpips), ("--resolution", args.resolution)) if value is not None]
+    given = [
+        flag
+        for flag, value in (
+            ("--data", args.data),
+            ("--metrics", args.metrics),
+            ("--clip", args.clip),
+            ("--inception", args.inception),
+            ("--lpips", args.lpips),
+            ("--resolution", args.resolution),
+        )
+        if value is not None
+    ]
     if given:
         raise ValueError(f"{', '.join(given)}: only for --benchmark folder")
     return evaluate_shapes(

@@ -8,9 +8,12 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help="run a task of an MTU model and write PNGs")
-    parser.add_argument("--model", default="shapes-mtu",
-                        help="MTU folder (from `mtu upcycle` or `mtu train`) or shipped name (default shapes-mtu, "
-                        "the trained Shapes model); with --runtime onnx, an ONNX folder")  # fmt: skip
+    parser.add_argument(
+        "--model",
+        default="shapes-mtu",
+        help="MTU folder (from `mtu upcycle` or `mtu train`) or shipped name (default shapes-mtu, "
+        "the trained Shapes model); with --runtime onnx, an ONNX folder",
+    )
     parser.add_argument("--base", default=None, help="base model (default: the one named in the MTU folder)")
     parser.add_argument("--task", required=True, help="t2i, edit, sr, remove, inpaint, ...")
     parser.add_argument("--prompt", default="", help="caption or instruction")
@@ -23,8 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNGs (default outputs/)")
     parser.add_argument("--overwrite", action="store_true", help="replace PNGs of the same names in --out")
-    parser.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
-                        help="torch (default), or onnx: --model is a folder from `mtu export --format onnx`")  # fmt: skip
+    parser.add_argument(
+        "--runtime",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="torch (default), or onnx: --model is a folder from `mtu export --format onnx`",
+    )
     parser.set_defaults(func=run)
 
 
@@ -38,7 +45,9 @@ def check_arguments(args: argparse.Namespace) -> list[Path]:
     paths = [args.out / f"{args.task}-{args.seed}-{index}.png" for index in range(args.num_images)]
     existing = [path for path in paths if path.exists()]
     if existing and not args.overwrite:
-        raise FileExistsError(f"{existing[0]} already exists; --overwrite replaces it (or choose another --out / --seed)")
+        raise FileExistsError(
+            f"{existing[0]} already exists; --overwrite replaces it (or choose another --out / --seed)"
+        )
     return paths
 
 
@@ -55,7 +64,9 @@ def run(args: argparse.Namespace) -> None:
     upscale = BUILTIN_TASKS[args.task].upscale if args.task in BUILTIN_TASKS else 1
     if upscale > 1 and image is not None:
         width, height = image.size
-        check_image_size(width * upscale, height * upscale, f"{args.task} output ({upscale} x the {width} x {height} input)")
+        check_image_size(
+            width * upscale, height * upscale, f"{args.task} output ({upscale} x the {width} x {height} input)"
+        )
 
     import torch
 

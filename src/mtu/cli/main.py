@@ -16,15 +16,33 @@ EXPECTED_ERRORS = (ValueError, OSError, RuntimeError)
 OWN_THREADS = {"reproduce", "pretrain-shapes"}
 # Sub-command modules, in the order `mtu --help` lists them. Each imports only the standard library (and
 # light mtu modules) at the top, so `mtu --help` and argument errors return without loading torch.
-COMMAND_MODULES = ["quickstart", "demo", "upcycle", "add_task", "generate", "export", "info", "eval", "pretrain_shapes", "train", "reproduce", "serve"]
+COMMAND_MODULES = [
+    "quickstart",
+    "demo",
+    "upcycle",
+    "add_task",
+    "generate",
+    "export",
+    "info",
+    "eval",
+    "pretrain_shapes",
+    "train",
+    "reproduce",
+    "serve",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtu", description="Multi-Task Upcycling for diffusion models.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
-    parser.add_argument("--threads", type=int, dest="global_threads", metavar="N",
-                        help="torch CPU threads (default: the cores free at start, so a busy CPU does not slow "
-                        "every step 10x; OMP_NUM_THREADS also sets it)")  # fmt: skip
+    parser.add_argument(
+        "--threads",
+        type=int,
+        dest="global_threads",
+        metavar="N",
+        help="torch CPU threads (default: the cores free at start, so a busy CPU does not slow "
+        "every step 10x; OMP_NUM_THREADS also sets it)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"mtu.cli.{name}").register(subparsers)
@@ -43,8 +61,10 @@ def check_device(device: str | None) -> None:
         raise ValueError(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:1, mps, ...") from None
     if parsed.type == "cuda" and not torch.cuda.is_available():
         build = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
-        raise ValueError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}, {build}); "
-                         "use --device cpu")  # fmt: skip
+        raise ValueError(
+            f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}, {build}); "
+            "use --device cpu"
+        )
     if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
         raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if parsed.type == "mps" and not torch.backends.mps.is_available():

@@ -21,10 +21,15 @@ def register(subparsers) -> None:
     parser.add_argument("--lr", type=float, help="stage-2 peak learning rate (default 1e-3)")
     parser.add_argument("--warmup-steps", type=int, help="stage-2 warmup steps (default 500)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
-    parser.add_argument("--data-workers", type=int, default=0,
-                        help="processes rendering batches ahead (default 0; a GPU wants one per spare CPU core)")
-    parser.add_argument("--time-limit", type=float,
-                        help="seconds after which to checkpoint (and export) and stop; --resume continues")
+    parser.add_argument(
+        "--data-workers",
+        type=int,
+        default=0,
+        help="processes rendering batches ahead (default 0; a GPU wants one per spare CPU core)",
+    )
+    parser.add_argument(
+        "--time-limit", type=float, help="seconds after which to checkpoint (and export) and stop; --resume continues"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: leave a core free)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--export-to", help="write the model here as a diffusers folder during stage 2 and at its end")
@@ -33,12 +38,14 @@ def register(subparsers) -> None:
         "--export-only", action="store_true", help="export the latest stage-2 checkpoint to --export-to and exit"
     )
     parser.add_argument(
-        "--evaluate", action="store_true",
+        "--evaluate",
+        action="store_true",
         help="then measure the --export-to folder (VAE PSNR + parser, t2i accuracy) and write it into its card",
     )
     parser.add_argument("--eval-samples", type=int, default=500, help="held-out scenes / captions for --evaluate")
     parser.add_argument(
-        "--record-rerun", metavar="RERUN_FOLDER",
+        "--record-rerun",
+        metavar="RERUN_FOLDER",
         help="file an evaluated re-run of the recipe (its --export-to folder) in the --export-to folder's card",
     )
     parser.set_defaults(func=run)
@@ -51,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--export-only, --evaluate and --record-rerun need --export-to DIR")
     if args.out is None and not (args.evaluate or args.record_rerun):
         raise ValueError(
-            "--out DIR is required (the run folder); only --evaluate / --record-rerun with --export-to DIR work without it"
+            "--out DIR is required (the run folder); only --evaluate / --record-rerun with --export-to DIR work "
+            "without it"
         )
     if args.export_only:
         print(f"exported to {export_run(args.out, args.export_to)}")
@@ -64,8 +72,17 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
         evaluation = evaluate_export(args.export_to, args.eval_samples, device=args.device)
-        print(json.dumps({"vae_psnr_db": evaluation["vae"]["psnr_db"], "t2i_all_correct": evaluation["t2i"]["all_correct"],
-                          "t2i_single_object_all_correct": evaluation["t2i"]["by_num_objects"].get("1", {}).get("all_correct")}))
+        print(
+            json.dumps(
+                {
+                    "vae_psnr_db": evaluation["vae"]["psnr_db"],
+                    "t2i_all_correct": evaluation["t2i"]["all_correct"],
+                    "t2i_single_object_all_correct": evaluation["t2i"]["by_num_objects"]
+                    .get("1", {})
+                    .get("all_correct"),
+                }
+            )
+        )
     if args.record_rerun:
         from mtu.pretrain.evaluate import record_rerun
 
@@ -86,7 +103,13 @@ def _train(args: argparse.Namespace) -> None:
         "warmup_steps": args.warmup_steps,
     }
     summary = pretrain_shapes(
-        args.out, overrides, resume=args.resume, export_to=args.export_to, threads=args.threads,
-        device=args.device, data_workers=args.data_workers, time_limit=args.time_limit,
+        args.out,
+        overrides,
+        resume=args.resume,
+        export_to=args.export_to,
+        threads=args.threads,
+        device=args.device,
+        data_workers=args.data_workers,
+        time_limit=args.time_limit,
     )
     print(json.dumps(summary))

@@ -8,29 +8,59 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("reproduce", help="re-check the paper's claims (tables, ablations, analyses)")
-    parser.add_argument("--config", type=Path, default=None, help="base training config (default: configs/reproduce.yaml)")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="base training config (default: configs/reproduce.yaml)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="folder of training state and models")
     parser.add_argument("--results", type=Path, default=Path("RESULTS.md"), help="report to write")
-    parser.add_argument("--records", type=Path, default=Path("reproduction/runs"), help="committed folder of run records")
-    parser.add_argument("--quick", action="store_true", help="one seed, N in {1, 4}, no pairs, tiny budgets: a smoke test")
+    parser.add_argument(
+        "--records", type=Path, default=Path("reproduction/runs"), help="committed folder of run records"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="one seed, N in {1, 4}, no pairs, tiny budgets: a smoke test"
+    )
     parser.add_argument("--steps-per-task", type=int, default=None, help="S (default: the pilot's choice)")
-    parser.add_argument("--tasks", default="t2i,edit,sr,remove", help="tasks whose claims are checked (default: the paper's four)")
+    parser.add_argument(
+        "--tasks", default="t2i,edit,sr,remove", help="tasks whose claims are checked (default: the paper's four)"
+    )
     parser.add_argument("--eval-samples", type=int, default=None, help="test examples per task (default 256)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (default 1)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--report-only", action="store_true", help="run nothing: write the report from the finished runs")
-    parser.add_argument("--scope", choices=("cpu-budget", "full"), default="cpu-budget",
-                        help="runs beyond the main table: what fits ~16 CPU-hours (default) or the whole protocol")
-    parser.add_argument("--pilot", action="store_true",
-                        help="run the pilot instead (single-task learning curves on validation; chooses S and the "
-                        "learning-rate setting); writes reproduction/pilot.json")  # fmt: skip
-    parser.add_argument("--time-limit", type=float, default=None, help="--pilot: seconds; no chunk starts that would end later")
-    parser.add_argument("--pilot-settings", default=None, help="--pilot: comma-separated setting names to run (default all)")
-    parser.add_argument("--pilot-runs", default=None, help="--pilot: comma-separated run names (pilot-TASK-SETTING) to run")
-    parser.add_argument("--pilot-until", type=int, default=None,
-                        help="--pilot: train runs only to this step in this call (e.g. the best S so far)")
-    parser.add_argument("--pilot-stop-passed", action="store_true",
-                        help="--pilot: a run stops once it passes the bar (later points cannot lower S)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="run nothing: write the report from the finished runs"
+    )
+    parser.add_argument(
+        "--scope",
+        choices=("cpu-budget", "full"),
+        default="cpu-budget",
+        help="runs beyond the main table: what fits ~16 CPU-hours (default) or the whole protocol",
+    )
+    parser.add_argument(
+        "--pilot",
+        action="store_true",
+        help="run the pilot instead (single-task learning curves on validation; chooses S and the "
+        "learning-rate setting); writes reproduction/pilot.json",
+    )
+    parser.add_argument(
+        "--time-limit", type=float, default=None, help="--pilot: seconds; no chunk starts that would end later"
+    )
+    parser.add_argument(
+        "--pilot-settings", default=None, help="--pilot: comma-separated setting names to run (default all)"
+    )
+    parser.add_argument(
+        "--pilot-runs", default=None, help="--pilot: comma-separated run names (pilot-TASK-SETTING) to run"
+    )
+    parser.add_argument(
+        "--pilot-until",
+        type=int,
+        default=None,
+        help="--pilot: train runs only to this step in this call (e.g. the best S so far)",
+    )
+    parser.add_argument(
+        "--pilot-stop-passed",
+        action="store_true",
+        help="--pilot: a run stops once it passes the bar (later points cannot lower S)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -44,9 +74,20 @@ def run(args: argparse.Namespace) -> None:
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
-    report = reproduce(args.out, args.config or REPRODUCE_CONFIG, args.quick, args.steps_per_task, args.eval_samples,
-                       args.results, args.records, tasks, jobs=args.jobs, device=args.device,
-                       report_only=args.report_only, scope=SCOPES[args.scope])  # fmt: skip
+    report = reproduce(
+        args.out,
+        args.config or REPRODUCE_CONFIG,
+        args.quick,
+        args.steps_per_task,
+        args.eval_samples,
+        args.results,
+        args.records,
+        tasks,
+        jobs=args.jobs,
+        device=args.device,
+        report_only=args.report_only,
+        scope=SCOPES[args.scope],
+    )
     print(f"wrote {report}")
 
 
@@ -57,9 +98,20 @@ def run_pilot(args: argparse.Namespace) -> None:
     tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip() and task.strip() in PILOT_TASKS)
     settings = tuple(s.strip() for s in args.pilot_settings.split(",")) if args.pilot_settings else None
     only = tuple(name.strip() for name in args.pilot_runs.split(",")) if args.pilot_runs else None
-    record = run_pilot(args.out / "pilot", args.config or REPRODUCE_CONFIG, results, args.quick, args.jobs, args.device,
-                       args.time_limit, tasks, settings, only, args.pilot_until,
-                       args.pilot_stop_passed)  # fmt: skip
+    record = run_pilot(
+        args.out / "pilot",
+        args.config or REPRODUCE_CONFIG,
+        results,
+        args.quick,
+        args.jobs,
+        args.device,
+        args.time_limit,
+        tasks,
+        settings,
+        only,
+        args.pilot_until,
+        args.pilot_stop_passed,
+    )
     choice = record["choice"]
     if choice["S"] is None:
         print(f"wrote {results}: no setting passes every task yet (never passed: {choice['never_passed']})")

@@ -8,13 +8,19 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve a chat-style web demo of every task of an MTU model")
-    parser.add_argument("--model", type=Path, default=None,
-                        help="MTU folder (default: the shipped Shapes MTU model, else shapes-base upcycled afresh)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="MTU folder (default: the shipped Shapes MTU model, else shapes-base upcycled afresh)",
+    )
     parser.add_argument("--base", default=None, help="base model (default: the one named in the MTU folder)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--max-batch", type=int, default=4, help="most requests per denoising loop (default 4)")
-    parser.add_argument("--max-queue", type=int, default=16, help="most waiting requests; more are refused (default 16)")
+    parser.add_argument(
+        "--max-queue", type=int, default=16, help="most waiting requests; more are refused (default 16)"
+    )
     parser.add_argument("--max-steps", type=int, default=100, help="most denoising steps a request may ask for")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a request may wait for its result")
     parser.set_defaults(func=run)
@@ -26,5 +32,7 @@ def run(args: argparse.Namespace) -> None:
     except ImportError as error:
         raise RuntimeError(f"mtu serve needs the demo extra ({error}): pip install 'mtu-diffusion[demo]'") from None
 
-    limits = ServeLimits(max_steps=args.max_steps, timeout_s=args.timeout, max_queue=args.max_queue, max_batch=args.max_batch)
+    limits = ServeLimits(
+        max_steps=args.max_steps, timeout_s=args.timeout, max_queue=args.max_queue, max_batch=args.max_batch
+    )
     serve(args.model, args.base, host=args.host, port=args.port, limits=limits)

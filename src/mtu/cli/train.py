@@ -23,10 +23,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume", metavar="latest|PATH", help="continue from the latest checkpoint, a checkpoint or a run folder"
     )
     parser.add_argument(
-        "--stop-after", type=int, metavar="N", help="checkpoint and exit after N steps (the LR schedule keeps max_steps)"
+        "--stop-after",
+        type=int,
+        metavar="N",
+        help="checkpoint and exit after N steps (the LR schedule keeps max_steps)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="print the trainable parameters of every method, then exit")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the cores free at start; see mtu --help)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the trainable parameters of every method, then exit"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: the cores free at start; see mtu --help)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -9,7 +9,9 @@ from mtu.config import MTUConfig
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("upcycle", help="upcycle a base model into an (untrained) MTU folder")
-    parser.add_argument("--base", default="shapes-base", help="base pipeline folder or shipped name (default shapes-base)")
+    parser.add_argument(
+        "--base", default="shapes-base", help="base pipeline folder or shipped name (default shapes-base)"
+    )
     parser.add_argument("--tasks", default="t2i,edit,sr,remove,inpaint", help="comma-separated built-in task names")
     parser.add_argument("--experts", type=int, default=4, help="experts per FFN (default 4)")
     parser.add_argument("--router-hidden-dim", type=int, default=64)
@@ -35,4 +37,6 @@ def run(args: argparse.Namespace) -> None:
     pipe = MTUPipeline.from_base(args.base, config=config)
     write_folder(args.out, pipe.unet.save_pretrained, args.overwrite)  # whole: no stale files of a replaced run
     print(pipe.unet.parameter_report())
-    print(f"\nwrote an untrained MTU model ({', '.join(config.task_names)}; {config.num_experts} experts) to {args.out}")
+    print(
+        f"\nwrote an untrained MTU model ({', '.join(config.task_names)}; {config.num_experts} experts) to {args.out}"
+    )

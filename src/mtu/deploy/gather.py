@@ -144,7 +144,9 @@ def build_all_task_denoiser(model: nn.Module) -> AllTaskDenoiser:
     routing = model.routing_weights()  # FFN name -> (T, N)
     skeleton = model.export(names[0]).eval().requires_grad_(False)
     reference = skeleton.state_dict()
-    scales = {name: _hidden_scales(weights, reference[f"{name}.net.2.weight"].shape[1]) for name, weights in routing.items()}
+    scales = {
+        name: _hidden_scales(weights, reference[f"{name}.net.2.weight"].shape[1]) for name, weights in routing.items()
+    }
     bases, varying = _compare_exports(model, names, reference, scales)
     ids = TaskIds()
     for name in routing:
@@ -152,7 +154,9 @@ def build_all_task_denoiser(model: nn.Module) -> AllTaskDenoiser:
         feedforward.net[2].weight.copy_(bases[name].to(feedforward.net[2].weight.dtype))
         _replace(skeleton, name, ScaledFeedForward(feedforward, scales[name].to(feedforward.net[2].weight.dtype), ids))
     for name in sorted({key.rpartition(".")[0] for key in varying}):
-        tables = {attribute: _table(reference, varying, f"{name}.{attribute}", len(names)) for attribute in ("weight", "bias")}
+        tables = {
+            attribute: _table(reference, varying, f"{name}.{attribute}", len(names)) for attribute in ("weight", "bias")
+        }
         _replace(skeleton, name, _gathered(name, skeleton.get_submodule(name), tables, ids))
     channels = [model.task_in_channels(task) for task in names]
     if hasattr(skeleton, "register_to_config") and "in_channels" in skeleton.config:
@@ -189,8 +193,9 @@ def _hidden_scales(routing: torch.Tensor, hidden_size: int) -> torch.Tensor:
     return (experts * routing.double()).repeat_interleave(hidden_size // experts, dim=1)
 
 
-def _check_fold(key: str, folded: torch.Tensor, first: torch.Tensor, scale: torch.Tensor, first_scale: torch.Tensor,
-                task: str) -> None:
+def _check_fold(
+    key: str, folded: torch.Tensor, first: torch.Tensor, scale: torch.Tensor, first_scale: torch.Tensor, task: str
+) -> None:
     """W_out(task) = W_base s(task) and W_out(first) = W_base s(first), so W_out(task) s(first) = W_out(first) s(task).
 
     Checked in that cross-multiplied form: no division, whatever the router weights are.

@@ -9,8 +9,9 @@ Mixed-task batches (`run_batch`) need the all-tasks export (`--task all`).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,11 +30,15 @@ class OnnxGraph:
     def __init__(self, path: Path, threads: int | None = None, providers: Sequence[str] | None = None) -> None:
         onnxruntime = require("onnxruntime")
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: the ONNX folder is incomplete (re-run mtu export --format onnx)")
+            raise FileNotFoundError(
+                f"{path} is missing: the ONNX folder is incomplete (re-run mtu export --format onnx)"
+            )
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+        self.session = onnxruntime.InferenceSession(
+            str(path), options, providers=list(providers or ["CPUExecutionProvider"])
+        )
         self.input_names = [value.name for value in self.session.get_inputs()]
 
     def __call__(self, **inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -47,7 +52,9 @@ class OnnxDenoiser:
 
     dtype = torch.float32
 
-    def __init__(self, graph: OnnxGraph, config: FrozenDict, mtu_config: MTUConfig, task_channels: dict[str, int]) -> None:
+    def __init__(
+        self, graph: OnnxGraph, config: FrozenDict, mtu_config: MTUConfig, task_channels: dict[str, int]
+    ) -> None:
         self.graph, self.config, self.mtu_config = graph, config, mtu_config
         self.task_channels = dict(task_channels)
         self.all_tasks = "task_id" in graph.input_names
@@ -61,15 +68,26 @@ class OnnxDenoiser:
     def task_in_channels(self, task: str) -> int:
         return self.task_channels[self.mtu_config.tasks[self.mtu_config.task_index(task)].name]
 
-    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor | float, encoder_hidden_states: torch.Tensor,
-                 added_cond_kwargs: dict | None = None, task: Any = None, return_dict: bool = True, **unused: Any):  # fmt: skip
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float,
+        encoder_hidden_states: torch.Tensor,
+        added_cond_kwargs: dict | None = None,
+        task: Any = None,
+        return_dict: bool = True,
+        **unused: Any,
+    ):
         batch, channels, height, width = sample.shape
         if height % self.size_multiple or width % self.size_multiple:
             raise ValueError(
-                f"the ONNX denoiser takes latents whose sides are multiples of {self.size_multiple}, got {height}x{width}: "
+                f"the ONNX denoiser takes latents whose sides are multiples of {self.size_multiple}, "
+                f"got {height}x{width}: "
                 "choose an output size that is a multiple of that times the VAE's downsampling"
             )
-        names = [task] * batch if isinstance(task, str) else [self.task_names[t] if isinstance(t, int) else t for t in task]
+        names = (
+            [task] * batch if isinstance(task, str) else [self.task_names[t] if isinstance(t, int) else t for t in task]
+        )
         ids = torch.tensor([self.mtu_config.task_index(name) for name in names])
         widest = max(self.task_channels.values())
         inputs = {
@@ -97,7 +115,9 @@ class OnnxTextEncoder:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         if output_hidden_states:
-            raise ValueError("the ONNX text encoder returns the last hidden state only (the SDXL layout is not exported)")
+            raise ValueError(
+                "the ONNX text encoder returns the last hidden state only (the SDXL layout is not exported)"
+            )
         last, pooled = self.graph(input_ids=input_ids.long())
         return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=pooled)
 
@@ -131,8 +151,15 @@ class OnnxPipeline(MTUPipeline):
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, text_encoder_2=None, tokenizer_2=None):
         # MTUPipeline.__init__ insists on a PyTorch MTUModel; the rest of its set-up is repeated here.
         DiffusionPipeline.__init__(self)
-        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                              text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)  # fmt: skip
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=tokenizer_2,
+        )
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.mask_processor = VaeImageProcessor(
@@ -140,7 +167,9 @@ class OnnxPipeline(MTUPipeline):
         )
 
     @classmethod
-    def from_onnx(cls, folder: str | Path, threads: int | None = None, providers: Sequence[str] | None = None) -> "OnnxPipeline":
+    def from_onnx(
+        cls, folder: str | Path, threads: int | None = None, providers: Sequence[str] | None = None
+    ) -> OnnxPipeline:
         """Load a folder written by `mtu export --format onnx`.
 
         Args:
@@ -155,8 +184,10 @@ class OnnxPipeline(MTUPipeline):
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
         manifest = index.get(INDEX_KEY)
         if not isinstance(manifest, dict):
-            raise ValueError(f"{folder} is not an ONNX export of mtu (no {INDEX_KEY!r} in model_index.json); "
-                             "write one with `mtu export --format onnx`")  # fmt: skip
+            raise ValueError(
+                f"{folder} is not an ONNX export of mtu (no {INDEX_KEY!r} in model_index.json); "
+                "write one with `mtu export --format onnx`"
+            )
 
         def graph(name: str) -> OnnxGraph:
             return OnnxGraph(folder / name / "model.onnx", threads, providers)
@@ -164,11 +195,17 @@ class OnnxPipeline(MTUPipeline):
         def config(name: str) -> FrozenDict:
             return FrozenDict(json.loads((folder / name / "config.json").read_text()))
 
-        unet = OnnxDenoiser(graph("unet"), config("unet"), MTUConfig(tasks=manifest["tasks"]), manifest["task_channels"])
+        unet = OnnxDenoiser(
+            graph("unet"), config("unet"), MTUConfig(tasks=manifest["tasks"]), manifest["task_channels"]
+        )
         vae = OnnxVae(graph("vae_encoder"), graph("vae_decoder"), config("vae_decoder"))
         scheduler_class = getattr(diffusers, index["scheduler"][1], None)
         if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, diffusers.SchedulerMixin)):
             raise ValueError(f"{index_path}: unknown scheduler {index['scheduler'][1]!r}")
-        return cls(vae=vae, text_encoder=OnnxTextEncoder(graph("text_encoder")),
-                   tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"), unet=unet,
-                   scheduler=scheduler_class.from_pretrained(folder / "scheduler"))  # fmt: skip
+        return cls(
+            vae=vae,
+            text_encoder=OnnxTextEncoder(graph("text_encoder")),
+            tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
+            unet=unet,
+            scheduler=scheduler_class.from_pretrained(folder / "scheduler"),
+        )

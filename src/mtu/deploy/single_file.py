@@ -25,8 +25,14 @@ UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "cond_stage_model.transformer."
 
-UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
-               "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}  # fmt: skip
+UNET_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
 VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
@@ -36,8 +42,10 @@ def export_single_file(pipe: Any, task: str, out: str | Path, overwrite: bool = 
     if pipe.is_sdxl:
         raise ValueError("single-file export covers SD 1.x layouts; SDXL is not supported yet")
     if getattr(pipe.text_encoder.config, "hidden_act", None) == "gelu":
-        raise ValueError("single-file export covers SD 1.x layouts; this text encoder is SD 2.x's OpenCLIP, whose "
-                         "original layout is not supported yet")  # fmt: skip
+        raise ValueError(
+            "single-file export covers SD 1.x layouts; this text encoder is SD 2.x's OpenCLIP, whose "
+            "original layout is not supported yet"
+        )
     state = to_original_layout(pipe.unet.export(task), pipe.vae, pipe.text_encoder)
     write_safetensors(state, out, {"format": "pt", "mtu_task": task})
     return out
@@ -54,7 +62,9 @@ def write_safetensors(state: dict[str, torch.Tensor], out: Path, metadata: dict[
 
 
 @torch.no_grad()
-def to_original_layout(unet: torch.nn.Module, vae: torch.nn.Module, text_encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
+def to_original_layout(
+    unet: torch.nn.Module, vae: torch.nn.Module, text_encoder: torch.nn.Module
+) -> dict[str, torch.Tensor]:
     """The three models' weights under their original SD names, checked against diffusers' own converters."""
     unet_state, vae_state, text_state = unet.state_dict(), vae.state_dict(), text_encoder.state_dict()
     unet_names = unet_key_map(unet.config, list(unet_state))
@@ -165,8 +175,10 @@ def check_against_diffusers(state: dict, unet: torch.nn.Module, vae: torch.nn.Mo
         convert_ldm_vae_checkpoint,
     )
 
-    text = {key.removeprefix("text_model.") if key not in text_state else key: value
-            for key, value in convert_ldm_clip_checkpoint(state).items()}  # fmt: skip
+    text = {
+        key.removeprefix("text_model.") if key not in text_state else key: value
+        for key, value in convert_ldm_clip_checkpoint(state).items()
+    }
     for part, back, expected in (
         ("UNet", convert_ldm_unet_checkpoint(state, unet.config), unet.state_dict()),
         ("VAE", convert_ldm_vae_checkpoint(state, vae.config), vae.state_dict()),
@@ -174,5 +186,7 @@ def check_against_diffusers(state: dict, unet: torch.nn.Module, vae: torch.nn.Mo
     ):
         wrong = sorted(set(back) ^ set(expected)) or [k for k in expected if not torch.equal(back[k], expected[k])]
         if wrong:
-            raise ValueError(f"single-file export: diffusers reads the {part} back wrong at {wrong[:3]} "
-                             f"({len(wrong)} keys); this diffusers version changed its layout rules")  # fmt: skip
+            raise ValueError(
+                f"single-file export: diffusers reads the {part} back wrong at {wrong[:3]} "
+                f"({len(wrong)} keys); this diffusers version changed its layout rules"
+            )

@@ -19,8 +19,16 @@ import torch
 
 # Row order of the deviation heatmap.
 COMPONENTS = (
-    "self-attention", "cross-attention", "ffn", "norm", "resnet conv", "time embedding",
-    "proj in/out", "conv in/out", "up/down sampler", "other",
+    "self-attention",
+    "cross-attention",
+    "ffn",
+    "norm",
+    "resnet conv",
+    "time embedding",
+    "proj in/out",
+    "conv in/out",
+    "up/down sampler",
+    "other",
 )
 MEASURES = ("per_parameter", "raw")
 # A parameter under one of these modules belongs to it as a whole (to_q/to_k/.., net.0.proj/net.2).
@@ -121,7 +129,9 @@ def _change(pre: torch.Tensor, ft: torch.Tensor, key: str) -> tuple[torch.Tensor
     raise ValueError(f"{key}: pre-trained shape {tuple(pre.shape)} and fine-tuned {tuple(ft.shape)} cannot be compared")
 
 
-def layer_deviations(pretrained: Mapping[str, torch.Tensor], finetuned: Mapping[str, torch.Tensor]) -> dict[str, tuple[float, int, bool]]:
+def layer_deviations(
+    pretrained: Mapping[str, torch.Tensor], finetuned: Mapping[str, torch.Tensor]
+) -> dict[str, tuple[float, int, bool]]:
     """Per layer: (L2 norm of theta_ft - theta_pre over all its parameters, numel, partial)."""
     only_pre, only_ft = sorted(set(pretrained) - set(finetuned)), sorted(set(finetuned) - set(pretrained))
     if only_pre or only_ft:
@@ -187,7 +197,10 @@ class DeviationAnalysis:
         counts = defaultdict(int)
         for layer in self.layers:
             counts[layer.component] += 1
-        lines = [f"mean rank by component ({self.measure} deviation, {len(self.layers)} layers, tasks: {', '.join(self.tasks)})"]
+        lines = [
+            f"mean rank by component ({self.measure} deviation, {len(self.layers)} layers, "
+            f"tasks: {', '.join(self.tasks)})"
+        ]
         lines += [f"  {name:<16} {rank:7.1f}  ({counts[name]} layers)" for name, rank in self.component_ranks().items()]
         return "\n".join(lines)
 
@@ -245,7 +258,9 @@ def rank_deviations(
         ordered = list(layers.values())
         for layer, rank in zip(ordered, average_ranks([getattr(layer, measure)[task] for layer in ordered])):
             layer.rank[task] = float(rank)
-    return DeviationAnalysis(sorted(layers.values(), key=lambda layer: (layer.depth_key, layer.name)), measure, list(deviations))
+    return DeviationAnalysis(
+        sorted(layers.values(), key=lambda layer: (layer.depth_key, layer.name)), measure, list(deviations)
+    )
 
 
 @dataclass
@@ -265,7 +280,10 @@ class RouterAnalysis:
     def top_experts(self) -> dict[str, tuple[int, float, float]]:
         """task -> (expert with the highest mean weight, that weight, its excess over uniform 1/N)."""
         uniform = 1.0 / self.weights.shape[-1]
-        return {task: (int(row.argmax()), float(row.max()), float(row.max() - uniform)) for task, row in zip(self.tasks, self.usage)}
+        return {
+            task: (int(row.argmax()), float(row.max()), float(row.max() - uniform))
+            for task, row in zip(self.tasks, self.usage)
+        }
 
     def specialists(self) -> dict[int, str]:
         """expert -> the task using it mostly: above uniform and `specialist_ratio` x any other task's use."""
@@ -280,7 +298,9 @@ class RouterAnalysis:
     def summary(self) -> str:
         """One line: each task's favourite expert and its margin over uniform, then the specialised experts."""
         n = self.weights.shape[-1]
-        tops = "; ".join(f"{task}: expert {e} ({w:.2f}, {x:+.2f} vs 1/{n})" for task, (e, w, x) in self.top_experts().items())
+        tops = "; ".join(
+            f"{task}: expert {e} ({w:.2f}, {x:+.2f} vs 1/{n})" for task, (e, w, x) in self.top_experts().items()
+        )
         specialists = self.specialists()
         tail = ", ".join(f"expert {e} -> {task}" for e, task in specialists.items()) if specialists else "none"
         return f"{tops} | specialised experts: {tail}"
@@ -301,7 +321,9 @@ class RouterAnalysis:
         return _save(figure, path)
 
 
-def router_analysis(routing: Mapping[str, torch.Tensor], task_names: Sequence[str], specialist_ratio: float = 2.0) -> RouterAnalysis:
+def router_analysis(
+    routing: Mapping[str, torch.Tensor], task_names: Sequence[str], specialist_ratio: float = 2.0
+) -> RouterAnalysis:
     """Summarise `MTUModel.routing_weights()` (layer -> (num_tasks, num_experts), rows in task order).
 
     Args:
@@ -323,8 +345,14 @@ def router_analysis(routing: Mapping[str, torch.Tensor], task_names: Sequence[st
 
 def _short(layer: str) -> str:
     """'down_blocks.1.attentions.0.transformer_blocks.0.ff' -> 'down1.a0.t0'."""
-    for long, short in (("down_blocks.", "down"), ("up_blocks.", "up"), ("mid_block", "mid"),
-                        (".attentions.", ".a"), (".transformer_blocks.", ".t"), ("transformer_blocks.", "t")):
+    for long, short in (
+        ("down_blocks.", "down"),
+        ("up_blocks.", "up"),
+        ("mid_block", "mid"),
+        (".attentions.", ".a"),
+        (".transformer_blocks.", ".t"),
+        ("transformer_blocks.", "t"),
+    ):
         layer = layer.replace(long, short)
     return layer.removesuffix(".ff")
 

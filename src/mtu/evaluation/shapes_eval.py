@@ -14,7 +14,6 @@ from mtu.config import BUILTIN_TASKS
 from mtu.data.shapes.tasks import TASKS, TaskExample, evaluation_set
 from mtu.evaluation.shapes_metrics import pair_metrics, t2i_accuracy
 
-
 IMAGE_ONLY_SUFFIX = " (image only)"
 
 
@@ -28,7 +27,10 @@ def scored_image_only(task: str) -> bool:
 
 
 def with_image_only(tasks: Sequence[str]) -> tuple[str, ...]:
-    """`tasks`, each one `scored_image_only` followed by its image-only name: ("t2i", "sr") -> ("t2i", "sr", "sr (image only)")."""
+    """`tasks`, each `scored_image_only` one followed by its image-only name.
+
+    ("t2i", "sr") -> ("t2i", "sr", "sr (image only)").
+    """
     names = []
     for task in tasks:
         names.append(task)
@@ -100,13 +102,28 @@ def example_request(example: TaskExample, seed: int, index: int, sampler: dict[s
     mask = None if example.mask is None else PIL.Image.fromarray(example.mask * 255)
     size = example.target.shape[0]
     generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
-    return MTURequest(example.task, example.prompt if prompt else "", image=image, mask_image=mask, generator=generator,
-                      height=size, width=size, **sampler)
+    return MTURequest(
+        example.task,
+        example.prompt if prompt else "",
+        image=image,
+        mask_image=mask,
+        generator=generator,
+        height=size,
+        width=size,
+        **sampler,
+    )
 
 
 def evaluate_mtu_task(
-    pipeline: Any, task: str, num_samples: int, seed: int, batch_size: int = 16, num_inference_steps: int = 25,
-    prompt: bool = True, per_example: bool = False, **sampler: Any,
+    pipeline: Any,
+    task: str,
+    num_samples: int,
+    seed: int,
+    batch_size: int = 16,
+    num_inference_steps: int = 25,
+    prompt: bool = True,
+    per_example: bool = False,
+    **sampler: Any,
 ) -> dict:
     """Score one task of an `MTUPipeline` on held-out Shapes examples against their exact targets.
 
@@ -133,8 +150,13 @@ def evaluate_mtu_task(
         for images in pipeline.run_batch(requests, num_inference_steps=num_inference_steps, output_type="np"):
             outputs.extend(images)
     metrics = score_outputs(task, outputs, examples, per_example)
-    metrics.update(task=task, num_samples=num_samples, seed=seed, prompt=prompt,
-                   sampler={"num_inference_steps": num_inference_steps, **sampler})
+    metrics.update(
+        task=task,
+        num_samples=num_samples,
+        seed=seed,
+        prompt=prompt,
+        sampler={"num_inference_steps": num_inference_steps, **sampler},
+    )
     return metrics
 
 
@@ -221,12 +243,22 @@ def evaluate_shapes(
 
         pipeline = MTUPipeline.from_mtu(folder).to(device)
     elif BUILTIN_TASKS[task].conditioning != "none":
-        raise ValueError(f"{model} is a base text-to-image model; task {task!r} needs an MTU folder (mtu upcycle / mtu train)")
+        raise ValueError(
+            f"{model} is a base text-to-image model; task {task!r} needs an MTU folder (mtu upcycle / mtu train)"
+        )
     elif not prompt:
         raise ValueError(f"{task} cannot be scored without its prompt; drop --no-prompt")
     else:
         metrics = evaluate_t2i(load_pipeline(model, device), num_samples, seed, batch_size=batch_size, **sampler)
         return {**metrics, "task": task, "model": str(model)}
-    metrics = evaluate_mtu_task(pipeline, task, num_samples, seed, batch_size, prompt=prompt,
-                                image_guidance_scale=image_guidance_scale, **sampler)  # fmt: skip
+    metrics = evaluate_mtu_task(
+        pipeline,
+        task,
+        num_samples,
+        seed,
+        batch_size,
+        prompt=prompt,
+        image_guidance_scale=image_guidance_scale,
+        **sampler,
+    )
     return {**metrics, "task": task, "model": str(model)}

@@ -26,9 +26,7 @@ def _attribute_agreement(a: ShapeObject, b: ShapeObject) -> int:
     return int(a.color == b.color) + int(a.shape == b.shape)
 
 
-def match_objects(
-    predicted: Scene, expected: Scene
-) -> list[tuple[ShapeObject, ShapeObject | None]]:
+def match_objects(predicted: Scene, expected: Scene) -> list[tuple[ShapeObject, ShapeObject | None]]:
     """Pair each expected object with a parsed one (or None): same cell first, then best attribute agreement."""
     leftover = [obj for obj in predicted.objects if expected.object_at(obj.position) is None]
     pairs = []
@@ -147,7 +145,9 @@ def pair_metrics(
         raise ValueError("pair_metrics needs at least one output")
     predicted, expected = _to_tensor(outputs), _to_tensor(targets)
     if predicted.shape != expected.shape:
-        raise ValueError(f"outputs {tuple(predicted.shape)} and targets {tuple(expected.shape)} differ in shape (N, C, H, W)")
+        raise ValueError(
+            f"outputs {tuple(predicted.shape)} and targets {tuple(expected.shape)} differ in shape (N, C, H, W)"
+        )
     # Per-image PSNR, averaged: a batch-level MSE would let one bad image hide among good ones.
     psnr = peak_signal_noise_ratio(predicted, expected, data_range=1.0, reduction="none", dim=(1, 2, 3))
     psnr = psnr.clamp(max=PSNR_CAP)  # an exact copy (a baseline's pasted pixels) is infinite
@@ -180,10 +180,18 @@ def hole_psnr(predicted, expected, masks: Sequence[np.ndarray]) -> list[float]:
 
 
 # The numbers each Shapes task is summarised by, everywhere (reports, logs, the CLI's one-liners).
-HEADLINE_METRIC = {"t2i": "all_correct", "edit": "psnr", "sr": "psnr", "remove": "psnr", "inpaint": "psnr",
-                   "colorize": "psnr"}  # fmt: skip
-SUMMARY_METRICS = {"t2i": ("all_correct", "color", "shape", "position", "background"),
-                   "default": ("psnr", "ssim", "all_correct")}  # fmt: skip
+HEADLINE_METRIC = {
+    "t2i": "all_correct",
+    "edit": "psnr",
+    "sr": "psnr",
+    "remove": "psnr",
+    "inpaint": "psnr",
+    "colorize": "psnr",
+}
+SUMMARY_METRICS = {
+    "t2i": ("all_correct", "color", "shape", "position", "background"),
+    "default": ("psnr", "ssim", "all_correct"),
+}
 
 
 def headline_metric(task: str) -> str:

@@ -1,14 +1,15 @@
 """Evaluate an MTU model on the user's own data with the paper's metrics (`mtu eval --benchmark folder`).
 
 The data is a JSON Lines file (or a folder holding ``metadata.jsonl``), one example per line; image
-paths are relative to the file's folder. Fields per task (``?`` = optional):
+paths are relative to the file's folder. Fields per task (``?`` = optional; ``captions?`` = input_caption
+and output_caption, the captions of the image before and after):
 
 | task | fields | what is scored |
 |---|---|---|
 | t2i | caption, image? (a real image, for FID) | FID vs the images, CLIP score |
-| edit | input_image, edit_prompt, input_caption?, output_caption? | directional (needs both captions), image similarity |
+| edit | input_image, edit_prompt, captions? | directional similarity (needs both captions), image similarity |
 | sr | image (high-res), caption? | LPIPS, PSNR, SSIM vs `image`; the input is `degrade(image, training=False)` |
-| remove | source_image, instruction, target_image, input_caption?, output_caption? | FID, LPIPS, PSNR, SSIM vs the target; directional similarity |
+| remove | source_image, instruction, target_image, captions? | FID, LPIPS, PSNR, SSIM vs the target; directional |
 | inpaint | image, caption?, mask? (white = fill) | FID, LPIPS vs `image`, CLIP score (mask: else `random_mask`) |
 
 Images are centre-cropped to squares and resized to the model's resolution (or `resolution`).
@@ -28,7 +29,14 @@ import numpy as np
 import PIL.Image
 import torch
 
-from mtu.evaluation.paper_metrics.metrics import METRICS, TASK_METRICS, EvalBatch, compute_metrics, find_networks, load_networks
+from mtu.evaluation.paper_metrics.metrics import (
+    METRICS,
+    TASK_METRICS,
+    EvalBatch,
+    compute_metrics,
+    find_networks,
+    load_networks,
+)
 
 IMAGE_FIELDS = {"image", "input_image", "source_image", "target_image", "mask"}
 
@@ -60,18 +68,41 @@ class RecordFormat:
 
 
 FORMATS: dict[str, RecordFormat] = {
-    "t2i": RecordFormat(("caption",), ("image",), "caption", reference="image",
-                        batch={"captions": "caption", "references": "image"}),
-    "edit": RecordFormat(("input_image", "edit_prompt"), ("input_caption", "output_caption"), "edit_prompt",
-                         image="input_image",
-                         batch={"inputs": None, "source_captions": "input_caption", "target_captions": "output_caption"}),
-    "sr": RecordFormat(("image",), ("caption",), "caption", image="image", reference="image", batch={"references": None}),
-    "remove": RecordFormat(("source_image", "instruction", "target_image"), ("input_caption", "output_caption"),
-                           "instruction", image="source_image", reference="target_image",
-                           batch={"inputs": None, "references": None, "source_captions": "input_caption",
-                                  "target_captions": "output_caption"}),
-    "inpaint": RecordFormat(("image",), ("caption", "mask"), "caption", image="image", reference="image", mask="mask",
-                            batch={"references": None, "captions": "caption"}),
+    "t2i": RecordFormat(
+        ("caption",), ("image",), "caption", reference="image", batch={"captions": "caption", "references": "image"}
+    ),
+    "edit": RecordFormat(
+        ("input_image", "edit_prompt"),
+        ("input_caption", "output_caption"),
+        "edit_prompt",
+        image="input_image",
+        batch={"inputs": None, "source_captions": "input_caption", "target_captions": "output_caption"},
+    ),
+    "sr": RecordFormat(
+        ("image",), ("caption",), "caption", image="image", reference="image", batch={"references": None}
+    ),
+    "remove": RecordFormat(
+        ("source_image", "instruction", "target_image"),
+        ("input_caption", "output_caption"),
+        "instruction",
+        image="source_image",
+        reference="target_image",
+        batch={
+            "inputs": None,
+            "references": None,
+            "source_captions": "input_caption",
+            "target_captions": "output_caption",
+        },
+    ),
+    "inpaint": RecordFormat(
+        ("image",),
+        ("caption", "mask"),
+        "caption",
+        image="image",
+        reference="image",
+        mask="mask",
+        batch={"references": None, "captions": "caption"},
+    ),
 }
 
 METADATA_NAME = "metadata.jsonl"
@@ -147,7 +178,9 @@ def _record_gaps(task: str, records: Sequence[dict], metric: str) -> list[str]:
     return gaps
 
 
-def choose_metrics(task: str, records: Sequence[dict], requested: Sequence[str] | None) -> tuple[list[str], dict[str, str]]:
+def choose_metrics(
+    task: str, records: Sequence[dict], requested: Sequence[str] | None
+) -> tuple[list[str], dict[str, str]]:
     """The metrics to compute and, for the task's defaults the data cannot feed, why each is skipped.
 
     A metric asked for by name that the data cannot feed is an error rather than a skip.
@@ -209,8 +242,16 @@ def _to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def generate(pipeline: Any, task: str, examples: Sequence[Example], size: int, seed: int, batch_size: int,
-             num_inference_steps: int, **sampler: Any) -> torch.Tensor:
+def generate(
+    pipeline: Any,
+    task: str,
+    examples: Sequence[Example],
+    size: int,
+    seed: int,
+    batch_size: int,
+    num_inference_steps: int,
+    **sampler: Any,
+) -> torch.Tensor:
     """Run every example through `pipeline.run_batch`; one generator per example, so batching does not matter."""
     from mtu.pipelines import MTURequest
 
@@ -219,11 +260,14 @@ def generate(pipeline: Any, task: str, examples: Sequence[Example], size: int, s
     for start in range(0, len(examples), batch_size):
         requests = [
             MTURequest(
-                task, example.prompt,
+                task,
+                example.prompt,
                 image=None if example.image is None else PIL.Image.fromarray(example.image),
                 mask_image=None if example.mask is None else PIL.Image.fromarray(example.mask * 255),
                 generator=torch.Generator().manual_seed(seed * 1_000_003 + start + offset),
-                height=size, width=size, **sampler,
+                height=size,
+                width=size,
+                **sampler,
             )
             for offset, example in enumerate(examples[start : start + batch_size])
         ]
@@ -293,7 +337,6 @@ def evaluate_folder(
         "skipped": {name: reason}}``.
     """
     from mtu.config import MTUConfig
-
     from mtu.limits import check_side, check_steps
 
     if (num_samples is not None and num_samples < 1) or batch_size < 1:
@@ -330,7 +373,13 @@ def evaluate_folder(
     del pipeline  # free the denoiser before the feature networks load
     values = compute_metrics(chosen, eval_batch(task, records, examples, outputs), load_networks(paths, device))
     return {
-        "task": task, "model": str(model), "data": str(data), "num_samples": len(records), "seed": seed,
-        "resolution": size, "sampler": {"num_inference_steps": num_inference_steps, **sampler},
-        "metrics": values, "skipped": skipped,
+        "task": task,
+        "model": str(model),
+        "data": str(data),
+        "num_samples": len(records),
+        "seed": seed,
+        "resolution": size,
+        "sampler": {"num_inference_steps": num_inference_steps, **sampler},
+        "metrics": values,
+        "skipped": skipped,
     }

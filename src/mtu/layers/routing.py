@@ -6,9 +6,9 @@ shared `TaskContext` for the duration of the base model's forward; every MTU lay
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -36,7 +36,9 @@ class TaskBatch:
     runs: list[tuple[int, slice]]
 
     @classmethod
-    def from_ids(cls, ids: list[int], embeddings: Sequence[torch.Tensor] | torch.Tensor, device: torch.device) -> "TaskBatch":
+    def from_ids(
+        cls, ids: list[int], embeddings: Sequence[torch.Tensor] | torch.Tensor, device: torch.device
+    ) -> TaskBatch:
         """`embeddings[t]` is task t's (E,) embedding: one parameter per task, or the rows of a (T, E) table.
 
         Only the tasks present are stacked, so a task absent from the batch gets no gradient at all (None,
@@ -65,7 +67,9 @@ class TaskBatch:
         lengths = torch.tensor([rows.stop - rows.start for _, rows in self.runs], device=values.device)
         return values.repeat_interleave(lengths, dim=0)
 
-    def map_runs(self, tensor: torch.Tensor, function: Callable[[int, int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def map_runs(
+        self, tensor: torch.Tensor, function: Callable[[int, int, torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
         """Apply `function(run index, task id, rows of tensor)` per run and concatenate along the batch.
 
         A single-task batch is one run over the whole tensor, whatever its batch size (so feed-forward

@@ -94,10 +94,17 @@ class TaskInputConv(nn.Module):
         """The pre-trained input conv, rebuilt from its kept weights (every task's own conv may have trained)."""
         like = next(iter(self.convs.values()))
         conv = nn.Conv2d(
-            self.base_weight.shape[1], like.out_channels, kernel_size=like.kernel_size, stride=like.stride,
-            padding=like.padding, dilation=like.dilation, bias=like.bias is not None, padding_mode=like.padding_mode,
-            device=self.base_weight.device, dtype=self.base_weight.dtype,
-        )  # fmt: skip
+            self.base_weight.shape[1],
+            like.out_channels,
+            kernel_size=like.kernel_size,
+            stride=like.stride,
+            padding=like.padding,
+            dilation=like.dilation,
+            bias=like.bias is not None,
+            padding_mode=like.padding_mode,
+            device=self.base_weight.device,
+            dtype=self.base_weight.dtype,
+        )
         with torch.no_grad():
             conv.weight.copy_(self.base_weight)
             if conv.bias is not None:

@@ -53,8 +53,9 @@ def check_bounds(request, height: int, width: int, upscale: int = 1) -> None:
     negative = request.negative_prompt
     for text in [negative] if isinstance(negative, str) else negative or []:
         check_text(text, "negative_prompt")
-    check_count("images per call (prompts x num_images_per_prompt)", len(prompts) * request.num_images_per_prompt,
-                MAX_IMAGES)  # fmt: skip
+    check_count(
+        "images per call (prompts x num_images_per_prompt)", len(prompts) * request.num_images_per_prompt, MAX_IMAGES
+    )
 
 
 def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
@@ -67,6 +68,12 @@ def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
             dropped = tokenizer.decode(ids[max_length - 1 : -1], skip_special_tokens=True)
             logger.warning(
                 "prompt %d is %d tokens, the text encoder reads %d: the last %d tokens are dropped (%r)",
-                index, len(ids), max_length, len(ids) - max_length, dropped if len(dropped) <= 80 else dropped[:77] + "...",
+                index,
+                len(ids),
+                max_length,
+                len(ids) - max_length,
+                dropped if len(dropped) <= 80 else dropped[:77] + "...",
             )
-    return tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
+    return tokenizer(
+        prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+    ).input_ids

@@ -12,9 +12,10 @@ per sample, which adapter switching (LoRA) cannot do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -134,7 +135,7 @@ class MTUPipeline(DiffusionPipeline):
         config: MTUConfig | None = None,
         allow_pickle: bool = False,
         **kwargs: Any,
-    ) -> "MTUPipeline":
+    ) -> MTUPipeline:
         """Load a stock SD/SDXL pipeline folder (or a shipped name such as "shapes-base") and its MTU denoiser.
 
         Args:
@@ -154,13 +155,13 @@ class MTUPipeline(DiffusionPipeline):
         return cls.from_stock(parts, unet)
 
     @classmethod
-    def from_stock(cls, components: dict[str, Any], unet: torch.nn.Module) -> "MTUPipeline":
+    def from_stock(cls, components: dict[str, Any], unet: torch.nn.Module) -> MTUPipeline:
         """An MTUPipeline of a stock pipeline's `components` around the MTU denoiser `unet`."""
         names = ("vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
         return cls(unet=unet, **{name: components.get(name) for name in names})
 
     @classmethod
-    def from_mtu(cls, mtu_model: str | Path, base: str | Path | None = None, **kwargs: Any) -> "MTUPipeline":
+    def from_mtu(cls, mtu_model: str | Path, base: str | Path | None = None, **kwargs: Any) -> MTUPipeline:
         """Load an MTU folder (or the shipped name "shapes-mtu") onto the base model its config names (or
         `base`, when given)."""
         mtu_model = resolve_model_path(mtu_model)
@@ -173,8 +174,17 @@ class MTUPipeline(DiffusionPipeline):
     def is_sdxl(self) -> bool:
         return self.text_encoder_2 is not None
 
-    def __call__(self, task: str, prompt: str | list[str] = "", *, num_inference_steps: int = 50,
-                 output_type: str = "pil", return_dict: bool = True, eta: float = 0.0, **request: Any):
+    def __call__(
+        self,
+        task: str,
+        prompt: str | list[str] = "",
+        *,
+        num_inference_steps: int = 50,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        eta: float = 0.0,
+        **request: Any,
+    ):
         """Run one task. Arguments are those of `MTURequest` plus the loop settings.
 
         Returns:
@@ -196,7 +206,9 @@ class MTUPipeline(DiffusionPipeline):
         requests = [self.check_inputs(request) for request in requests]
         sizes = {(r.height, r.width) for r in requests}
         if len(sizes) > 1:
-            raise ValueError(f"requests in one batch must share an output size; got {sorted(sizes)}: batch them separately")
+            raise ValueError(
+                f"requests in one batch must share an output size; got {sorted(sizes)}: batch them separately"
+            )
         device = self._execution_device
         plans = [self.prepare_request(request, device) for request in requests]
         latents = self.denoise(plans, num_inference_steps, eta, device)
@@ -210,9 +222,13 @@ class MTUPipeline(DiffusionPipeline):
             raise ValueError(f"unknown task {request.task!r}; this model serves {names}")
         spec = self.unet.mtu_config.tasks[names.index(request.task)]
         if spec.conditioning == "custom":
-            raise ValueError(f"task {request.task!r} has custom conditioning: build its input and call pipe.unet directly")
+            raise ValueError(
+                f"task {request.task!r} has custom conditioning: build its input and call pipe.unet directly"
+            )
         if spec.conditioning == "none" and request.image is not None:
-            raise ValueError(f"task {request.task!r} takes no image; for image input use one of the image tasks of {names}")
+            raise ValueError(
+                f"task {request.task!r} takes no image; for image input use one of the image tasks of {names}"
+            )
         if spec.conditioning != "none" and request.image is None:
             raise ValueError(f"task {request.task!r} needs image=... (the input image to work on)")
         if spec.conditioning == "masked_image":
@@ -225,7 +241,9 @@ class MTUPipeline(DiffusionPipeline):
                 )
         prompts = request.prompts
         if request.image is not None and image_count(request.image) not in (1, len(prompts)):
-            raise ValueError(f"got {len(prompts)} prompts for {image_count(request.image)} images: pass one prompt per image")
+            raise ValueError(
+                f"got {len(prompts)} prompts for {image_count(request.image)} images: pass one prompt per image"
+            )
         if isinstance(request.negative_prompt, list) and len(request.negative_prompt) != len(prompts):
             raise ValueError(f"got {len(request.negative_prompt)} negative prompts for {len(prompts)} prompts")
         if request.num_images_per_prompt < 1:
@@ -246,8 +264,9 @@ class MTUPipeline(DiffusionPipeline):
         """How many times the input image a side the output is, when height / width are not given."""
         if spec.upscale == 1:
             return 1
-        if request.upscale is not None and (isinstance(request.upscale, bool) or not isinstance(request.upscale, int)
-                                            or request.upscale < 1):
+        if request.upscale is not None and (
+            isinstance(request.upscale, bool) or not isinstance(request.upscale, int) or request.upscale < 1
+        ):
             raise ValueError(f"upscale must be an int >= 1, got {request.upscale!r}")
         return request.upscale or spec.upscale
 
@@ -293,8 +312,16 @@ class MTUPipeline(DiffusionPipeline):
         text, negative = text.repeat_interleave(per_prompt, 0), negative.repeat_interleave(per_prompt, 0)
         batch = len(prompts) * per_prompt
         dtype = self.unet.dtype
-        shape = (batch, self.vae.config.latent_channels, request.height // self.vae_scale_factor, request.width // self.vae_scale_factor)
-        latents = randn_tensor(shape, generator=request.generator, device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+        shape = (
+            batch,
+            self.vae.config.latent_channels,
+            request.height // self.vae_scale_factor,
+            request.width // self.vae_scale_factor,
+        )
+        latents = (
+            randn_tensor(shape, generator=request.generator, device=device, dtype=dtype)
+            * self.scheduler.init_noise_sigma
+        )
 
         condition = mask = paste = None
         if spec.conditioning != "none":
@@ -344,17 +371,20 @@ class MTUPipeline(DiffusionPipeline):
             condition = torch.cat([condition, condition, torch.zeros_like(condition)])
             return _Plan(request, spec, None, torch.cat([text, negative, negative]), combine, 3, condition)
         if spec.conditioning != "image" and g > 1.0:
+
             def combine(noise):
                 unconditional, conditional = noise.chunk(2)
                 return unconditional + g * (conditional - unconditional)
 
-            twice = (lambda t: None if t is None else torch.cat([t, t]))
-            return _Plan(request, spec, None, torch.cat([negative, text]), combine, 2, twice(condition))
+            twice = None if condition is None else torch.cat([condition, condition])
+            return _Plan(request, spec, None, torch.cat([negative, text]), combine, 2, twice)
         return _Plan(request, spec, None, text, lambda noise: noise, 1, condition)
 
     def _sdxl_conditioning(self, plan, pooled, negative_pooled, request, dtype, device) -> dict[str, torch.Tensor]:
         batch = plan.latents.shape[0]
-        time_ids = torch.tensor([[request.height, request.width, 0, 0, request.height, request.width]], dtype=dtype, device=device)
+        time_ids = torch.tensor(
+            [[request.height, request.width, 0, 0, request.height, request.width]], dtype=dtype, device=device
+        )
         if plan.copies == 3:
             text_embeds = torch.cat([pooled, negative_pooled, negative_pooled])
         elif plan.copies == 2:
@@ -378,8 +408,12 @@ class MTUPipeline(DiffusionPipeline):
                 scaled = self.scheduler.scale_model_input(torch.cat([plan_latents] * plan.copies), t)
                 inputs.append(denoiser_input(plan.spec, scaled, plan.condition))
             noise = self.unet(
-                concat_task_inputs(inputs), t, encoder_hidden_states=text, added_cond_kwargs=added or None,
-                task=tasks, return_dict=False,
+                concat_task_inputs(inputs),
+                t,
+                encoder_hidden_states=text,
+                added_cond_kwargs=added or None,
+                task=tasks,
+                return_dict=False,
             )[0]
             chunks = noise.split([plan.copies * size for plan, size in zip(plans, sizes)])
             guided = torch.cat([plan.combine(chunk) for plan, chunk in zip(plans, chunks)])

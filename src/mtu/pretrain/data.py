@@ -55,8 +55,9 @@ class SceneBatches(Dataset):
         tokenizer: tokenizes the captions in the worker; None gives (B, 0) ids (the VAE stage).
     """
 
-    def __init__(self, seed: int, stage_index: int, batch_size: int, num_steps: int,
-                 caption_dropout: float = 0.0, tokenizer=None) -> None:  # fmt: skip
+    def __init__(
+        self, seed: int, stage_index: int, batch_size: int, num_steps: int, caption_dropout: float = 0.0, tokenizer=None
+    ) -> None:
         self.seed, self.stage_index, self.batch_size = seed, stage_index, batch_size
         self.num_steps, self.caption_dropout, self.tokenizer = num_steps, caption_dropout, tokenizer
 
@@ -68,8 +69,13 @@ class SceneBatches(Dataset):
         images, captions = sample_batch(rng, self.batch_size, self.caption_dropout)
         if self.tokenizer is None:
             return images, torch.zeros(len(captions), 0, dtype=torch.long)
-        ids = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids  # fmt: skip
+        ids = self.tokenizer(
+            captions,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         return images, ids
 
 

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 from mtu.assets import SHAPES_BASE_SAMPLER
-from mtu.outputs import write_text_atomic
 from mtu.data.shapes import evaluation_set
 from mtu.evaluation.shapes_eval import evaluate_t2i, load_pipeline
 from mtu.evaluation.shapes_metrics import t2i_accuracy
+from mtu.outputs import write_text_atomic
 from mtu.pretrain.card import render_card, run_summary
 from mtu.pretrain.data import images_to_tensor, tensor_to_uint8
 from mtu.pretrain.export import INFO_FILE
@@ -29,12 +29,17 @@ def vae_report(vae, num_scenes: int, seed: int = 0) -> dict:
     images = images_to_tensor([example.target for example in examples])
     reconstructions = vae_reconstructions(vae, images)
     parsed = t2i_accuracy(reconstructions, [example.target_scene for example in examples])
-    return {"num_scenes": num_scenes, "seed": seed, "psnr_db": psnr_uint8(reconstructions, tensor_to_uint8(images)),
-            "parser": {k: v for k, v in parsed.items() if k != "by_num_objects"}}  # fmt: skip
+    return {
+        "num_scenes": num_scenes,
+        "seed": seed,
+        "psnr_db": psnr_uint8(reconstructions, tensor_to_uint8(images)),
+        "parser": {k: v for k, v in parsed.items() if k != "by_num_objects"},
+    }
 
 
-def evaluate_export(folder: str | Path, num_samples: int = 500, seed: int = 0, device: str | None = None,
-                    batch_size: int = 50) -> dict:  # fmt: skip
+def evaluate_export(
+    folder: str | Path, num_samples: int = 500, seed: int = 0, device: str | None = None, batch_size: int = 50
+) -> dict:
     """Measure the shapes-base folder `folder` and store the figures in its pretrain_info.json and README.md.
 
     Returns:
@@ -74,7 +79,9 @@ def record_rerun(folder: str | Path, rerun_folder: str | Path) -> dict:
     info, rerun = infos
     shipped, summary = run_summary(info, folder), run_summary(rerun, rerun_folder)
     bookkeeping = {"seed", "checkpoint_every", "export_every"}
-    differing = sorted(k for k in info["config"] if k not in bookkeeping and info["config"][k] != rerun["config"].get(k))
+    differing = sorted(
+        k for k in info["config"] if k not in bookkeeping and info["config"][k] != rerun["config"].get(k)
+    )
     if differing:
         raise ValueError(f"{rerun_folder} was trained with other settings ({', '.join(differing)}): not a re-run")
     if summary["t2i_num_samples"] != shipped["t2i_num_samples"] or not summary["finished"]:

@@ -14,9 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 from mtu.ema import update_averages
-from mtu.signals import StopRequest
 from mtu.pretrain.checkpoint import list_checkpoints, load_checkpoint, prefixed, save_checkpoint, unprefixed
 from mtu.safe_state import optimizer_from_flat, optimizer_to_flat
+from mtu.signals import StopRequest
 
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
@@ -195,8 +195,16 @@ def run_steps(
             postfix = {"loss": f"{metrics['loss']:.4f}", "lr": f"{lr:.2e}", "s_step": f"{stage.seconds_per_step:.2f}"}
             bar.set_postfix(postfix, refresh=False)
             if stage.step % _LOG_EVERY == 0:
-                log_metrics(out, {"stage": stage.name, "step": stage.step, "lr": lr, **metrics,
-                                  "seconds_per_step": stage.seconds_per_step})  # fmt: skip
+                log_metrics(
+                    out,
+                    {
+                        "stage": stage.name,
+                        "step": stage.step,
+                        "lr": lr,
+                        **metrics,
+                        "seconds_per_step": stage.seconds_per_step,
+                    },
+                )
             budget.spend()
             stopping = stop.requested or budget.exhausted
             if stage.step % checkpoint_every == 0 or stage.step == total or stopping:

@@ -36,9 +36,9 @@ from mtu.pretrain.config import PretrainConfig, load_run_config, save_run_config
 from mtu.pretrain.data import SceneBatches, held_out_images, step_batches
 from mtu.pretrain.export import export_pipeline
 from mtu.pretrain.loop import Stage, StepBudget, latest_checkpoint, log_metrics, lr_at, run_steps
-from mtu.signals import StopRequest
 from mtu.pretrain.objectives import diffusion_loss, latent_scaling_factor, vae_loss, vae_psnr
 from mtu.pretrain.tokenizer import build_tokenizer, save_tokenizer
+from mtu.signals import StopRequest
 
 VAE_REPORT = "report.json"
 _PSNR_EVERY = 500  # VAE steps between quick PSNR checks (100 held-out scenes)
@@ -154,7 +154,8 @@ class Hardware:
     def describe(self) -> str:
         if self.device.type == "cuda":
             return f"one {torch.cuda.get_device_name(self.device)} GPU, {self.data_workers} data worker(s)"
-        return f"{torch.get_num_threads()} torch thread(s) of a {os.cpu_count()}-core CPU, {self.data_workers} data worker(s)"
+        threads = f"{torch.get_num_threads()} torch thread(s) of a {os.cpu_count()}-core CPU"
+        return f"{threads}, {self.data_workers} data worker(s)"
 
     def batches(self, dataset: SceneBatches, first_step: int):
         return step_batches(dataset, first_step, self.data_workers, pin_memory=self.device.type == "cuda")
@@ -194,11 +195,25 @@ def _train_vae(out: Path, config: PretrainConfig, checkpoint: Path | None, stop,
         if step % _PSNR_EVERY == 0:
             log_metrics(out, {"stage": "vae", "step": step, "psnr_db_100": vae_psnr(vae, quick_eval)})
 
-    schedule = partial(lr_at, total=config.vae_steps, peak=config.vae_lr, warmup=config.vae_warmup_steps,
-                       final_fraction=config.final_lr_fraction)  # fmt: skip
-    done = run_steps(stage, config.vae_steps, schedule, hardware.batches(dataset, stage.step),
-                     partial(_vae_step, vae, stage, config), out, config.checkpoint_every, stop, budget,
-                     after_step=check_psnr)  # fmt: skip
+    schedule = partial(
+        lr_at,
+        total=config.vae_steps,
+        peak=config.vae_lr,
+        warmup=config.vae_warmup_steps,
+        final_fraction=config.final_lr_fraction,
+    )
+    done = run_steps(
+        stage,
+        config.vae_steps,
+        schedule,
+        hardware.batches(dataset, stage.step),
+        partial(_vae_step, vae, stage, config),
+        out,
+        config.checkpoint_every,
+        stop,
+        budget,
+        after_step=check_psnr,
+    )
     if done:
         _finish_vae(out, vae, stage, config)
     return done
@@ -210,9 +225,15 @@ def _finish_vae(out: Path, vae: AutoencoderKL, stage: Stage, config: PretrainCon
     psnr = vae_psnr(vae, held_out_images(config.eval_scenes))
     scale = latent_scaling_factor(vae, np.random.default_rng([config.seed, 99]), torch.Generator().manual_seed(99))
     vae.register_to_config(scaling_factor=scale)
-    report = {"steps": stage.step, "psnr_db": psnr, "eval_scenes": config.eval_scenes,
-              "scaling_factor": scale, "seconds_per_step": stage.seconds_per_step,
-              "hardware": stage.hardware, "seconds_total": stage.seconds_total}  # fmt: skip
+    report = {
+        "steps": stage.step,
+        "psnr_db": psnr,
+        "eval_scenes": config.eval_scenes,
+        "scaling_factor": scale,
+        "seconds_per_step": stage.seconds_per_step,
+        "hardware": stage.hardware,
+        "seconds_total": stage.seconds_total,
+    }
     tmp = out / "vae.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -220,8 +241,10 @@ def _finish_vae(out: Path, vae: AutoencoderKL, stage: Stage, config: PretrainCon
     (tmp / VAE_REPORT).write_text(json.dumps(report, indent=1) + "\n")
     replace_folder(tmp, out / "vae")
     log_metrics(out, {"stage": "vae", "step": stage.step, "psnr_db": psnr, "scaling_factor": scale})
-    print(f"VAE done: PSNR {psnr:.2f} dB on {config.eval_scenes} held-out scenes, scaling factor {scale:.4f}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"VAE done: PSNR {psnr:.2f} dB on {config.eval_scenes} held-out scenes, scaling factor {scale:.4f}",
+        file=sys.stderr,
+    )
 
 
 def _unet_step(models: dict, stage: Stage, config: PretrainConfig, scheduler: DDPMScheduler, batch) -> dict:
@@ -229,8 +252,9 @@ def _unet_step(models: dict, stage: Stage, config: PretrainConfig, scheduler: DD
     images, ids = (tensor.to(stage.device, non_blocking=True) for tensor in batch)
     with torch.no_grad():
         latents = vae.encode(images).latent_dist.sample(generator=stage.generator) * vae.config.scaling_factor
-    loss = diffusion_loss(models["unet"], models["text_encoder"], latents, ids, scheduler, stage.generator,
-                          config.min_snr_gamma)  # fmt: skip
+    loss = diffusion_loss(
+        models["unet"], models["text_encoder"], latents, ids, scheduler, stage.generator, config.min_snr_gamma
+    )
     stage.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.grad_clip > 0:
@@ -284,8 +308,14 @@ def _train_unet(
         stage.restore(checkpoint)
     stage.hardware = hardware.describe()
     scheduler = build_train_scheduler()
-    dataset = SceneBatches(config.seed, _stage_index("unet"), config.batch_size, config.unet_steps,
-                           config.caption_dropout, models["tokenizer"])  # fmt: skip
+    dataset = SceneBatches(
+        config.seed,
+        _stage_index("unet"),
+        config.batch_size,
+        config.unet_steps,
+        config.caption_dropout,
+        models["tokenizer"],
+    )
 
     def maybe_export(step: int) -> None:
         # Also when a time limit or signal stops the run: a time-boxed run still leaves a model.
@@ -293,11 +323,26 @@ def _train_unet(
         if export_to is not None and (scheduled or stop.requested or budget.exhausted):
             _export(out, config, stage, models, Path(export_to))
 
-    schedule = partial(lr_at, total=config.unet_steps, peak=config.lr, warmup=config.warmup_steps,
-                       final_fraction=config.final_lr_fraction)  # fmt: skip
+    schedule = partial(
+        lr_at,
+        total=config.unet_steps,
+        peak=config.lr,
+        warmup=config.warmup_steps,
+        final_fraction=config.final_lr_fraction,
+    )
     step_fn = partial(_unet_step, models, stage, config, scheduler)
-    return run_steps(stage, config.unet_steps, schedule, hardware.batches(dataset, stage.step), step_fn, out,
-                     config.checkpoint_every, stop, budget, after_step=maybe_export)  # fmt: skip
+    return run_steps(
+        stage,
+        config.unet_steps,
+        schedule,
+        hardware.batches(dataset, stage.step),
+        step_fn,
+        out,
+        config.checkpoint_every,
+        stop,
+        budget,
+        after_step=maybe_export,
+    )
 
 
 def export_run(out: str | Path, dest: str | Path) -> Path:

@@ -12,6 +12,18 @@ from mtu.serve.service import ChatService, Reply, Settings
 from mtu.serve.uploads import load_upload, mask_from_layers, to_rgb
 
 __all__ = [
-    "BatchResult", "BatchWorker", "ChatService", "Reply", "RequestError", "ServeLimits", "ServerBusy", "Settings",
-    "guess_task", "load_pipeline", "load_upload", "mask_from_layers", "serve", "to_rgb",
+    "BatchResult",
+    "BatchWorker",
+    "ChatService",
+    "Reply",
+    "RequestError",
+    "ServeLimits",
+    "ServerBusy",
+    "Settings",
+    "guess_task",
+    "load_pipeline",
+    "load_upload",
+    "mask_from_layers",
+    "serve",
+    "to_rgb",
 ]

@@ -54,8 +54,17 @@ class ChatApp:
         self.service = service
         self._files = tempfile.TemporaryDirectory(prefix="mtu-serve-")  # result PNGs on their way to the chat
 
-    def respond(self, message: dict | None, history: list, editor: dict | None, task: str,
-                steps: float, guidance: float, image_guidance: float, seed: float):
+    def respond(
+        self,
+        message: dict | None,
+        history: list,
+        editor: dict | None,
+        task: str,
+        steps: float,
+        guidance: float,
+        image_guidance: float,
+        seed: float,
+    ):
         """Chat callback: show the request at once, then the answer (an image, or why there is none).
 
         Yields (conversation, request box, current image); the last result becomes the current image.
@@ -81,7 +90,10 @@ class ChatApp:
             yield history + [{"role": "assistant", "content": f"Could not run this: {error}"}], gr.skip(), gr.skip()
             return
         path = self._save(reply.image)
-        answer = {"role": "assistant", "content": [{"path": path, "alt_text": f"{reply.task} result"}, self._caption(reply)]}
+        answer = {
+            "role": "assistant",
+            "content": [{"path": path, "alt_text": f"{reply.task} result"}, self._caption(reply)],
+        }
         current = {"background": reply.image, "layers": [], "composite": reply.image}
         yield history + [answer], gr.skip(), current
         # gradio copies a yielded file into its own cache (which `delete_cache` prunes) before it asks a
@@ -112,8 +124,10 @@ class ChatApp:
         others = len(reply.batch_tasks) - 1
         tasks = ", ".join(reply.batch_tasks)
         shared = f" · shared its denoising loop with {others} other request(s) ({tasks})" if others else ""
-        return (f"**{reply.task}** ({how}) · {reply.steps} steps · seed {reply.seed} · "
-                f"{reply.image.width}x{reply.image.height} · {reply.seconds:.1f} s{shared}")
+        return (
+            f"**{reply.task}** ({how}) · {reply.steps} steps · seed {reply.seed} · "
+            f"{reply.image.width}x{reply.image.height} · {reply.seconds:.1f} s{shared}"
+        )
 
     def select_image(self, history: list, event: gr.SelectData):
         """Clicking an image of the conversation makes it the current image.
@@ -147,8 +161,9 @@ def _settings(steps, guidance, image_guidance, seed) -> Settings:
         ) from None
 
 
-def build_app(service: ChatService, model_name: str = "", examples: list[str] | None = None,
-              defaults: Settings | None = None) -> gr.Blocks:
+def build_app(
+    service: ChatService, model_name: str = "", examples: list[str] | None = None, defaults: Settings | None = None
+) -> gr.Blocks:
     """The demo page for `service` (not launched; see `mtu.serve.server.serve`).
 
     Args:
@@ -164,28 +179,47 @@ def build_app(service: ChatService, model_name: str = "", examples: list[str] | 
         gr.Markdown(_INTRO.format(model=model_name or "MTU model", tasks=", ".join(service.tasks)))
         with gr.Row():
             with gr.Column(scale=3):
-                chat = gr.Chatbot(label="Conversation", height=560, elem_id="chat", feedback_options=None,
-                                  placeholder="Results appear here; each one becomes the current image.")
+                chat = gr.Chatbot(
+                    label="Conversation",
+                    height=560,
+                    elem_id="chat",
+                    feedback_options=None,
+                    placeholder="Results appear here; each one becomes the current image.",
+                )
                 box = gr.MultimodalTextbox(
-                    placeholder="A caption, or an instruction for the current image", file_types=["image"],
-                    file_count="single", sources=["upload"], submit_btn=True, show_label=False, elem_id="request",
+                    placeholder="A caption, or an instruction for the current image",
+                    file_types=["image"],
+                    file_count="single",
+                    sources=["upload"],
+                    submit_btn=True,
+                    show_label=False,
+                    elem_id="request",
                 )
             with gr.Column(scale=2):
                 editor = gr.ImageEditor(
-                    label="Current image (paint to mark an area to fill)", type="pil", sources=["upload", "clipboard"],
-                    layers=False, transforms=(), height=360, elem_id="current-image",
+                    label="Current image (paint to mark an area to fill)",
+                    type="pil",
+                    sources=["upload", "clipboard"],
+                    layers=False,
+                    transforms=(),
+                    height=360,
+                    elem_id="current-image",
                     brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed"),
                 )
                 task = gr.Dropdown(tasks, value=AUTO, label="Task", elem_id="task")
                 with gr.Accordion("Settings", open=False):
                     steps = gr.Slider(1, limits.max_steps, value=defaults.steps, step=1, label="Steps")
                     guidance = gr.Slider(0, 15, value=defaults.guidance, step=0.5, label="Text guidance (off at 1)")
-                    image_guidance = gr.Slider(0, 5, value=defaults.image_guidance, step=0.1,
-                                               label="Image guidance (edit, sr, remove)")
+                    image_guidance = gr.Slider(
+                        0, 5, value=defaults.image_guidance, step=0.1, label="Image guidance (edit, sr, remove)"
+                    )
                     seed = gr.Number(value=defaults.seed, precision=0, label="Seed (-1: random)")
                 clear = gr.Button("New conversation")
-        gr.Examples([[{"text": text, "files": []}] for text in examples or SHAPES_EXAMPLES], inputs=[box],
-                    label="Example requests" if examples else "Example requests (Shapes model)")
+        gr.Examples(
+            [[{"text": text, "files": []}] for text in examples or SHAPES_EXAMPLES],
+            inputs=[box],
+            label="Example requests" if examples else "Example requests (Shapes model)",
+        )
         inputs = [box, chat, editor, task, steps, guidance, image_guidance, seed]
         # Each event has its own concurrency limit (default 1): lift it so requests of several users
         # reach the batching worker together; the worker's bounded queue is what refuses overload.
@@ -198,5 +232,12 @@ def build_app(service: ChatService, model_name: str = "", examples: list[str] | 
 
 def launch_options(limits: ServeLimits, host: str, port: int) -> dict[str, Any]:
     """`gr.Blocks.launch` arguments: loopback by default, uploads capped, no share link."""
-    return dict(server_name=host, server_port=port, max_file_size=limits.max_bytes, share=False, ssr_mode=False,
-                show_error=True, css=CSS)
+    return dict(
+        server_name=host,
+        server_port=port,
+        max_file_size=limits.max_bytes,
+        share=False,
+        ssr_mode=False,
+        show_error=True,
+        css=CSS,
+    )

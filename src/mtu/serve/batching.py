@@ -122,7 +122,9 @@ class BatchWorker:
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            raise ServerBusy(f"the server is busy ({self._queue.maxsize} requests waiting): try again in a moment") from None
+            raise ServerBusy(
+                f"the server is busy ({self._queue.maxsize} requests waiting): try again in a moment"
+            ) from None
         return job.future
 
     def _serve(self) -> None:
@@ -170,6 +172,8 @@ class BatchWorker:
         seconds = time.perf_counter() - start
         tasks = tuple(job.request.task for job in jobs)
         height, width, steps = jobs[0].key
-        logger.info("ran %d request(s) %s at %dx%d, %d steps, in %.2f s", len(jobs), tasks, width, height, steps, seconds)
+        logger.info(
+            "ran %d request(s) %s at %dx%d, %d steps, in %.2f s", len(jobs), tasks, width, height, steps, seconds
+        )
         for job, images in zip(jobs, outputs, strict=True):
             job.future.set_result(BatchResult(images, tasks, seconds))

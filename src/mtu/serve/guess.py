@@ -9,11 +9,21 @@ from collections.abc import Sequence
 # instruction templates of the Shapes world (`mtu.data.shapes.tasks`) plus common synonyms.
 _PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
     ("remove", re.compile(r"\b(remove|delete|erase|get rid of|take (away|out))\b")),
-    ("sr", re.compile(r"\b(upscale|upsample|enhance|super[- ]?res\w*|sharpen|enlarge|"
-                      r"(higher|increase( the)?|more) resolution)\b")),
+    (
+        "sr",
+        re.compile(
+            r"\b(upscale|upsample|enhance|super[- ]?res\w*|sharpen|enlarge|"
+            r"(higher|increase( the)?|more) resolution)\b"
+        ),
+    ),
     ("inpaint", re.compile(r"\b(fill|inpaint\w*)\b")),
-    ("edit", re.compile(r"\b(make (it|them|this|that|the|all|everything|its)|turn|change|recolou?r|paint|"
-                        r"replace|swap|move|shift|slide|convert)\b")),
+    (
+        "edit",
+        re.compile(
+            r"\b(make (it|them|this|that|the|all|everything|its)|turn|change|recolou?r|paint|"
+            r"replace|swap|move|shift|slide|convert)\b"
+        ),
+    ),
 )
 
 

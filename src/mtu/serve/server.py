@@ -32,8 +32,15 @@ def load_pipeline(model: str | Path | None = None, base: str | Path | None = Non
     return MTUPipeline.from_base(base), f"{base} (upcycled, untrained)"
 
 
-def serve(model: str | Path | None = None, base: str | Path | None = None, host: str = "127.0.0.1",
-          port: int = 7860, limits: ServeLimits | None = None, defaults=None, block: bool = True):
+def serve(
+    model: str | Path | None = None,
+    base: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    limits: ServeLimits | None = None,
+    defaults=None,
+    block: bool = True,
+):
     """Load the model and serve the demo page at http://host:port.
 
     Args:

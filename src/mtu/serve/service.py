@@ -81,8 +81,14 @@ class ChatService:
             raise RequestError(f"unknown task {choice!r}; this model serves {self.tasks} (or {AUTO!r} to guess)")
         return choice, False
 
-    def run(self, text: str, image: PIL.Image.Image | None = None, mask: PIL.Image.Image | None = None,
-            task: str | None = AUTO, settings: Settings = Settings()) -> Reply:
+    def run(
+        self,
+        text: str,
+        image: PIL.Image.Image | None = None,
+        mask: PIL.Image.Image | None = None,
+        task: str | None = AUTO,
+        settings: Settings = Settings(),
+    ) -> Reply:
         """Answer one request with one image.
 
         Args:
@@ -115,14 +121,19 @@ class ChatService:
     def build_request(self, task: str, text: str, image, mask, settings: Settings, seed: int) -> MTURequest:
         """Check the inputs of `task`, resize them to the size it runs at, and make the request."""
         spec = self.spec(task)
-        common = dict(guidance_scale=float(settings.guidance), image_guidance_scale=float(settings.image_guidance),
-                      generator=torch.Generator().manual_seed(seed))
+        common = dict(
+            guidance_scale=float(settings.guidance),
+            image_guidance_scale=float(settings.image_guidance),
+            generator=torch.Generator().manual_seed(seed),
+        )
         if spec.conditioning == "none":
             return MTURequest(task, text, height=self.native, width=self.native, **common)
         if image is None:
             raise RequestError(f"{task} works on an image: attach one, or first generate one from a caption")
         if spec.conditioning == "masked_image" and mask is None:
-            raise RequestError(f"{task} fills a painted area: paint over the part of the current image to fill, then send")
+            raise RequestError(
+                f"{task} fills a painted area: paint over the part of the current image to fill, then send"
+            )
         height, width = self.output_size(task, image.size)
         if spec.upscale > 1:  # the pipeline resizes the low-resolution input to the output size itself
             return MTURequest(task, text, image=image, height=height, width=width, **common)

@@ -198,8 +198,9 @@ def check_loadable(checkpoint: Path) -> None:
             "(pickle); it is not loaded. Start a new run, or finish this one with the mtu version that wrote "
             "it (only if you trust every file in the folder)"
         )
-    raise ValueError(f"checkpoint {checkpoint} has no {STATE_FILE}: it is incomplete or not from mtu train. "
-                     f"{_earlier(checkpoint)}")  # fmt: skip
+    raise ValueError(
+        f"checkpoint {checkpoint} has no {STATE_FILE}: it is incomplete or not from mtu train. {_earlier(checkpoint)}"
+    )
 
 
 def saved_config(checkpoint: Path) -> dict:
@@ -233,8 +234,10 @@ def load_checkpoint(run, checkpoint: Path) -> None:
     state = _read(checkpoint, STATE_FILE, lambda path: json.loads(path.read_text()))
     found = state.get("format") if isinstance(state, dict) else None
     if found != FORMAT:
-        raise ValueError(f"checkpoint {checkpoint}: {STATE_FILE} has format {found!r}, this mtu "
-                         f"reads {FORMAT!r}. {_earlier(checkpoint)}")  # fmt: skip
+        raise ValueError(
+            f"checkpoint {checkpoint}: {STATE_FILE} has format {found!r}, this mtu "
+            f"reads {FORMAT!r}. {_earlier(checkpoint)}"
+        )
     tensors = _read(checkpoint, TENSORS_FILE, load_file)
     # load_weights' own errors would not name the file: check the weights' files first.
     for path in sorted((checkpoint / MODEL_DIR).glob("*.safetensors")):
@@ -243,8 +246,9 @@ def load_checkpoint(run, checkpoint: Path) -> None:
         load_weights(run.unwrapped, checkpoint / MODEL_DIR, run.config.method)
         _apply_state(run, state, tensors)
     except (KeyError, TypeError, IndexError, RuntimeError) as error:
-        raise ValueError(f"checkpoint {checkpoint} does not fit this run or is damaged ({_line(error)}). "
-                         f"{_earlier(checkpoint)}") from error  # fmt: skip
+        raise ValueError(
+            f"checkpoint {checkpoint} does not fit this run or is damaged ({_line(error)}). {_earlier(checkpoint)}"
+        ) from error
     _load_rng(checkpoint, run.accelerator.process_index)
 
 
@@ -278,8 +282,9 @@ def _load_rng(checkpoint: Path, process: int) -> None:
         name, keys, position, has_gauss, cached = values["numpy"]
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise ValueError(f"checkpoint {checkpoint}: the RNG states in {stem}.* are damaged ({_line(error)}). "
-                         f"{_earlier(checkpoint)}") from error  # fmt: skip
+        raise ValueError(
+            f"checkpoint {checkpoint}: the RNG states in {stem}.* are damaged ({_line(error)}). {_earlier(checkpoint)}"
+        ) from error
 
 
 def _read(checkpoint: Path, name: str | Path, parse: Callable[[Path], object]):
@@ -288,8 +293,10 @@ def _read(checkpoint: Path, name: str | Path, parse: Callable[[Path], object]):
     try:
         return parse(path)
     except (OSError, ValueError, SafetensorError, yaml.YAMLError) as error:
-        raise ValueError(f"checkpoint file {path} cannot be read ({_line(error)}); it may have been cut short by a "
-                         f"crash or a full disk. {_earlier(checkpoint)}") from error  # fmt: skip
+        raise ValueError(
+            f"checkpoint file {path} cannot be read ({_line(error)}); it may have been cut short by a "
+            f"crash or a full disk. {_earlier(checkpoint)}"
+        ) from error
 
 
 def _open_safetensors(path: Path) -> None:

@@ -9,10 +9,11 @@ Images: the target latent is a VAE *sample* (scaled); an "image" conditioning la
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ class Components:
     xl: bool = False
     _empty: dict = field(default_factory=dict)
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> "Components":
+    def to(self, device: torch.device, dtype: torch.dtype) -> Components:
         """Move the frozen parts (VAE, text encoders) to `device` in `dtype`; the UNet is left alone."""
         for module in [self.vae, *self.text_encoders]:
             module.to(device)

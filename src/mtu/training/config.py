@@ -129,14 +129,14 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build and validate a config from plain data (parsed YAML); one ValueError lists every problem."""
         config, found = cls.parse(data)
         raise_problems(found)
         return config
 
     @classmethod
-    def parse(cls, data: dict[str, Any]) -> tuple["TrainConfig", list[str]]:
+    def parse(cls, data: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
         """(config, every problem found): unknown keys and non-mappings as well as invalid values."""
         found: list[str] = []
         if not isinstance(data, dict):
@@ -152,7 +152,8 @@ class TrainConfig:
             source = _known(SourceConfig, values.get("source") or {}, f"tasks.{name}.source", found)
             tasks[name] = TaskConfig(**{**values, "source": SourceConfig(**source)})
         sections = {
-            name: section(**_known(section, top.pop(name, None) or {}, name, found)) for name, section in SECTIONS.items()
+            name: section(**_known(section, top.pop(name, None) or {}, name, found))
+            for name, section in SECTIONS.items()
         }
         config = cls(tasks=tasks, **top, **sections)
         return config, found + config.problems()

@@ -113,7 +113,9 @@ class StepBatches(torch.utils.data.Dataset):
         samples.sort(key=lambda sample: sample[0])  # contiguous task runs: one slice per task in every MTU layer
         return collate(samples, step, skipped)
 
-    def _sample(self, task: str, rng: np.random.Generator, skipped: list[str]) -> tuple[Pair | CachedExample, bool, bool, int]:
+    def _sample(
+        self, task: str, rng: np.random.Generator, skipped: list[str]
+    ) -> tuple[Pair | CachedExample, bool, bool, int]:
         source = self.sources[task]
         noise_seed, r = int(rng.integers(2**62)), float(rng.random())
         for _ in range(self.max_skips):

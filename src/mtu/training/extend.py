@@ -35,7 +35,10 @@ def extends_problems(config) -> list[str]:
     if config.method != ADD_TASK:
         return [] if config.extends is None else [f"extends: only for method {ADD_TASK} (method is {config.method!r})"]
     if not isinstance(config.extends, str) or not config.extends:
-        needed = f"method {ADD_TASK} needs the MTU folder it adds tasks to (mtu upcycle / mtu add-task output, or a run's model/)"
+        needed = (
+            f"method {ADD_TASK} needs the MTU folder it adds tasks to (mtu upcycle / mtu add-task output, or a "
+            "run's model/)"
+        )
         return [f"extends: {needed}"]
     folder = Path(config.extends).expanduser()
     if not (folder / CONFIG_NAME).is_file():
@@ -51,8 +54,10 @@ def extends_problems(config) -> list[str]:
     if clashes:
         found.append(f"tasks: {clashes} already served by {folder} ({extended.task_names}); list only the new tasks")
     if not _same_model(config.model, extended.base_model_name_or_path):
-        found.append(f"model: {config.model!r}, but {folder} was upcycled from {extended.base_model_name_or_path!r}; "
-                     "set model to that base")  # fmt: skip
+        found.append(
+            f"model: {config.model!r}, but {folder} was upcycled from {extended.base_model_name_or_path!r}; "
+            "set model to that base"
+        )
     return found
 
 
@@ -79,7 +84,9 @@ def _same_model(model: str, base: str | None) -> bool:
 def extended_config(config) -> MTUConfig:
     """The MTU config of an add-task run: the extended folder's (sizes, targets, tasks), then the new tasks."""
     extended = MTUConfig.load(Path(config.extends).expanduser())
-    return dataclasses.replace(extended, tasks=[*extended.tasks, *config.task_specs()], base_model_name_or_path=config.model)
+    return dataclasses.replace(
+        extended, tasks=[*extended.tasks, *config.task_specs()], base_model_name_or_path=config.model
+    )
 
 
 def extend_model(unet, folder: str | Path, mtu_config: MTUConfig):

@@ -24,8 +24,14 @@ class Feedback:
         self.window: dict[str, list[float]] = {}
         self.started, self.start_step = time.perf_counter(), run.progress.step
         main = run.accelerator.is_main_process
-        self.bar = tqdm(total=run.config.train.max_steps, initial=run.progress.step, desc="train", disable=not main,
-                        dynamic_ncols=True, file=sys.stderr)  # fmt: skip
+        self.bar = tqdm(
+            total=run.config.train.max_steps,
+            initial=run.progress.step,
+            desc="train",
+            disable=not main,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         self.smoothed: dict[str, float] = {}  # per-task loss, exponentially smoothed, for the bar
 
     def record(self, result: dict) -> None:
@@ -68,7 +74,7 @@ def write_samples(run: Run, previews: dict) -> None:
     sampler = {"guidance_scale": section.guidance_scale, "image_guidance_scale": section.image_guidance_scale}
     images = {}
     model.eval()
-    with (run.ema.swapped() if run.ema else nullcontext()), run.accelerator.autocast():
+    with run.ema.swapped() if run.ema else nullcontext(), run.accelerator.autocast():
         for name, pairs in previews.items():
             if not pairs:  # every preview draw was unreadable
                 continue

@@ -60,8 +60,12 @@ def open_sources(config: TrainConfig) -> dict:
 def data_stream(run: Run, sources: dict):
     """Iterator over this process's micro-batches from the current step to max_steps."""
     config, accelerator = run.config, run.accelerator
-    layout = Layout(config.data.batch_size, config.train.gradient_accumulation_steps, accelerator.num_processes,
-                    accelerator.process_index)  # fmt: skip
+    layout = Layout(
+        config.data.batch_size,
+        config.train.gradient_accumulation_steps,
+        accelerator.num_processes,
+        accelerator.process_index,
+    )
     section = config.data
     dataset = StepBatches(
         sources,

@@ -81,7 +81,10 @@ class AdapterSpec:
     def peft_config(self, inputs: list[str], outputs: list[str]):
         if self.method == "lora":
             return LoraConfig(
-                r=self.rank, lora_alpha=self.alpha or self.rank, lora_dropout=self.dropout, target_modules=inputs + outputs
+                r=self.rank,
+                lora_alpha=self.alpha or self.rank,
+                lora_dropout=self.dropout,
+                target_modules=inputs + outputs,
             )
         # IA3 on an FFN (as in the IA3 paper): scale the hidden activations (the output projection's input)
         # and here also the input projection's outputs.
@@ -197,6 +200,7 @@ def load_trained_pipeline(folder: str | Path):
     parts = DiffusionPipeline.from_pretrained(model_folder(base)).components
     return MTUPipeline.from_stock(parts, load_trained(parts["unet"], folder).eval())
 
+
 @torch.no_grad()
 def load_weights(model: MTUModel, folder: Path, method: str) -> None:
     """Load the weights of `save_trained` into a model of the same method and config (exact copy)."""
@@ -206,7 +210,9 @@ def load_weights(model: MTUModel, folder: Path, method: str) -> None:
     if method in ADAPTER_METHODS:
         saved, own = load_file(folder / ADAPTERS_FILE), adapter_parameters(model.base_model)
         if set(saved) != set(own):
-            raise ValueError(f"adapter weights in {folder} do not match the model ({len(saved)} saved, {len(own)} expected)")
+            raise ValueError(
+                f"adapter weights in {folder} do not match the model ({len(saved)} saved, {len(own)} expected)"
+            )
         for name, parameter in own.items():
             parameter.copy_(saved[name])
     if method == "full":

@@ -114,8 +114,19 @@ def build_run(config: TrainConfig, accelerator) -> Run:
     prepared, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema = TrainableEMA(parameters, config.train.ema_decay) if config.train.ema_decay is not None else None
     noise_scheduler = DDPMScheduler.from_config(components.scheduler_config)
-    return Run(config, accelerator, components, prepared, optimizer, lr_scheduler, noise_scheduler, Progress(), ema,
-               adapter, Path(config.output_dir))  # fmt: skip
+    return Run(
+        config,
+        accelerator,
+        components,
+        prepared,
+        optimizer,
+        lr_scheduler,
+        noise_scheduler,
+        Progress(),
+        ema,
+        adapter,
+        Path(config.output_dir),
+    )
 
 
 def make_optimizer(model: torch.nn.Module, section) -> tuple[torch.optim.Optimizer, object]:

@@ -36,8 +36,16 @@ def request(pair: Pair, index: int, resolution: int, **sampler):
     image = None if pair.image is None else PIL.Image.fromarray(pair.image)
     mask = None if pair.mask is None else PIL.Image.fromarray(pair.mask * 255)
     generator = torch.Generator().manual_seed(index)
-    return MTURequest(pair.task, pair.text, image=image, mask_image=mask, generator=generator,
-                      height=resolution, width=resolution, **sampler)  # fmt: skip
+    return MTURequest(
+        pair.task,
+        pair.text,
+        image=image,
+        mask_image=mask,
+        generator=generator,
+        height=resolution,
+        width=resolution,
+        **sampler,
+    )
 
 
 def task_samples(pipeline, pairs: list[Pair], resolution: int, num_inference_steps: int, **sampler) -> np.ndarray:

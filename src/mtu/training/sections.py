@@ -1,4 +1,4 @@
-"""The sections of a training config besides its tasks: MTU sizes, adapters, data, optimisation, checkpoints, feedback."""
+"""The sections of a training config besides its tasks: MTU sizes, adapters, data, optimisation, checkpoints, logs."""
 
 from __future__ import annotations
 
@@ -220,7 +220,9 @@ class LoggingSection:
             int_at_least(found, f"logging.{name}", getattr(self, name), low)
         choice(found, "logging.log_with", self.log_with, LOG_WITH)
         if self.log_with == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-            found.append("logging.log_with: tensorboard is not installed (pip install tensorboard), or set log_with: none")
+            found.append(
+                "logging.log_with: tensorboard is not installed (pip install tensorboard), or set log_with: none"
+            )
         for name in ("guidance_scale", "image_guidance_scale"):
             value = getattr(self, name)
             need(found, is_number(value) and value >= 1, f"logging.{name}: must be a number >= 1, got {value!r}")

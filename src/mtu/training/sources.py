@@ -19,8 +19,8 @@ from PIL import Image
 
 from mtu.config import BUILTIN_TASKS, TaskSpec
 from mtu.limits import check_image_size, check_text, training_max_side
-from mtu.training.task_config import SourceConfig, TaskConfig
 from mtu.training.degradation import low_resolution_input
+from mtu.training.task_config import SourceConfig, TaskConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -156,8 +156,11 @@ class ShapesSource:
         if self.spec.conditioning == "masked_image":
             mask = np.asarray(Image.fromarray(example.mask).resize((self.resolution,) * 2, Image.Resampling.NEAREST))
             return Pair(self.name, example.prompt, target, image=fit(example.image, self.resolution), mask=mask)
-        # A task that scales up (sr): the low-res input goes back up to the output size, as "image" conditioning expects.
-        image = upsample(example.image, self.resolution) if self.spec.upscale > 1 else fit(example.image, self.resolution)
+        # A task that scales up (sr): the low-res input goes back up to the output size, as "image" conditioning
+        # expects.
+        image = (
+            upsample(example.image, self.resolution) if self.spec.upscale > 1 else fit(example.image, self.resolution)
+        )
         return Pair(self.name, example.prompt, target, image=image)
 
 
@@ -226,7 +229,8 @@ class RecordSource:
         missing = {role: self.columns[role] for role in needed if self.columns.get(role) not in available}
         if missing:
             raise ValueError(
-                f"{where}: task {self.name!r} needs columns {missing} (role: column) but the data has {sorted(available)}; "
+                f"{where}: task {self.name!r} needs columns {missing} (role: column) but the data has "
+                f"{sorted(available)}; "
                 f"set tasks.{self.name}.source.columns"
             )
 

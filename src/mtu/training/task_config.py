@@ -1,8 +1,8 @@
 """One task of a training run: where its examples come from and how they are turned into pairs.
 
-    tasks:
-      edit: {weight: 2.0, source: {type: jsonl, path: data/edits.jsonl}}
-      sr2: {conditioning: image, sr_scale: 2, source: {type: folder, path: photos/}}
+tasks:
+  edit: {weight: 2.0, source: {type: jsonl, path: data/edits.jsonl}}
+  sr2: {conditioning: image, sr_scale: 2, source: {type: folder, path: photos/}}
 """
 
 from __future__ import annotations
@@ -159,6 +159,7 @@ class TaskConfig:
             return []
         if spec.conditioning == "image" and not self.scale(name) and self.source.type == "folder":
             return [
-                f"{where}.source: a folder of images has no conditioning image for {name!r}; use jsonl / hf, or set sr_scale"
+                f"{where}.source: a folder of images has no conditioning image for {name!r}; use jsonl / hf, or set "
+                "sr_scale"
             ]
         return []

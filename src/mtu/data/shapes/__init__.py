@@ -8,6 +8,7 @@
 from mtu.data.shapes.degrade import degrade, random_mask
 from mtu.data.shapes.parser import parse_scene
 from mtu.data.shapes.tasks import TASKS, TaskExample, evaluation_set, make_example
+from mtu.data.shapes.vocabulary import vocabulary
 from mtu.data.shapes.world import (
     BACKGROUNDS,
     COLORS,
@@ -20,7 +21,6 @@ from mtu.data.shapes.world import (
     render,
     sample_scene,
 )
-from mtu.data.shapes.vocabulary import vocabulary
 
 __all__ = [
     "BACKGROUNDS",

@@ -11,7 +11,7 @@ t2i has none: it has no input to copy (the base model itself is its reference).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image

@@ -213,7 +213,9 @@ def evaluation_rng(task: str, seed: int, index: int) -> np.random.Generator:
     """The generator of held-out example `index` of `task` (see the module docstring)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid options: {list(TASKS)}")
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(EVALUATION_SPAWN_KEY, TASKS.index(task), index)))
+    return np.random.default_rng(
+        np.random.SeedSequence(seed, spawn_key=(EVALUATION_SPAWN_KEY, TASKS.index(task), index))
+    )
 
 
 def evaluation_set(task: str, num_samples: int, seed: int) -> list[TaskExample]:

@@ -20,11 +20,37 @@ from mtu.evaluation.paper_metrics.metrics import (
     psnr,
     ssim,
 )
-from mtu.evaluation.paper_metrics.weights import FeatureNetworks, MissingWeightsError, find_clip, find_inception, find_lpips
+from mtu.evaluation.paper_metrics.weights import (
+    FeatureNetworks,
+    MissingWeightsError,
+    find_clip,
+    find_inception,
+    find_lpips,
+)
 
 __all__ = [
-    "ClipFeatures", "EvalBatch", "FIDInceptionV3", "FeatureNetworks", "LPIPS", "METRICS", "MissingWeightsError",
-    "Networks", "TASK_METRICS", "clip_score", "compute_metrics", "directional_similarity", "fid", "find_clip",
-    "find_inception", "find_lpips", "find_networks", "image_similarity", "load_inception", "load_lpips",
-    "load_networks", "lpips", "psnr", "ssim",
+    "ClipFeatures",
+    "EvalBatch",
+    "FIDInceptionV3",
+    "FeatureNetworks",
+    "LPIPS",
+    "METRICS",
+    "MissingWeightsError",
+    "Networks",
+    "TASK_METRICS",
+    "clip_score",
+    "compute_metrics",
+    "directional_similarity",
+    "fid",
+    "find_clip",
+    "find_inception",
+    "find_lpips",
+    "find_networks",
+    "image_similarity",
+    "load_inception",
+    "load_lpips",
+    "load_networks",
+    "lpips",
+    "psnr",
+    "ssim",
 ]

@@ -34,7 +34,7 @@ class ClipFeatures:
         self.batch_size = batch_size
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "ClipFeatures":
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> ClipFeatures:
         """Load a CLIP folder offline (``local_files_only=True``); see `weights.find_clip`."""
         from transformers import CLIPModel, CLIPProcessor
 
@@ -62,12 +62,20 @@ class ClipFeatures:
         features = []
         for start in range(0, len(texts), self.batch_size):
             tokens = self.processor(
-                text=list(texts[start : start + self.batch_size]), return_tensors="pt", padding=True,
-                truncation=True, max_length=limit,
+                text=list(texts[start : start + self.batch_size]),
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=limit,
             )
-            features.append(_pooled(self.model.get_text_features(
-                input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
-            )))
+            features.append(
+                _pooled(
+                    self.model.get_text_features(
+                        input_ids=tokens["input_ids"].to(self.device),
+                        attention_mask=tokens["attention_mask"].to(self.device),
+                    )
+                )
+            )
         return torch.nn.functional.normalize(torch.cat(features).float(), dim=-1)
 
 
@@ -79,7 +87,11 @@ def clip_score(clip: ClipFeatures, images: torch.Tensor, captions: Sequence[str]
 
 
 def directional_similarity(
-    clip: ClipFeatures, inputs: torch.Tensor, outputs: torch.Tensor, source_captions: Sequence[str], target_captions: Sequence[str]
+    clip: ClipFeatures,
+    inputs: torch.Tensor,
+    outputs: torch.Tensor,
+    source_captions: Sequence[str],
+    target_captions: Sequence[str],
 ) -> float:
     """Mean ``cos(E_img(out) - E_img(in), E_txt(target caption) - E_txt(source caption))``.
 

@@ -87,7 +87,13 @@ class InceptionC(nn.Module):
     def forward(self, x):
         single = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         double = x
-        for layer in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
+        for layer in (
+            self.branch7x7dbl_1,
+            self.branch7x7dbl_2,
+            self.branch7x7dbl_3,
+            self.branch7x7dbl_4,
+            self.branch7x7dbl_5,
+        ):
             double = layer(double)
         return torch.cat([self.branch1x1(x), single, double, self.branch_pool(_avg_pool(x))], 1)
 
@@ -128,12 +134,17 @@ class InceptionE(nn.Module):
         single = self.branch3x3_1(x)
         double = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
         pooled = F.max_pool2d(x, 3, stride=1, padding=1) if self.max_pool else _avg_pool(x)
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch3x3_2a(single), self.branch3x3_2b(single),
-            self.branch3x3dbl_3a(double), self.branch3x3dbl_3b(double),
-            self.branch_pool(pooled),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch3x3_2a(single),
+                self.branch3x3_2b(single),
+                self.branch3x3dbl_3a(double),
+                self.branch3x3dbl_3b(double),
+                self.branch_pool(pooled),
+            ],
+            1,
+        )
 
 
 class FIDInceptionV3(nn.Module):
@@ -167,7 +178,7 @@ class FIDInceptionV3(nn.Module):
         self.Mixed_7c = InceptionE(2048 // d, d, max_pool=True)
         self.eval().requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "FIDInceptionV3":
+    def train(self, mode: bool = True) -> FIDInceptionV3:
         return super().train(False)  # batch-norm statistics are part of the metric's definition
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

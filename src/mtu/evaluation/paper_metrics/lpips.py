@@ -24,8 +24,20 @@ from mtu.evaluation.paper_metrics.weights import MissingWeightsError, read_state
 MIN_SIDE = 64
 # torchvision `features` layouts: ("conv", stride, padding), ("relu",), ("pool", kernel, stride);
 # taps are the indices whose outputs LPIPS compares (the ReLU after each stage).
-_ALEX = [("conv", 4, 2), ("relu",), ("pool", 3, 2), ("conv", 1, 2), ("relu",), ("pool", 3, 2),
-         ("conv", 1, 1), ("relu",), ("conv", 1, 1), ("relu",), ("conv", 1, 1), ("relu",)]
+_ALEX = [
+    ("conv", 4, 2),
+    ("relu",),
+    ("pool", 3, 2),
+    ("conv", 1, 2),
+    ("relu",),
+    ("pool", 3, 2),
+    ("conv", 1, 1),
+    ("relu",),
+    ("conv", 1, 1),
+    ("relu",),
+    ("conv", 1, 1),
+    ("relu",),
+]
 
 
 def _vgg16_layout() -> list[tuple]:
@@ -101,11 +113,14 @@ class LPIPS(nn.Module):
         """Per-image distances (N,) between float images (N, 3, H, W) in [0, 1]."""
         if images.shape != references.shape or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(
-                f"expected two (N, 3, H, W) batches of one shape, got {tuple(images.shape)} and {tuple(references.shape)}"
+                f"expected two (N, 3, H, W) batches of one shape, "
+                f"got {tuple(images.shape)} and {tuple(references.shape)}"
             )
         first, second = self._features(images.float()), self._features(references.float())
         if len(first) != len(self.linear):
-            raise ValueError(f"the backbone gives {len(first)} activations but there are {len(self.linear)} linear layers")
+            raise ValueError(
+                f"the backbone gives {len(first)} activations but there are {len(self.linear)} linear layers"
+            )
         total = torch.zeros(images.shape[0], device=images.device)
         for a, b, weight in zip(first, second, self.linear):
             total += F.conv2d((a - b).square(), weight).mean(dim=(1, 2, 3))
@@ -118,7 +133,9 @@ def shipped_linear_weights(net: str) -> Path:
 
     path = Path(image_metrics.__file__).parent / "lpips_models" / f"{net}.pth"
     if not path.is_file():
-        raise MissingWeightsError(f"LPIPS needs its linear-layer weights {net}.pth: expected at {path} (ships with torchmetrics)")
+        raise MissingWeightsError(
+            f"LPIPS needs its linear-layer weights {net}.pth: expected at {path} (ships with torchmetrics)"
+        )
     return path
 
 
@@ -131,7 +148,9 @@ def load_lpips(path: str | Path, linear_path: str | Path | None = None) -> LPIPS
         linear_path: linear-layer weights; default: those in `path`, else torchmetrics' shipped file.
     """
     state = read_state_dict(path)
-    convs = sorted((int(key.split(".")[1]), key) for key in state if key.startswith("features.") and key.endswith(".weight"))
+    convs = sorted(
+        (int(key.split(".")[1]), key) for key in state if key.startswith("features.") and key.endswith(".weight")
+    )
     net = {5: "alex", 13: "vgg"}.get(len(convs))
     if net is None:
         raise ValueError(

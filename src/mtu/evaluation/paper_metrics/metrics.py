@@ -77,7 +77,10 @@ def lpips(outputs: torch.Tensor, references: torch.Tensor, network: nn.Module, b
     """Mean LPIPS distance (lower is better; the paper's tables show it times 100)."""
     device = _device(network)
     distances = [
-        network(_unit(outputs[s : s + batch_size]).float().to(device), _unit(references[s : s + batch_size]).float().to(device))
+        network(
+            _unit(outputs[s : s + batch_size]).float().to(device),
+            _unit(references[s : s + batch_size]).float().to(device),
+        )
         for s in range(0, len(outputs), batch_size)
     ]
     return float(torch.cat(distances).mean())
@@ -109,18 +112,23 @@ class MetricSpec:
     higher_is_better: bool = True
 
 
-METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
-    MetricSpec("fid", ("references",), "inception", lambda b, n: fid(b.references, b.outputs, n.inception), False),
-    MetricSpec("clip_score", ("captions",), "clip", lambda b, n: clip_score(n.clip, b.outputs, b.captions)),
-    MetricSpec(
-        "directional_similarity", ("inputs", "source_captions", "target_captions"), "clip",
-        lambda b, n: directional_similarity(n.clip, b.inputs, b.outputs, b.source_captions, b.target_captions),
-    ),
-    MetricSpec("image_similarity", ("inputs",), "clip", lambda b, n: image_similarity(n.clip, b.inputs, b.outputs)),
-    MetricSpec("lpips", ("references",), "lpips", lambda b, n: lpips(b.outputs, b.references, n.lpips), False),
-    MetricSpec("psnr", ("references",), None, lambda b, n: psnr(b.outputs, b.references)),
-    MetricSpec("ssim", ("references",), None, lambda b, n: ssim(b.outputs, b.references)),
-)}
+METRICS: dict[str, MetricSpec] = {
+    spec.name: spec
+    for spec in (
+        MetricSpec("fid", ("references",), "inception", lambda b, n: fid(b.references, b.outputs, n.inception), False),
+        MetricSpec("clip_score", ("captions",), "clip", lambda b, n: clip_score(n.clip, b.outputs, b.captions)),
+        MetricSpec(
+            "directional_similarity",
+            ("inputs", "source_captions", "target_captions"),
+            "clip",
+            lambda b, n: directional_similarity(n.clip, b.inputs, b.outputs, b.source_captions, b.target_captions),
+        ),
+        MetricSpec("image_similarity", ("inputs",), "clip", lambda b, n: image_similarity(n.clip, b.inputs, b.outputs)),
+        MetricSpec("lpips", ("references",), "lpips", lambda b, n: lpips(b.outputs, b.references, n.lpips), False),
+        MetricSpec("psnr", ("references",), None, lambda b, n: psnr(b.outputs, b.references)),
+        MetricSpec("ssim", ("references",), None, lambda b, n: ssim(b.outputs, b.references)),
+    )
+}
 
 # The paper's metrics per task, in reporting order (a metric whose inputs a dataset lacks is skipped).
 TASK_METRICS: dict[str, tuple[str, ...]] = {

@@ -79,7 +79,9 @@ def find_clip(name_or_path: str | Path | None = None) -> Path:
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
-            raise MissingWeightsError(f"CLIP folder {local} has no config.json: pass a folder saved by CLIPModel.save_pretrained")
+            raise MissingWeightsError(
+                f"CLIP folder {local} has no config.json: pass a folder saved by CLIPModel.save_pretrained"
+            )
         return local
     from huggingface_hub import snapshot_download
     from huggingface_hub.constants import HF_HUB_CACHE
@@ -93,7 +95,9 @@ def find_clip(name_or_path: str | Path | None = None) -> Path:
             f"files) or pass --clip PATH to a folder saved by CLIPModel/CLIPProcessor.save_pretrained"
         ) from error
     if not (folder / "config.json").is_file():
-        raise MissingWeightsError(f"the cached {name} in {folder} has no config.json: re-download it or pass --clip PATH")
+        raise MissingWeightsError(
+            f"the cached {name} in {folder} has no config.json: re-download it or pass --clip PATH"
+        )
     return folder
 
 
