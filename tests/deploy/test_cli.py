@@ -25,25 +25,65 @@ def workspace(tmp_path_factory):
 
 def test_export_all_tasks_as_onnx_then_generate_with_onnxruntime(workspace, capsys):
     out = workspace / "onnx"
-    assert main(["export", "--model", str(workspace / "mtu"), "--task", "all", "--format", "onnx", "--out", str(out)]) == 0
+    assert (
+        main(["export", "--model", str(workspace / "mtu"), "--task", "all", "--format", "onnx", "--out", str(out)]) == 0
+    )
     assert "--runtime onnx" in capsys.readouterr().out
     for task, extra in (("t2i", []), ("edit", ["--image", str(workspace / "image.png")])):
         pictures = workspace / "pictures" / task
-        argv = ["generate", "--runtime", "onnx", "--model", str(out), "--task", task, "--prompt", "a red circle",
-                "--steps", "2", "--out", str(pictures), *extra]
+        argv = [
+            "generate",
+            "--runtime",
+            "onnx",
+            "--model",
+            str(out),
+            "--task",
+            task,
+            "--prompt",
+            "a red circle",
+            "--steps",
+            "2",
+            "--out",
+            str(pictures),
+            *extra,
+        ]
         assert main(argv) == 0
         assert [PIL.Image.open(p).size for p in pictures.glob("*.png")] == [(16, 16)]
 
 
 def test_export_int8_onnx_then_generate(workspace):
     out = workspace / "onnx-int8"
-    argv = ["export", "--model", str(workspace / "mtu"), "--task", "t2i", "--format", "onnx", "--quantize", "int8",
-            "--out", str(out)]  # fmt: skip
+    argv = [
+        "export",
+        "--model",
+        str(workspace / "mtu"),
+        "--task",
+        "t2i",
+        "--format",
+        "onnx",
+        "--quantize",
+        "int8",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert json.loads((out / "model_index.json").read_text())["mtu_onnx"]["quantization"]["mode"] == "int8"
     pictures = workspace / "pictures" / "int8"
-    argv = ["generate", "--runtime", "onnx", "--model", str(out), "--task", "t2i", "--prompt", "a red circle",
-            "--steps", "2", "--out", str(pictures)]  # fmt: skip
+    argv = [
+        "generate",
+        "--runtime",
+        "onnx",
+        "--model",
+        str(out),
+        "--task",
+        "t2i",
+        "--prompt",
+        "a red circle",
+        "--steps",
+        "2",
+        "--out",
+        str(pictures),
+    ]
     assert main(argv) == 0 and len(list(pictures.glob("*.png"))) == 1
 
 
@@ -62,6 +102,16 @@ def test_refusals_are_one_line(workspace, capsys):
     argv = ["export", "--model", str(workspace / "mtu"), "--task", "t2i", "--quantize", "int8", "--out", "x"]
     assert main(argv) == 1
     assert "--quantize exists for --format onnx only (got --format diffusers)" in capsys.readouterr().err
-    argv = ["generate", "--runtime", "onnx", "--model", str(workspace / "mtu"), "--task", "t2i", "--out", str(workspace / "y")]
+    argv = [
+        "generate",
+        "--runtime",
+        "onnx",
+        "--model",
+        str(workspace / "mtu"),
+        "--task",
+        "t2i",
+        "--out",
+        str(workspace / "y"),
+    ]
     assert main(argv) == 1
     assert "is not an ONNX export of mtu" in capsys.readouterr().err

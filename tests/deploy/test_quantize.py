@@ -96,8 +96,9 @@ def test_onnx_pipeline_runs_every_task_of_an_int8_graph(pipe, exports, mode):
     for variant in (None, mode):
         runner = OnnxPipeline.from_onnx(exports["all", variant], threads=1)
         runner.set_progress_bar_config(disable=True)
-        images[variant] = runner.run_batch([request_for(task) for task in TASKS], num_inference_steps=STEPS,
-                                           output_type="np")  # fmt: skip
+        images[variant] = runner.run_batch(
+            [request_for(task) for task in TASKS], num_inference_steps=STEPS, output_type="np"
+        )
     for task, actual, expected in zip(TASKS, images[mode], images[None]):
         assert actual.shape == expected.shape and np.isfinite(actual).all(), task
         assert np.abs(actual - expected).max() <= PIXEL_TOLERANCE[mode], task

@@ -16,13 +16,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="write one task as a stock diffusers pipeline, ONNX or a single file")
     parser.add_argument("--model", required=True, help="MTU folder")
     parser.add_argument("--base", default=None, help="base model (default: the one named in the MTU folder)")
-    parser.add_argument("--task", required=True, help="a task of the model; with --format onnx, `all`: one graph for every task")
-    parser.add_argument("--format", choices=sorted(FORMATS), default="diffusers",
-                        help="; ".join(f"{name}: {what}" for name, what in FORMATS.items()))  # fmt: skip
-    parser.add_argument("--quantize", choices=["int8", "int8-static"], default=None,
-                        help="--format onnx only: an 8-bit denoiser graph. int8: linear-layer weights, no "
-                             "calibration; int8-static: linear layers and convolutions, calibrated on Shapes "
-                             "(docs/deploy.md)")  # fmt: skip
+    parser.add_argument(
+        "--task", required=True, help="a task of the model; with --format onnx, `all`: one graph for every task"
+    )
+    parser.add_argument(
+        "--format",
+        choices=sorted(FORMATS),
+        default="diffusers",
+        help="; ".join(f"{name}: {what}" for name, what in FORMATS.items()),
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=["int8", "int8-static"],
+        default=None,
+        help="--format onnx only: an 8-bit denoiser graph. int8: linear-layer weights, no "
+        "calibration; int8-static: linear layers and convolutions, calibrated on Shapes "
+        "(docs/deploy.md)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="new folder (a .safetensors file for single-file)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a model")
     parser.set_defaults(func=run)
@@ -32,7 +42,9 @@ def run(args: argparse.Namespace) -> None:
     from mtu.outputs import check_target
 
     if args.task == "all" and args.format != "onnx":
-        raise ValueError("--task all (one model for every task) exists for --format onnx only; export one task at a time")
+        raise ValueError(
+            "--task all (one model for every task) exists for --format onnx only; export one task at a time"
+        )
     if args.quantize and args.format != "onnx":
         raise ValueError(f"--quantize exists for --format onnx only (got --format {args.format})")
     if args.format == "single-file":

@@ -68,8 +68,15 @@ def export_onnx(pipe: Any, task: str, out: str | Path, overwrite: bool = False, 
         export_vae(pipe.vae, folder)
         pipe.tokenizer.save_pretrained(folder / "tokenizer")
         pipe.scheduler.save_pretrained(folder / "scheduler")
-        index = _index(pipe, {"task": task, "tasks": [dataclasses.asdict(spec) for spec in specs],
-                              "task_channels": channels, "opset": OPSET})  # fmt: skip
+        index = _index(
+            pipe,
+            {
+                "task": task,
+                "tasks": [dataclasses.asdict(spec) for spec in specs],
+                "task_channels": channels,
+                "opset": OPSET,
+            },
+        )
         (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         if quantize is not None:
             from mtu.deploy.quantize import quantize_folder
@@ -84,7 +91,9 @@ def require(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise RuntimeError(f"{module} is not installed: pip install 'mtu-diffusion[onnx]' (onnx and onnxruntime)") from None
+        raise RuntimeError(
+            f"{module} is not installed: pip install 'mtu-diffusion[onnx]' (onnx and onnxruntime)"
+        ) from None
 
 
 def _index(pipe: Any, manifest: dict) -> dict:
@@ -126,8 +135,11 @@ def export_denoiser(denoiser: nn.Module, folder: Path, text_length: int) -> Path
     text = torch.randn(2, text_length, config.cross_attention_dim, device=device)
     inputs = [sample, torch.tensor([1.0, 500.0], device=device), text]
     names = ["sample", "timestep", "encoder_hidden_states"]
-    axes = {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"},
-            "encoder_hidden_states": {0: "batch", 1: "sequence"}}  # fmt: skip
+    axes = {
+        "sample": {0: "batch", 2: "height", 3: "width"},
+        "timestep": {0: "batch"},
+        "encoder_hidden_states": {0: "batch", 1: "sequence"},
+    }
     if all_tasks:  # two different tasks, so nothing can specialise on one
         inputs.append(torch.tensor([0, len(denoiser.task_names) - 1], device=device))
         names.append("task_id")
@@ -182,10 +194,22 @@ def export_vae(vae: nn.Module, folder: Path) -> None:
     image = torch.randn(1, vae.config.in_channels, 4 * factor, 4 * factor, device=device)
     latent = torch.randn(1, vae.config.latent_channels, 4, 4, device=device)
     image_axes = {0: "batch", 2: "height", 3: "width"}
-    _export(_VaeEncoderGraph(vae), (image,), folder / "vae_encoder", ["sample"], ["latent_parameters"],
-            {"sample": image_axes})  # fmt: skip
-    _export(_VaeDecoderGraph(vae), (latent,), folder / "vae_decoder", ["latent_sample"], ["sample"],
-            {"latent_sample": image_axes})  # fmt: skip
+    _export(
+        _VaeEncoderGraph(vae),
+        (image,),
+        folder / "vae_encoder",
+        ["sample"],
+        ["latent_parameters"],
+        {"sample": image_axes},
+    )
+    _export(
+        _VaeDecoderGraph(vae),
+        (latent,),
+        folder / "vae_decoder",
+        ["latent_sample"],
+        ["sample"],
+        {"latent_sample": image_axes},
+    )
     for name in ("vae_encoder", "vae_decoder"):
         vae.save_config(folder / name)
 
@@ -203,8 +227,16 @@ def _export(module: nn.Module, inputs: tuple, folder: Path, names: list[str], ou
         traced = Path(scratch) / "model.onnx"  # the tracer may scatter weights of a big graph into many files
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, inputs, str(traced), dynamo=False, opset_version=OPSET, input_names=names,
-                              output_names=outputs, dynamic_axes=axes)  # fmt: skip
+            torch.onnx.export(
+                module,
+                inputs,
+                str(traced),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=names,
+                output_names=outputs,
+                dynamic_axes=axes,
+            )
         save_graph(onnx.load(str(traced)), path)
     return path
 
@@ -214,6 +246,7 @@ def save_graph(graph: Any, path: Path) -> Path:
     onnx = require("onnx")
     weights = sum(len(tensor.raw_data) for tensor in graph.graph.initializer)  # ByteSize() fails past 2 GiB
     external = weights > EXTERNAL_DATA_BYTES
-    onnx.save_model(graph, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
-                    location="model.onnx_data")  # fmt: skip
+    onnx.save_model(
+        graph, str(path), save_as_external_data=external, all_tensors_to_one_file=True, location="model.onnx_data"
+    )
     return path

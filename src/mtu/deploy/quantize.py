@@ -61,8 +61,9 @@ def check_mode(mode: str, tasks: list[str] | None = None) -> str:
 
     unknown = [task for task in tasks or [] if task not in TASKS]
     if mode == STATIC and unknown:
-        raise ValueError(f"int8-static calibrates on the Shapes world, which has no task {unknown}; "
-                         "use int8 (no calibration)")  # fmt: skip
+        raise ValueError(
+            f"int8-static calibrates on the Shapes world, which has no task {unknown}; use int8 (no calibration)"
+        )
     return mode
 
 
@@ -81,8 +82,9 @@ def kept_float(graph: Any) -> dict[str, str]:
     return {inputs[0]: "input conv (per-task table)", outputs[0]: "output conv (noise prediction)"}
 
 
-def quantize_denoiser(source: str | Path, target: str | Path, mode: str,
-                      calibration: Iterable[dict[str, np.ndarray]] | None = None) -> dict:  # fmt: skip
+def quantize_denoiser(
+    source: str | Path, target: str | Path, mode: str, calibration: Iterable[dict[str, np.ndarray]] | None = None
+) -> dict:
     """Write the int8 version of the denoiser graph `source` to `target` (a `model.onnx` path).
 
     Args:
@@ -109,16 +111,23 @@ def quantize_denoiser(source: str | Path, target: str | Path, mode: str,
         if mode == DYNAMIC:
             if calibration is not None:
                 raise ValueError("int8 (dynamic) takes no calibration data; int8-static does")
-            quantization.quantize_dynamic(source, quantized, op_types_to_quantize=op_types,
-                                          use_external_data_format=external, **options)  # fmt: skip
+            quantization.quantize_dynamic(
+                source, quantized, op_types_to_quantize=op_types, use_external_data_format=external, **options
+            )
         else:
             if calibration is None:
                 raise ValueError("int8-static needs calibration feeds (mtu.deploy.quantize.shapes_calibration)")
             quantization.quantize_static(
-                source, quantized, _Reader(calibration), quant_format=quantization.QuantFormat.QDQ,
-                op_types_to_quantize=op_types, activation_type=quantization.QuantType.QUInt8,
-                use_external_data_format=external, extra_options={"CalibMaxIntermediateOutputs": 4}, **options,
-            )  # fmt: skip
+                source,
+                quantized,
+                _Reader(calibration),
+                quant_format=quantization.QuantFormat.QDQ,
+                op_types_to_quantize=op_types,
+                activation_type=quantization.QuantType.QUInt8,
+                use_external_data_format=external,
+                extra_options={"CalibMaxIntermediateOutputs": 4},
+                **options,
+            )
         save_graph(onnx.load(str(quantized)), target)
     return {"mode": mode, "quantized": op_types, "kept_float": sorted(kept.values())}
 
@@ -149,8 +158,9 @@ class _Reader:
         return next(self._feeds, None)
 
 
-def shapes_calibration(folder: str | Path, examples: int | None = None, steps: int | None = None,
-                       threads: int | None = None) -> list[dict[str, np.ndarray]]:  # fmt: skip
+def shapes_calibration(
+    folder: str | Path, examples: int | None = None, steps: int | None = None, threads: int | None = None
+) -> list[dict[str, np.ndarray]]:
     """Denoiser feeds recorded while the float ONNX folder samples Shapes examples of each of its tasks.
 
     Examples are training-style draws (`make_example`), never the held-out evaluation sets; every
@@ -166,8 +176,13 @@ def shapes_calibration(folder: str | Path, examples: int | None = None, steps: i
     check_mode(STATIC, tasks)
     rng = np.random.default_rng(CALIBRATION_SEED)
     count = examples or CALIBRATION_EXAMPLES
-    batches = [[example_request(make_example(task, rng), CALIBRATION_SEED, index, {"guidance_scale": 3.0})
-                for index in range(count)] for task in tasks]  # fmt: skip
+    batches = [
+        [
+            example_request(make_example(task, rng), CALIBRATION_SEED, index, {"guidance_scale": 3.0})
+            for index in range(count)
+        ]
+        for task in tasks
+    ]
     return record_feeds(pipe, batches, steps or CALIBRATION_STEPS)
 
 
