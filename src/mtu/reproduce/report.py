@@ -108,6 +108,11 @@ def _pilot(pilot: dict | None, figures: Path) -> list[str]:
     s = choice["S"]
     chosen = f"S = {s} steps per task, setting `{choice['setting']}`" if s else "no S yet: " + ", ".join(
         f"`{k}` never passed {v}" for k, v in choice["never_passed"].items())  # fmt: skip
+    if s and choice.get("first_pass"):
+        chosen += " (first passes: " + ", ".join(f"{t} {n:,}" for t, n in choice["first_pass"].items()) + ")"
+    if choice.get("unlearned"):
+        chosen += (f"; passed under no setting: {', '.join(choice['unlearned'])}, so every claim involving it is "
+                   "undecidable at this budget (docs/reproduction.md, amendment)")  # fmt: skip
     return [f"Validation split, {pilot['protocol']['eval_samples']} examples per task; bar: baseline + "
             f"{pilot['protocol']['psnr_margin_db']} dB PSNR and all-correct >= {pilot['protocol']['all_correct_bar']}. "
             f"Chosen: {chosen}.", "", f"![pilot curves]({figures.name}/{figure.name})"]  # fmt: skip
