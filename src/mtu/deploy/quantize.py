@@ -98,6 +98,10 @@ def quantize_denoiser(
     onnx = require("onnx")
     quantization = require("onnxruntime.quantization")
     check_mode(mode)
+    if mode == DYNAMIC and calibration is not None:
+        raise ValueError("int8 (dynamic) takes no calibration data; int8-static does")
+    if mode == STATIC and calibration is None:
+        raise ValueError("int8-static needs calibration feeds (mtu.deploy.quantize.shapes_calibration)")
     source, target = Path(source), Path(target)
     kept = kept_float(onnx.load(str(source), load_external_data=False).graph)
     options = {"per_channel": True, "weight_type": quantization.QuantType.QUInt8, "nodes_to_exclude": list(kept)}
@@ -109,14 +113,11 @@ def quantize_denoiser(
         quantized = Path(scratch) / "model.onnx"
         external = (source.parent / "model.onnx_data").exists()  # > 2 GiB: both sides need a side file
         if mode == DYNAMIC:
-            if calibration is not None:
-                raise ValueError("int8 (dynamic) takes no calibration data; int8-static does")
             quantization.quantize_dynamic(
                 source, quantized, op_types_to_quantize=op_types, use_external_data_format=external, **options
             )
-        else:
-            if calibration is None:
-                raise ValueError("int8-static needs calibration feeds (mtu.deploy.quantize.shapes_calibration)")
+        else:  # the calibrator keeps a min and a max per tensor and feed, not the tensors: no memory cap needed
+            # (its CalibMaxIntermediateOutputs cap discards what was collected instead of merging it: onnxruntime 1.32)
             quantization.quantize_static(
                 source,
                 quantized,
@@ -125,7 +126,6 @@ def quantize_denoiser(
                 op_types_to_quantize=op_types,
                 activation_type=quantization.QuantType.QUInt8,
                 use_external_data_format=external,
-                extra_options={"CalibMaxIntermediateOutputs": 4},
                 **options,
             )
         save_graph(onnx.load(str(quantized)), target)
