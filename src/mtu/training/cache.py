@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 from mtu.config import TaskSpec
 from mtu.layers.routing import task_runs
 from mtu.outputs import write_file_atomic
-from mtu.training.sources import ExamplePool, UnreadableSample, stack_pairs
+from mtu.training.pairs import UnreadableSample, stack_pairs
+from mtu.training.sources import ExamplePool
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mtu.training.cache import CachedExample, stack_cached
-from mtu.training.sources import Pair, UnreadableSample, stack_pairs
+from mtu.training.pairs import Pair, UnreadableSample, stack_pairs
 
 logger = logging.getLogger(__name__)
 

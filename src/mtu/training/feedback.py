@@ -92,7 +92,8 @@ def write_samples(run: Run, previews: dict) -> None:
 def preview_pairs(sources: dict, count: int) -> dict:
     """Fixed examples per task for sample grids: the held-out Shapes set, or fixed draws from a dataset."""
     from mtu.data.shapes.tasks import evaluation_rng
-    from mtu.training.sources import ShapesSource, UnreadableSample
+    from mtu.training.pairs import UnreadableSample
+    from mtu.training.sources import ShapesSource
 
     previews = {}
     for index, (name, source) in enumerate(sources.items()):

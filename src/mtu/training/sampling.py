@@ -12,7 +12,7 @@ import PIL.Image
 import torch
 
 from mtu.training.components import Components
-from mtu.training.sources import Pair
+from mtu.training.pairs import Pair
 
 
 def pipeline_for(model, components: Components):
