@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import busy_cpu, denoiser, ffn, limits, size, switching, train_cache, training
+from benchmarks import busy_cpu, denoiser, deploy, ffn, limits, size, switching, train_cache, training
 from benchmarks.configs import base_unet
 from benchmarks.report import Section, environment, sections_from_json, to_json, to_markdown
 from benchmarks.settings import Settings
@@ -43,13 +43,14 @@ SECTIONS: dict[str, Callable[[Settings], Section]] = {
     "cache": train_cache.run,
     "limits": limits.run,
     "busy": busy_cpu.run,
+    "deploy": deploy.run,
     "gpu": gpu_section,
 }
 
 
 # Run order: training needs the most memory (full fine-tuning: ~14 GiB in a worker), so it runs after the
 # shared base UNet is released; the report keeps the order of SECTIONS.
-RUN_ORDER = ["ffn", "denoiser", "size", "switching", "mixed", "limits", "training", "cache", "busy", "gpu"]
+RUN_ORDER = ["ffn", "denoiser", "size", "switching", "mixed", "limits", "deploy", "training", "cache", "busy", "gpu"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="timed repetitions per figure (default 7, --quick 3)")
     parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), help="run only these sections (default all)")
     parser.add_argument("--note", default="", help="a line for the report header (e.g. what was paused)")
+    parser.add_argument("--model", help="a trained MTU model (folder or shipped name): the deploy section's quality")
     parser.add_argument(
         "--update",
         action="store_true",
@@ -99,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.update and not args.sections:
         raise SystemExit("--update re-measures the sections named by --sections; name at least one")
     settings = Settings(
-        quick=args.quick, repeats=args.repeats or (3 if args.quick else 7), warmup=1, threads=args.threads
+        quick=args.quick,
+        repeats=args.repeats or (3 if args.quick else 7),
+        warmup=1,
+        threads=args.threads,
+        model=args.model,
     )
     torch.set_num_threads(settings.threads)
     env = environment(settings.threads, settings.quick, args.note)

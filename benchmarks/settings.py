@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -12,12 +12,14 @@ class Settings:
     repeats: timed repetitions per variant (each figure is their median).
     warmup: untimed rounds before timing.
     threads: torch intra-op threads.
+    model: a trained MTU model (folder or shipped name) for the figures that need one (deploy: quality per task).
     """
 
     quick: bool = False
     repeats: int = 7
     warmup: int = 1
     threads: int = 1
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if self.repeats < 1 or self.warmup < 0 or self.threads < 1:
@@ -26,4 +28,4 @@ class Settings:
     def scaled(self, repeats: int) -> Settings:
         """The same settings with fewer repetitions for an expensive measurement (never fewer than 3 in full mode)."""
         floor = 1 if self.quick else 3
-        return Settings(self.quick, max(floor, min(self.repeats, repeats)), self.warmup, self.threads)
+        return replace(self, repeats=max(floor, min(self.repeats, repeats)))
