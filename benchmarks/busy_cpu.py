@@ -69,12 +69,12 @@ def help_seconds(repeats: int) -> float:
 
 
 def run(settings: Settings) -> Section:
-    steps, warmup = (4, 2) if settings.quick else (40, 10)
+    steps, warmup = (2, 1) if settings.quick else (40, 10)
     cores = os.cpu_count() or 1
     alone = train_seconds_per_step(steps, warmup)
     beside = train_seconds_per_step(steps, warmup, beside=True)
     torch_default = None if settings.quick else train_seconds_per_step(steps, warmup, threads=cores, beside=True)
-    started = help_seconds(settings.repeats)
+    started = help_seconds(1 if settings.quick else settings.repeats)
     table = Table(
         ["run", "s/step", "vs alone"],
         [["default, alone", alone, 1.0], ["default, beside one busy process", beside, beside / alone]],

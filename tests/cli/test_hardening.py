@@ -126,7 +126,8 @@ def test_max_side_can_be_raised(workspace, monkeypatch, capsys):
         str(workspace / "big.png"),
     ]
     assert main(argv) == 1
-    assert "no MTU config at" in one_line_error(capsys, "generate")  # the image passed; the model is what's missing
+    # the image passed; the model is what's missing
+    assert "is neither a local folder nor a shipped model name" in one_line_error(capsys, "generate")
 
 
 @pytest.mark.parametrize(
