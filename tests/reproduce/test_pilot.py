@@ -43,7 +43,11 @@ def test_baseline_scores_are_finite_and_per_example():
 
 
 def _record(task, setting, curve):
-    return {"task": task, "setting": setting, "curve": {str(k): {"psnr": p, "all_correct": a} for k, (p, a) in curve.items()}}
+    return {
+        "task": task,
+        "setting": setting,
+        "curve": {str(k): {"psnr": p, "all_correct": a} for k, (p, a) in curve.items()},
+    }
 
 
 def test_the_bar_and_the_choice_of_s():

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from mtu.reproduce.plan import CPU_BUDGET, FULL, build_plan, budget, cut_runs, unique_runs
+from mtu.reproduce.plan import CPU_BUDGET, FULL, budget, build_plan, cut_runs, unique_runs
 from tests.helpers import save_tiny_sd_pipeline
 
 

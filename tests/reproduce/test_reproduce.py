@@ -1,4 +1,7 @@
-"""`mtu reproduce --quick` and `mtu quickstart` end to end on a tiny random base (tiny budgets: the code path, not the numbers)."""
+"""`mtu reproduce --quick` and `mtu quickstart` end to end on a tiny random base.
+
+Tiny budgets: the code path, not the numbers.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +49,14 @@ def test_quick_reproduction_writes_results_records_and_reuses_them(tiny_reproduc
                   pilot=tmp_path / "no-pilot.json", device="cpu")  # fmt: skip
     report = reproduce(tmp_path / "runs", tiny_reproduce_config, results=results, **kwargs)
     text = report.read_text()
-    for section in ("## Claims", "## Main table (test)", "## Number of experts", "Fig. 2", "Fig. 5", "no-learning baseline"):
+    for section in (
+        "## Claims",
+        "## Main table (test)",
+        "## Number of experts",
+        "Fig. 2",
+        "Fig. 5",
+        "no-learning baseline",
+    ):
         assert section in text
     for claim in ("on par with or better than the single-task models", "MTU beats LoRA-FFN", "T2I quality is kept"):
         assert claim in text
@@ -73,7 +83,9 @@ def test_sr_trains_and_is_scored_without_its_prompt(tiny_reproduce_config, tmp_p
     base = yaml.safe_load(tiny_reproduce_config.read_text())
     run = Run("single-task", ("sr",), 2, 0)
     assert train_config(run, base, tmp_path, 3).tasks["sr"].prompt is False
-    record = run_once(run, tmp_path / run.name, tmp_path / "records", base, {"per_task": 1, "eval_samples": 1, "eval_steps": 1})
+    record = run_once(
+        run, tmp_path / run.name, tmp_path / "records", base, {"per_task": 1, "eval_samples": 1, "eval_steps": 1}
+    )
     assert record["tasks"]["sr"]["prompt"] is False
 
 
@@ -83,9 +95,19 @@ def test_quickstart_writes_a_report(tiny_config, tmp_path):
     report = quickstart(tmp_path / "qs", steps=1, eval_samples=1, config=tiny_config, eval_steps=1, shipped=None)
     text = report.read_text()
     assert "| t2i |" in text and "| inpaint |" in text and "![router](router.png)" in text
-    assert all((tmp_path / "qs" / f"examples-{task}.png").is_file() for task in ("t2i", "edit", "sr", "remove", "inpaint"))
+    assert all(
+        (tmp_path / "qs" / f"examples-{task}.png").is_file() for task in ("t2i", "edit", "sr", "remove", "inpaint")
+    )
     metrics = json.loads((tmp_path / "qs" / "metrics.json").read_text())
-    assert set(metrics["after"]) == {"t2i", "edit", "sr", "remove", "inpaint", "sr (image only)", "inpaint (image only)"}
+    assert set(metrics["after"]) == {
+        "t2i",
+        "edit",
+        "sr",
+        "remove",
+        "inpaint",
+        "sr (image only)",
+        "inpaint (image only)",
+    }
     assert not metrics["after"]["sr (image only)"]["prompt"] and metrics["after"]["sr"]["prompt"]
     assert "| sr (image only) |" in text
     assert "not shipped in this installation" in text and "shipped" not in metrics  # shipped=None below
@@ -101,5 +123,3 @@ def test_quickstart_scores_the_shipped_model_on_the_same_examples(tiny_config, t
     metrics = json.loads((tmp_path / "qs" / "metrics.json").read_text())
     assert metrics["shipped"] == metrics["after"]  # the same model on the same examples scores the same
     assert "shapes-mtu, same examples" in report.read_text() and (tmp_path / "qs" / "shipped-edit.png").is_file()
-
-

@@ -118,21 +118,34 @@ def test_bootstrap_is_fast():
 # --- verdicts --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("interval, expected", [
-    ((1e-9, 2.0), "holds"), ((0.1, 0.3), "holds"),  # excludes 0 on the paper's side, even inside the margin
-    ((0.0, 0.3), "on par"), ((-0.5, 0.5), "on par"),
-    ((-0.6, 0.4), "inconclusive"), ((-0.2, 0.9), "inconclusive"), ((-2.0, -0.5), "inconclusive"),
-    ((-2.0, -0.51), "does not hold"),
-])
+@pytest.mark.parametrize(
+    "interval, expected",
+    [
+        ((1e-9, 2.0), "holds"),
+        ((0.1, 0.3), "holds"),  # excludes 0 on the paper's side, even inside the margin
+        ((0.0, 0.3), "on par"),
+        ((-0.5, 0.5), "on par"),
+        ((-0.6, 0.4), "inconclusive"),
+        ((-0.2, 0.9), "inconclusive"),
+        ((-2.0, -0.5), "inconclusive"),
+        ((-2.0, -0.51), "does not hold"),
+    ],
+)
 def test_beats_rule_edges(interval, expected):
     assert verdict(interval, 0.5, "beats") == expected
 
 
-@pytest.mark.parametrize("interval, expected", [
-    ((-0.02, 0.05), "holds"), ((0.01, 0.2), "holds"), ((-0.02, -0.01), "holds"),
-    ((-0.0201, 0.05), "inconclusive"), ((-0.1, -0.02), "inconclusive"),
-    ((-0.1, -0.0201), "does not hold"),
-])
+@pytest.mark.parametrize(
+    "interval, expected",
+    [
+        ((-0.02, 0.05), "holds"),
+        ((0.01, 0.2), "holds"),
+        ((-0.02, -0.01), "holds"),
+        ((-0.0201, 0.05), "inconclusive"),
+        ((-0.1, -0.02), "inconclusive"),
+        ((-0.1, -0.0201), "does not hold"),
+    ],
+)
 def test_kept_rule_edges(interval, expected):
     assert verdict(interval, T2I_KEPT_MARGIN, "kept") == expected
 
@@ -172,8 +185,11 @@ def test_compare_rejects_mismatched_or_missing_scores():
 # --- router analysis -------------------------------------------------------------------------------
 
 TASKS = ["t2i", "edit", "sr"]
-LAYERS = ["down_blocks.0.attentions.0.transformer_blocks.0.ff", "mid_block.attentions.0.transformer_blocks.0.ff",
-          "up_blocks.1.attentions.2.transformer_blocks.0.ff"]
+LAYERS = [
+    "down_blocks.0.attentions.0.transformer_blocks.0.ff",
+    "mid_block.attentions.0.transformer_blocks.0.ff",
+    "up_blocks.1.attentions.2.transformer_blocks.0.ff",
+]
 
 
 def _one_hot(experts_per_layer: list[list[int]], num_experts: int, top: float = 1.0) -> dict[str, np.ndarray]:

@@ -55,22 +55,30 @@ class Learned:
     def ok(self) -> bool:
         if self.all_correct is None or self.all_correct < ALL_CORRECT_BAR:
             return False
-        return self.baseline_psnr is None or (self.psnr is not None and self.psnr >= self.baseline_psnr + PSNR_MARGIN_DB)
+        return self.baseline_psnr is None or (
+            self.psnr is not None and self.psnr >= self.baseline_psnr + PSNR_MARGIN_DB
+        )
 
     def gap(self) -> str:
-        parts = [f"all-correct {self.all_correct:.3f} (bar {ALL_CORRECT_BAR})" if self.all_correct is not None else "not run"]
+        parts = [
+            f"all-correct {self.all_correct:.3f} (bar {ALL_CORRECT_BAR})" if self.all_correct is not None else "not run"
+        ]
         if self.baseline_psnr is not None and self.psnr is not None:
             parts.append(f"PSNR {self.psnr - self.baseline_psnr:+.2f} dB over the baseline (bar +{PSNR_MARGIN_DB})")
         return ", ".join(parts)
 
 
-def learned(records: dict[Run, dict], main: list[Run], baselines: dict[str, dict], tasks: tuple[str, ...]) -> dict[str, Learned]:
+def learned(
+    records: dict[Run, dict], main: list[Run], baselines: dict[str, dict], tasks: tuple[str, ...]
+) -> dict[str, Learned]:
     found = {}
     for task in tasks:
         single = [r for r in main if r.method == "single-task" and r.tasks == (task,)]
         base = baselines.get(task)
         base_psnr = base.get("psnr_hole", base.get("psnr")) if base else None
-        found[task] = Learned(task, mean_of(records, single, task, "psnr"), mean_of(records, single, task, "all_correct"), base_psnr)
+        found[task] = Learned(
+            task, mean_of(records, single, task, "psnr"), mean_of(records, single, task, "all_correct"), base_psnr
+        )
     return found
 
 
@@ -85,7 +93,7 @@ def judge(records, a: list[Run], b: list[Run], task: str, metric: str, kind: str
 
 
 def cell(result: dict, metric: str) -> str:
-    """"holds (+1.23 [0.80, 1.70] dB)" for a judged comparison."""
+    """ "holds (+1.23 [0.80, 1.70] dB)" for a judged comparison."""
     if "difference" not in result:
         return result["verdict"]
     unit, scale = (" dB", 1) if metric == "psnr" else (" pts", 100)  # accuracies in points
@@ -97,7 +105,9 @@ def claim_line(title: str, per_task: dict[str, str]) -> str:
     return f"| {title} | " + "; ".join(f"**{task}**: {text}" for task, text in per_task.items()) + " |"
 
 
-def versus(records, mtu: list[Run], other: list[Run], tasks, learned_tasks: dict[str, Learned], on_par_ok: bool) -> dict[str, str]:
+def versus(
+    records, mtu: list[Run], other: list[Run], tasks, learned_tasks: dict[str, Learned], on_par_ok: bool
+) -> dict[str, str]:
     """Per task and metric, MTU against another method ("beats"); `on_par_ok`: on par also satisfies the claim."""
     per_task = {}
     for task in tasks:
@@ -152,7 +162,9 @@ def t2i_kept(records, mtu: list[Run], base: list[Run]) -> str:
     from mtu.reproduce.stats import T2I_KEPT_MARGIN
 
     result = judge(records, mtu, base, "t2i", "all_correct", "kept", T2I_KEPT_MARGIN)
-    return claim_line("T2I quality is kept (MTU vs the base, within 2 points)", {"t2i": f"all_correct {cell(result, 'all_correct')}"})
+    return claim_line(
+        "T2I quality is kept (MTU vs the base, within 2 points)", {"t2i": f"all_correct {cell(result, 'all_correct')}"}
+    )
 
 
 def group(runs: list[Run], method: str, tasks: tuple[str, ...], experts: int = MAIN_EXPERTS) -> list[Run]:

@@ -22,7 +22,8 @@ def measure_costs(base_model: str, tasks: tuple[str, ...], num_experts: int, rep
 
     from mtu.assets import resolve_model_path
     from mtu.config import MTUConfig
-    from mtu.training.methods import AdapterSpec, activate, build_model, parameter_counts
+    from mtu.training.counts import parameter_counts
+    from mtu.training.methods import AdapterSpec, activate, build_model
 
     path = resolve_model_path(base_model)
 
@@ -64,5 +65,3 @@ def measure_costs(base_model: str, tasks: tuple[str, ...], num_experts: int, rep
     for cost in costs.values():
         cost["latency_ratio"] = statistics.median(cost.pop("times")) / base_time
     return costs
-
-

@@ -152,7 +152,9 @@ def run_pilot_job(run: PilotRun, folder: Path, base: dict, pilot: dict, device: 
         if unscored:
             step, summary = done, {"checkpoint": str(found[-1])}
         else:
-            summary = train(config, resume="latest" if found else None, stop_after=pilot["every"] - done % pilot["every"])
+            summary = train(
+                config, resume="latest" if found else None, stop_after=pilot["every"] - done % pilot["every"]
+            )
             step = summary["step"]
         if step % pilot["every"] and step < config.train.max_steps:  # a signal stopped it mid-chunk
             raise RunInterrupted(f"{run.name} stopped at step {step}; run the pilot again to resume")
@@ -193,7 +195,9 @@ def score_checkpoint(model: Path, task: str, pilot: dict, device: str) -> dict:
     pipe.set_progress_bar_config(disable=True)
     prompt = pilot["prompts"].get(task, True)
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": pilot["eval_steps"]}
-    metrics = evaluate_mtu_task(pipe, task, pilot["eval_samples"], VALIDATION_SEED, batch_size=32, prompt=prompt, **sampler)
+    metrics = evaluate_mtu_task(
+        pipe, task, pilot["eval_samples"], VALIDATION_SEED, batch_size=32, prompt=prompt, **sampler
+    )
     return headline(task, metrics)
 
 
@@ -259,8 +263,10 @@ def run_pilot(
     runs = [run for run in pilot_runs(tasks, tuple(chosen)) if only is None or run.name in only]
     capped = {**pilot, "max_steps": min(until, pilot["max_steps"])} if until else pilot
     baselines = validation_baselines(PILOT_TASKS, pilot["eval_samples"])
-    calls = [(run_pilot_job, (run, out / run.name, base, capped, device, deadline, baselines.get(run.task), stop_passed))
-             for run in runs]  # fmt: skip
+    calls = [
+        (run_pilot_job, (run, out / run.name, base, capped, device, deadline, baselines.get(run.task), stop_passed))
+        for run in runs
+    ]
     for run in runs:  # curves measured elsewhere (the committed record) seed the run folders
         seeded = out / run.name / "curve.json"
         if run.name in record["runs"] and not seeded.is_file():
@@ -269,8 +275,13 @@ def run_pilot(
     curves = parallel(calls, jobs, desc="pilot") if jobs > 1 else [call(*args) for call, args in calls]
     measured = {**record["runs"], **{run.name: curve for run, curve in zip(runs, curves)}}
     record = {
-        "protocol": {**pilot, "psnr_margin_db": PSNR_MARGIN_DB, "all_correct_bar": ALL_CORRECT_BAR,
-                     "settings": [s.__dict__ for s in SETTINGS], "config": str(config)},  # fmt: skip
+        "protocol": {
+            **pilot,
+            "psnr_margin_db": PSNR_MARGIN_DB,
+            "all_correct_bar": ALL_CORRECT_BAR,
+            "settings": [s.__dict__ for s in SETTINGS],
+            "config": str(config),
+        },  # fmt: skip
         "baselines": baselines,
         "runs": {name: measured[name] for name in sorted(measured)},
     }

@@ -70,8 +70,15 @@ FULL = Scope("full")
 # be judged (t2i + edit cannot while edit is unlearned), two seeds; one seed for the tables without a
 # verdict per task: N in {1, 16} beside the main N = 4, the inpaint extra, and Fig. 2's full fine-tunes of
 # the three tasks the pilot saw learned (a full fine-tune costs 2.7 MTU steps a step).
-CPU_BUDGET = Scope("cpu-budget", experts=(1, MAIN_EXPERTS, 16), expert_seeds=(0,), pairs=(("sr", "remove"),),
-                   extra_seeds=(0,), deviation_seeds=(0,), deviation_tasks=("t2i", "sr", "remove"))
+CPU_BUDGET = Scope(
+    "cpu-budget",
+    experts=(1, MAIN_EXPERTS, 16),
+    expert_seeds=(0,),
+    pairs=(("sr", "remove"),),
+    extra_seeds=(0,),
+    deviation_seeds=(0,),
+    deviation_tasks=("t2i", "sr", "remove"),
+)
 SCOPES = {scope.name: scope for scope in (FULL, CPU_BUDGET)}
 
 
@@ -97,14 +104,20 @@ def build_plan(
     return {
         # Seed-major: an interrupted plan has whole seeds of the main table (and the shipped model, MTU
         # seed 0, comes first).
-        "main": sorted([Run("base", ("t2i",), MAIN_EXPERTS, main_seeds[0])] + single + main,
-                       key=lambda run: (run.seed, run.method != "mtu")),
+        "main": sorted(
+            [Run("base", ("t2i",), MAIN_EXPERTS, main_seeds[0])] + single + main,
+            key=lambda run: (run.seed, run.method != "mtu"),
+        ),
         "extra": [Run("mtu", tasks + extra, MAIN_EXPERTS, seed) for seed in scope.extra_seeds if extra]
         + [Run("single-task", (task,), MAIN_EXPERTS, seed) for task in extra for seed in scope.extra_seeds],
         "experts": [Run("mtu", tasks, n, seed) for n in scope.experts for seed in scope.expert_seeds],
         "pairs": [Run("mtu", pair, MAIN_EXPERTS, seed) for pair in pairs for seed in scope.pair_seeds],
-        "deviation": [Run("full", (task,), MAIN_EXPERTS, seed) for task in tasks for seed in scope.deviation_seeds
-                      if scope.deviation_tasks is None or task in scope.deviation_tasks],
+        "deviation": [
+            Run("full", (task,), MAIN_EXPERTS, seed)
+            for task in tasks
+            for seed in scope.deviation_seeds
+            if scope.deviation_tasks is None or task in scope.deviation_tasks
+        ],
     }
 
 

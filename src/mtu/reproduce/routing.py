@@ -72,8 +72,12 @@ def _per_seed(weights: Mapping, layers: list[str], num_tasks: int) -> dict:
     arrays = [_rows(weights[layer], layer, num_tasks) for layer in layers]
     top = np.array([rows.max(axis=1) for rows in arrays])  # (L, T)
     argmax = np.array([rows.argmax(axis=1) for rows in arrays])  # (L, T)
-    return {"top": top.tolist(), "argmax": argmax.tolist(), "js": [js_divergence(rows) for rows in arrays],
-            "specialised_cells": int((top >= THRESHOLD).sum())}
+    return {
+        "top": top.tolist(),
+        "argmax": argmax.tolist(),
+        "js": [js_divergence(rows) for rows in arrays],
+        "specialised_cells": int((top >= THRESHOLD).sum()),
+    }
 
 
 def _agreement(seeds: list[dict]) -> dict:
@@ -88,16 +92,22 @@ def _agreement(seeds: list[dict]) -> dict:
 
 def _verdict(seeds: list[dict], agreement: dict) -> tuple[str, str]:
     if all(s["specialised_cells"] == 0 for s in seeds):
-        return "does not specialise at this budget", f"no (layer, task) cell has a top weight >= {THRESHOLD} in any seed"
+        return (
+            "does not specialise at this budget",
+            f"no (layer, task) cell has a top weight >= {THRESHOLD} in any seed",
+        )
     if len(seeds) < 2:
         return "inconclusive", "one seed: the argmax pattern cannot be checked across seeds"
     if agreement["cells"] == 0:
         return "inconclusive", f"cells specialise, but none has a top weight >= {THRESHOLD} in every seed"
     if agreement["agreeing"] < agreement["cells"]:
-        return "inconclusive", (f"the argmax expert agrees across seeds on {agreement['agreeing']} of the "
-                                f"{agreement['cells']} cells specialised in every seed")
-    return "specialises", (f"{agreement['cells']} cells specialised in every seed, "
-                           f"the same expert in all {len(seeds)} seeds")
+        return "inconclusive", (
+            f"the argmax expert agrees across seeds on {agreement['agreeing']} of the "
+            f"{agreement['cells']} cells specialised in every seed"
+        )
+    return "specialises", (
+        f"{agreement['cells']} cells specialised in every seed, the same expert in all {len(seeds)} seeds"
+    )
 
 
 def router_summary(weights_by_seed: Sequence[Mapping], task_names: Sequence[str]) -> dict:
@@ -117,15 +127,28 @@ def router_summary(weights_by_seed: Sequence[Mapping], task_names: Sequence[str]
     seeds = [_per_seed(weights, layers, len(task_names)) for weights in weights_by_seed]
     agreement = _agreement(seeds)
     verdict, reason = _verdict(seeds, agreement)
-    return {"layers": layers, "tasks": list(task_names), "threshold": THRESHOLD, "seeds": seeds,
-            "specialised_cells": [s["specialised_cells"] for s in seeds], "agreement": agreement,
-            "verdict": verdict, "reason": reason}
+    return {
+        "layers": layers,
+        "tasks": list(task_names),
+        "threshold": THRESHOLD,
+        "seeds": seeds,
+        "specialised_cells": [s["specialised_cells"] for s in seeds],
+        "agreement": agreement,
+        "verdict": verdict,
+        "reason": reason,
+    }
 
 
 def _short(layer: str) -> str:
     """'down_blocks.1.attentions.0.transformer_blocks.0.ff' -> 'down1.a0.t0', to keep the row labels legible."""
-    for long, short in (("down_blocks.", "down"), ("up_blocks.", "up"), ("mid_block", "mid"),
-                        (".attentions.", ".a"), (".transformer_blocks.", ".t"), ("transformer_blocks.", "t")):
+    for long, short in (
+        ("down_blocks.", "down"),
+        ("up_blocks.", "up"),
+        ("mid_block", "mid"),
+        (".attentions.", ".a"),
+        (".transformer_blocks.", ".t"),
+        ("transformer_blocks.", "t"),
+    ):
         layer = layer.replace(long, short)
     return layer.removesuffix(".ff")
 
@@ -138,8 +161,9 @@ def router_figure(summary: Mapping, path: str | Path, seed_labels: Sequence[str]
     from matplotlib.figure import Figure
 
     layers, tasks, seeds = summary["layers"], summary["tasks"], summary["seeds"]
-    figure = Figure(figsize=(1.8 + (0.9 + 0.55 * len(tasks)) * len(seeds), 1.6 + 0.28 * len(layers)),
-                    layout="constrained")
+    figure = Figure(
+        figsize=(1.8 + (0.9 + 0.55 * len(tasks)) * len(seeds), 1.6 + 0.28 * len(layers)), layout="constrained"
+    )
     panels = figure.subplots(1, len(seeds), squeeze=False, sharey=True)[0]
     labels = list(seed_labels) if seed_labels is not None else [f"seed {i}" for i in range(len(seeds))]
     for axes, seed, label in zip(panels, seeds, labels, strict=True):
@@ -147,8 +171,15 @@ def router_figure(summary: Mapping, path: str | Path, seed_labels: Sequence[str]
         image = axes.imshow(top, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
         for (row, column), expert in np.ndenumerate(argmax):
             # Dark text on the bright end of viridis, light text elsewhere, so every number stays readable.
-            axes.text(column, row, str(expert), ha="center", va="center", fontsize=6,
-                      color="black" if top[row, column] > 0.6 else "white")
+            axes.text(
+                column,
+                row,
+                str(expert),
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="black" if top[row, column] > 0.6 else "white",
+            )
         axes.set_title(label, fontsize=9)
         axes.set_xticks(range(len(tasks)), tasks, fontsize=7, rotation=45, ha="right")
     panels[0].set_yticks(range(len(layers)), [_short(name) for name in layers], fontsize=6)

@@ -21,8 +21,8 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from mtu.config import MTUConfig, write_text_atomic
 from mtu.assets import SHIPPED_MTU
+from mtu.config import MTUConfig, write_text_atomic
 from mtu.reproduce.plan import CPU_BUDGET, PAPER_TASKS, Run, Scope, build_plan, cut_runs, unique_runs
 from mtu.reproduce.ship import SHIPPED_RUN
 
@@ -87,7 +87,9 @@ def reproduce(
     if settings["per_task"] is None:
         settings["per_task"] = (pilot_record or {}).get("choice", {}).get("S")
     if settings["per_task"] is None and not report_only:
-        raise ValueError("no steps per task yet: the pilot has not chosen S (mtu reproduce --pilot), or pass --steps-per-task")
+        raise ValueError(
+            "no steps per task yet: the pilot has not chosen S (mtu reproduce --pilot), or pass --steps-per-task"
+        )
     tables = build_plan(quick, tasks, scope=scope)
     base = yaml.safe_load(Path(config).read_text())
     if setting is not None:
@@ -104,9 +106,14 @@ def reproduce(
         metrics = {run: record for run, record in found.items() if record is not None}
     else:
         calls = [(run_once, (run, out / run.name, records, base, settings, device)) for run in queue]
-        done = parallel(calls, jobs, desc="reproduce") if jobs > 1 else [call(*a) for call, a in tqdm(calls, desc="reproduce")]
+        done = (
+            parallel(calls, jobs, desc="reproduce")
+            if jobs > 1
+            else [call(*a) for call, a in tqdm(calls, desc="reproduce")]
+        )
         metrics = dict(zip(queue, done))
-    context = {"settings": settings, "setting": setting, "pilot": pilot_record, "seconds": time.perf_counter() - started,
+    elapsed = time.perf_counter() - started
+    context = {"settings": settings, "setting": setting, "pilot": pilot_record, "seconds": elapsed,
                "out": str(out), "records": str(records), "scope": scope.name,
                "cut": [] if quick else [run.name for run in cut_runs(tables, tasks)]}  # fmt: skip
     return write_report(Path(results), tables, metrics, base, context)
@@ -181,7 +188,12 @@ def run_once(run: Run, folder: Path, records: Path, base: dict[str, Any], settin
             raise RunInterrupted(f"{run.name} stopped at step {summary['step']}; run again to resume")
         model_dir = Path(summary["model"])
     pipe = load_pipeline(base["model"], model_dir, run).to(device)
-    record: dict[str, Any] = {"run": run.name, "device": str(device), "steps": run.steps(settings["per_task"]), "tasks": {}}
+    record: dict[str, Any] = {
+        "run": run.name,
+        "device": str(device),
+        "steps": run.steps(settings["per_task"]),
+        "tasks": {},
+    }
     for task in run.tasks:
         prompt = base["tasks"][task].get("prompt", True)
         record["tasks"][task] = evaluate(pipe, task, settings["eval_samples"], settings["eval_steps"], prompt)
@@ -203,7 +215,9 @@ def _ship(model_dir: Path, record: dict, settings: dict) -> None:
     from mtu.evaluation.shapes_eval import evaluate_baseline
     from mtu.reproduce.ship import ship
 
-    baselines = {t: evaluate_baseline(t, settings["eval_samples"], TEST_SEED) for t in record["tasks"] if t in BASELINES}
+    baselines = {
+        t: evaluate_baseline(t, settings["eval_samples"], TEST_SEED) for t in record["tasks"] if t in BASELINES
+    }
     ship(model_dir, record, baselines, settings, Path(settings["ship_to"]))
 
 
@@ -240,7 +254,9 @@ def evaluate(pipe, task: str, samples: int, steps: int, prompt: bool = True) -> 
 
     activate(pipe.unet, task)  # adapters: route through this task's adapter (no-op for MTU)
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": steps}
-    metrics = evaluate_mtu_task(pipe, task, samples, TEST_SEED, batch_size=32, prompt=prompt, per_example=True, **sampler)
+    metrics = evaluate_mtu_task(
+        pipe, task, samples, TEST_SEED, batch_size=32, prompt=prompt, per_example=True, **sampler
+    )
     metrics.pop("by_num_objects", None)
     return metrics
 

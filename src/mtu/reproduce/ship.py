@@ -48,42 +48,47 @@ def model_card(record: dict, baselines: dict[str, dict], context: dict) -> str:
         rows.append(f"| {task} | {_num(metrics['all_correct'], 3)} | {_num(base.get('all_correct'), 3)} | "
                     f"{_num(psnr, 2)} | {_num(base_psnr, 2)} |")  # fmt: skip
     setting = context.get("setting") or "config default"
-    return "\n".join([
-        "# shapes-mtu",
-        "",
-        "`shapes-base` upcycled into one multi-task model (MTU, 4 experts per FFN) and trained on five tasks:",
-        "text-to-image, instruction editing, x4 super-resolution, text-guided object removal and mask",
-        "inpainting. It is the default model of `mtu serve`, `mtu generate` and the README's examples. Only the",
-        "MTU weights are here; the base model is the shipped `shapes-base`.",
-        "",
-        "```python",
-        "from mtu.pipelines import MTUPipeline",
-        "from mtu.assets import SHAPES_BASE_SAMPLER, resolve_model_path",
-        'pipe = MTUPipeline.from_mtu(resolve_model_path("shapes-mtu"))',
-        'image = pipe("t2i", "a red circle at the top left, on a gray background", **SHAPES_BASE_SAMPLER).images[0]',
-        "```",
-        "",
-        "## Training",
-        "",
-        f"The reproduction's run `{record['run']}` (`mtu reproduce`, docs/reproduction.md): {record['steps']:,} "
-        f"optimizer steps at batch 16 ({context['per_task']:,} per task, mixed-task batches), learning-rate setting "
-        f"`{setting}` (chosen by the pilot on validation), `configs/reproduce.yaml`, on {record['device']}.",
-        "",
-        "## Test scores",
-        "",
-        f"{context['eval_samples']} held-out test examples per task (`TEST_SEED`), DDIM {context['eval_steps']} steps, "
-        "beside the no-learning baseline of each task (copy the input for edit and remove, bicubic x4 for sr, paste "
-        "+ fill for inpaint; PSNR inside the hole for inpaint). sr is prompted with an empty prompt, as it trains.",
-        "",
-        "| task | all-correct | baseline all-correct | PSNR (dB) | baseline PSNR (dB) |",
-        "|---|---|---|---|---|",
-        *rows,
-        "",
-        "What a row means: all-correct is the share of outputs in which the Shapes parser finds every object",
-        "with the right colour, shape and cell; PSNR compares with the exact target (per image, capped at 60 dB).",
-        "A task is learned where both beat the baseline; RESULTS.md holds the protocol's bar and the claims.",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# shapes-mtu",
+            "",
+            "`shapes-base` upcycled into one multi-task model (MTU, 4 experts per FFN) and trained on five tasks:",
+            "text-to-image, instruction editing, x4 super-resolution, text-guided object removal and mask",
+            "inpainting. It is the default model of `mtu serve`, `mtu generate` and the README's examples. Only the",
+            "MTU weights are here; the base model is the shipped `shapes-base`.",
+            "",
+            "```python",
+            "from mtu.pipelines import MTUPipeline",
+            "from mtu.assets import SHAPES_BASE_SAMPLER, resolve_model_path",
+            'pipe = MTUPipeline.from_mtu(resolve_model_path("shapes-mtu"))',
+            'prompt = "a red circle at the top left, on a gray background"',
+            'image = pipe("t2i", prompt, **SHAPES_BASE_SAMPLER).images[0]',
+            "```",
+            "",
+            "## Training",
+            "",
+            f"The reproduction's run `{record['run']}` (`mtu reproduce`, docs/reproduction.md): "
+            f"{record['steps']:,} optimizer steps at batch 16 ({context['per_task']:,} per task, mixed-task batches), "
+            "learning-rate setting "
+            f"`{setting}` (chosen by the pilot on validation), `configs/reproduce.yaml`, on {record['device']}.",
+            "",
+            "## Test scores",
+            "",
+            f"{context['eval_samples']} held-out test examples per task (`TEST_SEED`), "
+            f"DDIM {context['eval_steps']} steps, beside the no-learning baseline of each task (copy the input for "
+            "edit and remove, bicubic x4 for sr, paste + fill for inpaint; PSNR inside the hole for inpaint). sr is "
+            "prompted with an empty prompt, as it trains.",
+            "",
+            "| task | all-correct | baseline all-correct | PSNR (dB) | baseline PSNR (dB) |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            "What a row means: all-correct is the share of outputs in which the Shapes parser finds every object",
+            "with the right colour, shape and cell; PSNR compares with the exact target (per image, capped at 60 dB).",
+            "A task is learned where both beat the baseline; RESULTS.md holds the protocol's bar and the claims.",
+            "",
+        ]
+    )
 
 
 def _num(value: float | None, digits: int) -> str:

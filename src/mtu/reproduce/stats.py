@@ -67,8 +67,10 @@ def paired_bootstrap(a, b, resamples: int = 2000, seed: int = 0, level: float = 
     """
     a, b = _as_scores(a, "a"), _as_scores(b, "b")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"a has {a.shape[1]} examples per seed but b has {b.shape[1]}: "
-                         "the paired bootstrap needs the same test examples for both methods")
+        raise ValueError(
+            f"a has {a.shape[1]} examples per seed but b has {b.shape[1]}: "
+            "the paired bootstrap needs the same test examples for both methods"
+        )
     if resamples < 1 or not 0.0 < level < 1.0:
         raise ValueError(f"need resamples >= 1 and 0 < level < 1, got {resamples} and {level}")
     rng = np.random.default_rng(seed)
@@ -135,8 +137,15 @@ def _stack(scores: Sequence[Mapping], metric: str, name: str) -> np.ndarray:
     return _as_scores(np.stack(rows), name)
 
 
-def compare(scores_a: Sequence[Mapping], scores_b: Sequence[Mapping], metric: str, kind: str = "beats",
-            margin: float | None = None, resamples: int = 2000, seed: int = 0) -> dict:
+def compare(
+    scores_a: Sequence[Mapping],
+    scores_b: Sequence[Mapping],
+    metric: str,
+    kind: str = "beats",
+    margin: float | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict:
     """Does method A beat (or keep the quality of) method B on one task's `metric`?
 
     Args:
@@ -155,5 +164,11 @@ def compare(scores_a: Sequence[Mapping], scores_b: Sequence[Mapping], metric: st
         margin = MARGINS[metric]
     a, b = _stack(scores_a, metric, "scores_a"), _stack(scores_b, metric, "scores_b")
     result = paired_bootstrap(a, b, resamples=resamples, seed=seed)
-    return {**result, "margin": float(margin), "verdict": verdict(result, margin, kind),
-            "seeds_a": a.shape[0], "seeds_b": b.shape[0], "examples": a.shape[1]}
+    return {
+        **result,
+        "margin": float(margin),
+        "verdict": verdict(result, margin, kind),
+        "seeds_a": a.shape[0],
+        "seeds_b": b.shape[0],
+        "examples": a.shape[1],
+    }

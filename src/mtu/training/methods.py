@@ -37,18 +37,6 @@ METHOD_FILE = "training_method.json"
 ADAPTERS_FILE = "adapters.safetensors"
 DENOISER_FILE = "denoiser.safetensors"  # method "full": every weight of the fine-tuned denoiser
 ADAPTER_METHODS = ("lora", "ia3")
-# Parameter accounting moved to `mtu.training.counts`; these names stay importable from here.
-_COUNTS = ("format_counts", "meta_unet", "parameter_counts", "trainable_count")
-
-
-def __getattr__(name: str):
-    if name in _COUNTS:
-        from mtu.training import counts
-
-        return getattr(counts, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def mtu_config_of(config: TrainConfig) -> MTUConfig:
     if config.method == ADD_TASK:
         return extended_config(config)  # sizes and served tasks are the extended folder's
