@@ -37,6 +37,8 @@ METHOD_FILE = "training_method.json"
 ADAPTERS_FILE = "adapters.safetensors"
 DENOISER_FILE = "denoiser.safetensors"  # method "full": every weight of the fine-tuned denoiser
 ADAPTER_METHODS = ("lora", "ia3")
+
+
 def mtu_config_of(config: TrainConfig) -> MTUConfig:
     if config.method == ADD_TASK:
         return extended_config(config)  # sizes and served tasks are the extended folder's
