@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,9 @@ class TaskSpec:
             input by degrading the target by this factor.
         prompt: "required" when the text says what to make or change (t2i's caption, edit's instruction);
             "optional" when the input image defines the output and a caption may only help (sr, inpaint).
+        phrases: regular expressions of the words that ask for this task in a chat request (matched on whole
+            words, lower case), e.g. ("remove", "get rid of"); `mtu serve` guesses the task from them
+            (`mtu.serve.guess_task`). None: the task is only run when chosen.
     """
 
     name: str
@@ -59,6 +63,7 @@ class TaskSpec:
     description: str = ""
     upscale: int = 1
     prompt: str = "required"
+    phrases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -90,6 +95,18 @@ class TaskSpec:
             )
         if self.prompt not in PROMPTS:
             raise ValueError(f"task {self.name!r}: prompt {self.prompt!r} is not one of {sorted(PROMPTS)}")
+        self._check_phrases()
+
+    def _check_phrases(self) -> None:
+        phrases = (self.phrases,) if isinstance(self.phrases, str) else self.phrases
+        if not isinstance(phrases, (list, tuple)) or not all(isinstance(p, str) and p for p in phrases):
+            raise ValueError(f"task {self.name!r}: phrases must be a list of regular expressions, got {self.phrases!r}")
+        for phrase in phrases:
+            try:
+                re.compile(phrase)
+            except re.error as error:
+                raise ValueError(f"task {self.name!r}: phrase {phrase!r} is no regular expression: {error}") from None
+        object.__setattr__(self, "phrases", tuple(phrases))  # frozen; a tuple keeps the spec hashable
 
     def input_channels(self, latent_channels: int) -> int:
         """Channels of this task's denoiser input for a base model taking `latent_channels`."""
@@ -97,25 +114,64 @@ class TaskSpec:
         return latent_channels + extra.get(self.conditioning, self.extra_channels or 0)
 
 
+# How a chat asks for a change to an image ("make the circle blue", "turn it into a square"): the phrases of
+# edit, and of inpaint when an area is painted (`mtu.serve.guess_task` prefers the task the inputs fit).
+CHANGE_VERBS = (
+    r"make (it|them|this|that|the|all|everything|its)",
+    r"turn",
+    r"change",
+    r"recolou?r",
+    r"paint",
+    r"replace",
+    r"swap",
+    r"move",
+    r"shift",
+    r"slide",
+    r"convert",
+)
+
 # DESIGN.md section 3: the built-in tasks and their conditioning layouts. Append only: the Shapes world
 # makes exactly these tasks and seeds each task's held-out set by its position here.
 BUILTIN_TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
         TaskSpec("t2i", "none", description="text-to-image: the base model's own task"),
-        TaskSpec("edit", "image", description="instruction editing: InstructPix2Pix layout"),
+        TaskSpec("edit", "image", description="instruction editing: InstructPix2Pix layout", phrases=CHANGE_VERBS),
         TaskSpec(
             "sr",
             "image",
             description="super-resolution: latent of the low-res image resized to the output size",
             upscale=4,
             prompt="optional",
+            phrases=(
+                r"upscale",
+                r"upsample",
+                r"enhance",
+                r"super[- ]?res\w*",
+                r"sharpen",
+                r"enlarge",
+                r"(higher|increase( the)?|more) resolution",
+            ),
         ),
-        TaskSpec("remove", "image", description="object removal from an instruction, no mask (the paper's inpainting)"),
         TaskSpec(
-            "inpaint", "masked_image", description="mask-based inpainting: SD-inpainting layout", prompt="optional"
+            "remove",
+            "image",
+            description="object removal from an instruction, no mask (the paper's inpainting)",
+            phrases=(r"remove", r"delete", r"erase", r"get rid of", r"take (away|out)"),
         ),
-        TaskSpec("colorize", "image", description="colourise a grayscale image (the Shapes task added after training)"),
+        TaskSpec(
+            "inpaint",
+            "masked_image",
+            description="mask-based inpainting: SD-inpainting layout",
+            prompt="optional",
+            phrases=(r"fill", r"inpaint\w*", *CHANGE_VERBS),  # the verbs of a change, said of a painted area
+        ),
+        TaskSpec(
+            "colorize",
+            "image",
+            description="colourise a grayscale image (the Shapes task added after training)",
+            phrases=(r"colou?ri[sz]\w*",),
+        ),
     )
 }
 
@@ -142,8 +198,8 @@ def as_task_spec(task: TaskSpec | str | dict) -> TaskSpec:
             raise ValueError(f"task {task!r} has unknown keys {sorted(unknown)}; allowed: {allowed}")
         builtin = BUILTIN_TASKS.get(task.get("name"))
         if builtin is not None and task.get("conditioning", "custom") == builtin.conditioning:
-            # Saved before `upscale` / `prompt` existed: a built-in task keeps its built-in behaviour.
-            task = {"upscale": builtin.upscale, "prompt": builtin.prompt, **task}
+            # Saved before `upscale` / `prompt` / `phrases` existed: a built-in task keeps its built-in behaviour.
+            task = {**asdict(builtin), **task}
         return TaskSpec(**task)
     raise ValueError(f"a task must be a name, a dict or a TaskSpec, got {type(task).__name__}")
 

@@ -41,3 +41,23 @@ def test_a_guess_the_model_does_not_serve_falls_back_to_t2i():
     assert guess_task("upscale this", True, tasks=["t2i", "edit"]) == "t2i"
     assert guess_task("upscale this", True, tasks=["edit"]) == "edit"
     assert guess_task("make it blue", True, tasks=["t2i", "edit"]) == "edit"
+
+
+def test_a_task_of_the_users_own_takes_part_through_its_phrases():
+    from mtu.config import BUILTIN_TASKS, TaskSpec
+
+    depth = TaskSpec("depth2img", "image", phrases=("depth( map)?", "from (the|this) depth"))
+    tasks = [BUILTIN_TASKS["t2i"], BUILTIN_TASKS["edit"], depth]
+    assert guess_task("a scene from this depth map", True, tasks=tasks) == "depth2img"
+    assert guess_task("make it blue", True, tasks=tasks) == "edit"
+    assert guess_task("a red circle", True, tasks=tasks) == "t2i"
+    quiet = TaskSpec("depth2img", "image")  # no phrases: only run when chosen
+    assert guess_task("a scene from this depth map", True, tasks=[BUILTIN_TASKS["t2i"], quiet]) == "t2i"
+
+
+def test_an_image_alone_goes_to_a_task_the_image_defines_whatever_its_name():
+    from mtu.config import TaskSpec
+
+    tasks = [TaskSpec("t2i", "none"), TaskSpec("sr2", "image", upscale=2, prompt="optional")]
+    assert guess_task("", True, tasks=tasks) == "sr2"
+    assert guess_task("", True, True, tasks=[*tasks, TaskSpec("fill", "masked_image")]) == "fill"

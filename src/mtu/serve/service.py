@@ -76,7 +76,8 @@ class ChatService:
     def choose_task(self, text: str, choice: str | None, image, mask) -> tuple[str, bool]:
         """The task to run: the user's choice, or a guess from the text; returns (task, guessed)."""
         if choice in (None, "", AUTO):
-            return guess_task(text, image is not None, mask is not None, self.tasks), True
+            specs = self.pipe.unet.mtu_config.tasks
+            return guess_task(text, image is not None, mask is not None, specs), True
         if choice not in self.tasks:
             raise RequestError(f"unknown task {choice!r}; this model serves {self.tasks} (or {AUTO!r} to guess)")
         return choice, False
