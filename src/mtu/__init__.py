@@ -13,7 +13,7 @@ from mtu.config import BUILTIN_TASKS, MTUConfig, TaskSpec
 from mtu.version import __version__
 
 # Imported on first use: they import torch and diffusers, which `mtu --help` should not wait for.
-_LAZY = {"MTUModel": "mtu.model", "concat_task_inputs": "mtu.model", "load": "mtu.upcycle", "upcycle": "mtu.upcycle"}
+_LAZY = {"MTUModel": "mtu.model", "concat_task_inputs": "mtu.model", "load": "mtu.loading", "upcycle": "mtu.upcycle"}
 
 __all__ = [
     "__version__",

@@ -63,7 +63,7 @@ def quickstart(
     }
     training = load_config(config, overrides)
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": eval_steps}
-    before = _evaluate(_pipeline(base=training.model), eval_samples, seed, sampler)  # = the base model
+    before = _evaluate(_pipeline(training.model), eval_samples, seed, sampler)  # upcycled afresh: the base model
     model_dir = out / "run" / "model"
     if not (model_dir / "mtu_model.safetensors").is_file():
         resume = "latest" if (out / "run").is_dir() else None
@@ -75,7 +75,7 @@ def quickstart(
     shipped = shipped_mtu() if shipped == "default" else shipped
     full = None
     if shipped is not None:
-        reference = _pipeline(Path(shipped))
+        reference = _pipeline(shipped)
         full = {
             "metrics": _evaluate(reference, eval_samples, seed, sampler),
             "grids": {
@@ -91,10 +91,10 @@ def quickstart(
     return report
 
 
-def _pipeline(model_dir: Path | None = None, base: str | None = None):
+def _pipeline(model: str | Path):
     from mtu.pipelines import MTUPipeline
 
-    pipe = MTUPipeline.from_mtu(model_dir) if model_dir else MTUPipeline.from_base(base)
+    pipe = MTUPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -1,25 +1,22 @@
 """Turn a diffusers denoiser into an MTU model: find -> check -> replace -> mark trainable.
 
 Everything is checked before the model is touched, so a failed `upcycle` never leaves it
-half-converted. `load` re-applies the same injection from a saved config, then loads the weights.
+half-converted. `mtu.loading.load` (`mtu.load`) re-applies the same injection from a saved config, then
+loads the weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
-import torch
 from diffusers.models.attention import FeedForward
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from mtu.config import MTUConfig
 from mtu.layers import MTUFeedForward, TaskContext, TaskInputConv, TaskLayerNorm
 from mtu.layers.experts import check_feedforward, feedforward_hidden_size
-from mtu.model import MTU_LAYER_TYPES, PICKLE_WEIGHTS_NAME, WEIGHTS_NAME, MTUModel
+from mtu.model import MTU_LAYER_TYPES, MTUModel
 
 # Input layers that see the noisy latent (and, per task, the conditioning channels).
 INPUT_CONV_NAMES = ("conv_in", "pos_embed.proj")
@@ -182,58 +179,3 @@ def _inject(model: nn.Module, config: MTUConfig, experts: bool) -> MTUModel:
     mtu_model = MTUModel(model, config, context, input_name)
     _mark_trainable(mtu_model)
     return mtu_model
-
-
-def _read_weights(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
-    safetensors_path, pickle_path = folder / WEIGHTS_NAME, folder / PICKLE_WEIGHTS_NAME
-    if safetensors_path.is_file():
-        try:
-            return check_weights(load_file(safetensors_path), safetensors_path)
-        except SafetensorError as error:  # truncated or not a safetensors file at all
-            raise ValueError(f"{safetensors_path} is damaged or not a safetensors file ({error})") from None
-    if pickle_path.is_file():
-        if not allow_pickle:
-            raise ValueError(
-                f"{pickle_path} is a pickle file, which can run code when loaded; convert it to {WEIGHTS_NAME}, "
-                "or pass allow_pickle=True if you trust its author"
-            )
-        return check_weights(torch.load(pickle_path, map_location="cpu", weights_only=True), pickle_path)
-    raise FileNotFoundError(f"no MTU weights in {folder}: expected {WEIGHTS_NAME} (written by save_pretrained)")
-
-
-def check_weights(state_dict: dict, path: Path) -> dict[str, torch.Tensor]:
-    """Refuse weights that would load without a word but generate nothing useful.
-
-    `copy_` casts integer tensors to float silently, and one NaN spreads through every later layer
-    (an all-black image); both mean the file is not a trained MTU model.
-    """
-    if not isinstance(state_dict, dict):
-        raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a dict of named tensors")
-    for key, value in state_dict.items():
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ValueError(f"{path}: {key} is {kind}, not a floating-point tensor; these are not MTU weights")
-        if not torch.isfinite(value).all():
-            raise ValueError(f"{path}: {key} holds NaN or infinite values; the file is damaged or from a diverged run")
-    return state_dict
-
-
-def load(base_model: nn.Module, path: str | Path, *, allow_pickle: bool = False) -> MTUModel:
-    """Restore an MTU model saved with `MTUModel.save_pretrained` onto a fresh base denoiser.
-
-    Args:
-        base_model: the same base denoiser the MTU model was upcycled from (modified in place).
-        path: the folder holding `mtu_config.json` and `mtu_model.safetensors`.
-        allow_pickle: also accept a legacy `mtu_model.bin` (unpickled with `weights_only=True`).
-    """
-    folder = Path(path)
-    config = MTUConfig.load(folder)
-    if config.base_model_class and type(base_model).__name__ != config.base_model_class:
-        raise ValueError(
-            f"{folder} was upcycled from a {config.base_model_class} "
-            f"({config.base_model_name_or_path or 'unknown path'}), not a {type(base_model).__name__}"
-        )
-    state_dict = _read_weights(folder, allow_pickle)
-    model = upcycle(base_model, config)
-    model.load_mtu_state_dict(state_dict)
-    return model

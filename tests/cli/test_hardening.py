@@ -210,18 +210,19 @@ def test_sixteen_bit_input_reaches_the_pipeline_scaled(workspace, monkeypatch):
             seen["image"] = image
             return type("Result", (), {"images": [PIL.Image.new("RGB", (16, 16))]})()
 
-    monkeypatch.setattr(MTUPipeline, "from_mtu", classmethod(lambda cls, *a, **k: Recorder()))
+    monkeypatch.setattr(MTUPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: Recorder()))
     assert main(generate(workspace, "--task", "edit", "--image", str(workspace / "grey16.png"), "--overwrite")) == 0
     assert abs(int(np.asarray(seen["image"]).mean()) - 128) <= 1  # not clipped to white (255)
 
 
 def test_info_says_what_a_lora_run_folder_is(workspace, capsys):
+    from mtu.baselines import AdapterSpec, build_baseline
     from mtu.config import MTUConfig
-    from mtu.training.methods import AdapterSpec, build_model, save_trained
+    from mtu.loading import save_trained
     from tests.core.tiny_models import tiny_sd_unet
 
     config = MTUConfig.load(workspace / "mtu")
-    model = build_model(tiny_sd_unet(), "lora", config, AdapterSpec("lora", rank=2))
+    model = build_baseline(tiny_sd_unet(), "lora", config, AdapterSpec("lora", rank=2))
     save_trained(model, workspace / "lora-run", "lora", AdapterSpec("lora", rank=2))
     assert main(["info", str(workspace / "lora-run")]) == 0
     out = capsys.readouterr().out

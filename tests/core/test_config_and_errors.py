@@ -86,6 +86,16 @@ def test_a_builtin_task_saved_before_upscale_and_prompt_keeps_its_behaviour(tmp_
     assert (loaded[2].upscale, loaded[2].prompt) == (1, "required")  # a task of the user's: the defaults
 
 
+def test_a_builtin_task_saved_before_phrases_keeps_them_and_phrases_round_trip(tmp_path):
+    config = MTUConfig(tasks=["edit", TaskSpec("depth", "image", phrases=["depth map"])])
+    data = config.to_dict()
+    del data["tasks"][0]["phrases"]  # a folder saved by an older mtu
+    loaded = MTUConfig.from_dict(json.loads(json.dumps(data))).tasks
+    assert loaded == config.tasks and loaded[1].phrases == ("depth map",) and hash(loaded[1])
+    with pytest.raises(ValueError, match="phrase '\\(' is no regular expression"):
+        TaskSpec("bad", "image", phrases=["("])
+
+
 def test_custom_task_gets_its_own_channel_count():
     model = mtu.upcycle(tiny_sd_unet(), MTUConfig(tasks=["t2i", {"name": "depth", "extra_channels": 1}]))
     assert model.task_in_channels("depth") == 5
@@ -203,7 +213,7 @@ def test_load_checks_the_base_class_and_missing_files(tmp_path):
     mtu.upcycle(tiny_sd_unet(), MTUConfig(tasks=["t2i"])).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="was upcycled from a UNet2DConditionModel.*not a PixArtTransformer2DModel"):
         mtu.load(CASES[2].build(), tmp_path)
-    with pytest.raises(FileNotFoundError, match="no MTU config"):
+    with pytest.raises(FileNotFoundError, match="is neither a local folder nor a shipped model name"):
         mtu.load(tiny_sd_unet(), tmp_path / "missing")
 
 

@@ -116,17 +116,33 @@ def test_eval_cli_prints_metrics_json(tiny_pipeline_dir, capsys):
     assert all(0.0 <= metrics[key] <= 1.0 for key in RATE_KEYS if metrics[key] is not None)
 
 
-def test_evaluate_t2i_is_reproducible(tiny_pipeline_dir):
-    from mtu.evaluation.shapes_eval import evaluate_t2i, load_pipeline
+def test_a_base_model_scores_as_its_stock_pipeline_and_reproducibly(tiny_pipeline_dir):
+    from diffusers import StableDiffusionPipeline
 
-    pipeline = load_pipeline(tiny_pipeline_dir, device="cpu")
-    runs = [evaluate_t2i(pipeline, 2, seed=3, batch_size=2, num_inference_steps=1) for _ in range(2)]
-    assert runs[0] == runs[1]
+    from mtu.evaluation.shapes_eval import evaluate_shapes, evaluate_t2i
+
+    stock = StableDiffusionPipeline.from_pretrained(
+        tiny_pipeline_dir, safety_checker=None, requires_safety_checker=False
+    )
+    sampler = {"num_inference_steps": 2, "guidance_scale": 1.0}
+    expected = evaluate_t2i(stock, 4, seed=3, batch_size=2, **sampler)
+    assert expected == evaluate_t2i(stock, 4, seed=3, batch_size=2, **sampler)
+    # Through the one loader: the base upcycled afresh, scored as its model card scores it.
+    loaded = evaluate_shapes(tiny_pipeline_dir, "t2i", 4, seed=3, batch_size=2, device="cpu", **sampler)
+    assert {key: loaded[key] for key in expected} == expected
 
 
-def test_eval_cli_refuses_image_tasks_on_a_base_model(tiny_pipeline_dir):
-    with pytest.raises(ValueError, match="task 'edit' needs an MTU folder"):
-        _run_cli(["eval", "--task", "edit", "--model", str(tiny_pipeline_dir)])
+def test_image_tasks_of_a_base_model_score_its_fresh_upcycle(tiny_pipeline_dir, tmp_path, capsys):
+    from mtu.cli.main import main
+
+    assert main(["upcycle", "--base", str(tiny_pipeline_dir), "--out", str(tmp_path / "mtu")]) == 0
+    capsys.readouterr()
+    argv = ["eval", "--task", "edit", "--num-samples", "2", "--steps", "1", "--json", "--model"]
+    scores = []
+    for model in (tiny_pipeline_dir, tmp_path / "mtu"):
+        assert main([*argv, str(model)]) == 0
+        scores.append({k: v for k, v in json.loads(capsys.readouterr().out).items() if k != "model"})
+    assert scores[0] == scores[1]  # untrained, the routers are uniform whatever the task embeddings
 
 
 @pytest.mark.parametrize("task", ["t2i", "edit", "inpaint"])

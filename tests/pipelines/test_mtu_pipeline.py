@@ -132,12 +132,19 @@ def test_loads_from_base_and_mtu_folders(tmp_path, sd_components):
     from tests.helpers import save_tiny_sd_pipeline
 
     base = save_tiny_sd_pipeline(tmp_path / "base")
-    fresh = MTUPipeline.from_base(base, config=mtu.MTUConfig(tasks=TASKS))
+    fresh = MTUPipeline.from_pretrained(base, config=mtu.MTUConfig(tasks=TASKS))
     perturbed(fresh.unet).save_pretrained(tmp_path / "mtu")
-    loaded = MTUPipeline.from_base(base, tmp_path / "mtu")
-    for p in (fresh, loaded):
+    loaded = MTUPipeline.from_pretrained(tmp_path / "mtu")  # on the base its config names
+    # The older names are thin wrappers over from_pretrained.
+    wrapped = [
+        MTUPipeline.from_mtu(tmp_path / "mtu"),
+        MTUPipeline.from_base(base, tmp_path / "mtu", allow_pickle=False),
+    ]
+    for p in (fresh, loaded, *wrapped):
         p.set_progress_bar_config(disable=True)
-    np.testing.assert_array_equal(run(loaded, request_for("edit")), run(fresh, request_for("edit")))
+    expected = run(fresh, request_for("edit"))
+    for pipe in (loaded, *wrapped):
+        np.testing.assert_array_equal(run(pipe, request_for("edit")), expected)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ def _inputs(example) -> dict:
 
 
 def test_every_task_through_the_pipeline_on_shapes_base(examples):
-    pipe = MTUPipeline.from_base("shapes-base")
+    pipe = MTUPipeline.from_pretrained("shapes-base")
     pipe.set_progress_bar_config(disable=True)
     requests = [
         MTURequest(task, e.prompt, generator=torch.Generator().manual_seed(0), height=64, width=64, **_inputs(e))

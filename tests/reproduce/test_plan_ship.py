@@ -60,7 +60,7 @@ def test_ship_writes_weights_and_a_card_and_replaces_atomically(trained_mtu, tmp
     card = (out / "README.md").read_text()
     assert "| edit | 0.500 | 0.000 | 21.50 | 17.50 |" in card and "| t2i | 0.250 | — | — | — |" in card
     assert json.loads((out / "mtu_config.json").read_text())["num_experts"] == 2
-    MTUPipeline.from_mtu(out)  # loads onto the base its config names
+    MTUPipeline.from_pretrained(out)  # loads onto the base its config names
 
 
 def test_shipped_name_resolves_only_when_shipped(monkeypatch, tmp_path):

@@ -21,7 +21,7 @@ def tiny_mtu_folder(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_pipe(tiny_mtu_folder):
-    pipe = MTUPipeline.from_mtu(tiny_mtu_folder)
+    pipe = MTUPipeline.from_pretrained(tiny_mtu_folder)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

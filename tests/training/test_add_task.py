@@ -16,8 +16,8 @@ import mtu
 from mtu.cli.main import main
 from mtu.config import MTUConfig
 from mtu.model import WEIGHTS_NAME
+from mtu.pipelines import MTUPipeline
 from mtu.training import TrainConfig, dry_run, train
-from mtu.training.methods import load_trained_pipeline
 from tests.training.conftest import config_dict
 from tests.training.test_methods import perturb
 from tests.training.test_training import _eval, assert_same_weights
@@ -78,7 +78,7 @@ def test_add_task_run_keeps_old_tasks_and_loads_everywhere(tiny_model, trained, 
     saved = load_file(folder / WEIGHTS_NAME)
     assert saved["conv_in.convs.colorize.weight"][:, 4:].abs().sum() > 0  # zero at init: it trained
     assert added == {key for key in saved if "colorize" in key}
-    extended = load_trained_pipeline(folder).unet
+    extended = MTUPipeline.from_pretrained(folder).unet
     original = mtu.load(UNet2DConditionModel.from_pretrained(tiny_model / "unet"), trained)
     generator = torch.Generator().manual_seed(0)
     latent, text = torch.randn(2, 8, 8, 8, generator=generator), torch.randn(2, 5, 16, generator=generator)

@@ -7,17 +7,13 @@ import re
 import pytest
 import torch
 
+import mtu
+from mtu.baselines import AdapterSpec, activate, adapter_parameters
 from mtu.cli.main import main
 from mtu.config import MTUConfig
+from mtu.loading import save_trained
 from mtu.training.counts import parameter_counts, trainable_count
-from mtu.training.methods import (
-    AdapterSpec,
-    activate,
-    adapter_parameters,
-    build_model,
-    load_trained,
-    save_trained,
-)
+from mtu.training.methods import build_model
 from tests.core.tiny_models import tiny_sd_unet
 from tests.training.conftest import config_dict, write_config
 
@@ -76,7 +72,7 @@ def test_save_and_load_trained_round_trip(method, tmp_path):
     model = build_model(tiny_sd_unet(), method, MTUConfig(tasks=TASKS), METHODS[method])
     perturb(model)
     save_trained(model, tmp_path, method, METHODS[method])
-    loaded = load_trained(tiny_sd_unet(), tmp_path)
+    loaded = mtu.load(tiny_sd_unet(), tmp_path)
     for task in TASKS:
         activate(model, task), activate(loaded, task)
         sample, t, text = inputs(model, task)

@@ -10,12 +10,6 @@ copies of the base's pre-FFN norms); train it alone with `mtu train` method add-
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
-
-# Runs whose folders hold task layers but no experts (mtu.training.extend.NO_EXPERTS; literal here so that
-# `mtu --help` imports nothing heavy).
-NO_EXPERTS = ("lora", "ia3", "full")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,24 +51,19 @@ def parse_task(text: str, description: str = ""):
     return TaskSpec(name, conditioning, description=description)
 
 
-def _refuse_baselines(model: str) -> None:
-    path = Path(model) / "training_method.json"
-    method = json.loads(path.read_text()).get("method") if path.is_file() else None
-    if method in NO_EXPERTS:
-        raise ValueError(f"{model} is a {method} run, which has no experts; add-task extends MTU models")
-
-
 def run(args: argparse.Namespace) -> None:
     from mtu.outputs import check_target, write_folder
 
     spec = parse_task(args.task, args.description)  # a bad name or conditioning costs no model load
     check_target(args.out, args.overwrite)
-    _refuse_baselines(args.model)
+    from mtu.loading import inspect_model
+
+    inspect_model(args.model).check_extendable()  # the baselines have no experts to share with a new task
     import torch
 
     from mtu.pipelines import MTUPipeline
 
-    model = MTUPipeline.from_mtu(args.model, base=args.base).unet
+    model = MTUPipeline.from_pretrained(args.model, base=args.base).unet
     served = model.task_names
     model.add_task(spec, generator=torch.Generator().manual_seed(args.seed))
     write_folder(args.out, model.save_pretrained, args.overwrite)  # whole: no stale files of a replaced folder

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         required=True,
         help="an `mtu train` run's model/ folder (any method), an MTU folder, "
-        "or a base pipeline folder / shipped name (t2i)",
+        "or a base pipeline folder / shipped name (upcycled afresh)",
     )
     parser.add_argument("--seed", type=int, default=0, help="selects the held-out set and the sampling noise")
     parser.add_argument(

@@ -14,8 +14,10 @@ FORMATS = {
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="write one task as a stock diffusers pipeline, ONNX or a single file")
-    parser.add_argument("--model", required=True, help="MTU folder")
-    parser.add_argument("--base", default=None, help="base model (default: the one named in the MTU folder)")
+    parser.add_argument(
+        "--model", required=True, help="an MTU folder, an `mtu train` run's model/ (mtu, single-task, add-task, full)"
+    )
+    parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")
     parser.add_argument(
         "--task", required=True, help="a task of the model; with --format onnx, `all`: one graph for every task"
     )
@@ -39,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from mtu.loading import inspect_model
     from mtu.outputs import check_target
 
     if args.task == "all" and args.format != "onnx":
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> None:
         )
     if args.quantize and args.format != "onnx":
         raise ValueError(f"--quantize exists for --format onnx only (got --format {args.format})")
+    inspect_model(args.model).check_exportable()  # a lora / ia3 run has no one denoiser per task to write
     if args.format == "single-file":
         from mtu.deploy.files import check_file_target
 
@@ -55,7 +59,7 @@ def run(args: argparse.Namespace) -> None:
         check_target(args.out, args.overwrite)  # before loading the model: a refusal costs nothing
     from mtu.pipelines import MTUPipeline, export_pipeline
 
-    pipe = MTUPipeline.from_mtu(args.model, base=args.base)
+    pipe = MTUPipeline.from_pretrained(args.model, base=args.base)
     if args.format == "onnx":
         from mtu.deploy.onnx_export import export_onnx
 

@@ -11,10 +11,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model",
         default="shapes-mtu",
-        help="MTU folder (from `mtu upcycle` or `mtu train`) or shipped name (default shapes-mtu, "
-        "the trained Shapes model); with --runtime onnx, an ONNX folder",
+        help="an MTU folder, an `mtu train` run's model/ (any method), a base pipeline (upcycled afresh: "
+        "untrained) or a shipped name (default shapes-mtu, the trained Shapes model); with --runtime onnx, "
+        "an ONNX folder",
     )
-    parser.add_argument("--base", default=None, help="base model (default: the one named in the MTU folder)")
+    parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")
     parser.add_argument("--task", required=True, help="t2i, edit, sr, remove, inpaint, ...")
     parser.add_argument("--prompt", default="", help="caption or instruction")
     parser.add_argument("--image", type=Path, default=None, help="input image file (image tasks)")
@@ -97,4 +98,4 @@ def load_pipeline(args: argparse.Namespace):
         return OnnxPipeline.from_onnx(args.model)
     from mtu.pipelines import MTUPipeline
 
-    return MTUPipeline.from_mtu(args.model, base=args.base)
+    return MTUPipeline.from_pretrained(args.model, base=args.base)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve a chat-style web demo of every task of an MTU model")
     parser.add_argument(
         "--model",
-        type=Path,
         default=None,
-        help="MTU folder (default: the shipped Shapes MTU model, else shapes-base upcycled afresh)",
+        help="an MTU folder, an `mtu train` run's model/ (any method), a base pipeline (upcycled afresh) or a "
+        "shipped name (default: the shipped Shapes MTU model, else shapes-base upcycled afresh)",
     )
-    parser.add_argument("--base", default=None, help="base model (default: the one named in the MTU folder)")
+    parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--max-batch", type=int, default=4, help="most requests per denoising loop (default 4)")

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
         task_embedding_dim=args.task_embedding_dim,
         base_model_name_or_path=args.base,
     )
-    pipe = MTUPipeline.from_base(args.base, config=config)
+    pipe = MTUPipeline.from_pretrained(args.base, config=config)
     write_folder(args.out, pipe.unet.save_pretrained, args.overwrite)  # whole: no stale files of a replaced run
     print(pipe.unet.parameter_report())
     print(

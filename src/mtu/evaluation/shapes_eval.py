@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mtu.assets import SHAPES_BASE_SAMPLER, resolve_model_path
+from mtu.assets import SHAPES_BASE_SAMPLER
 from mtu.config import BUILTIN_TASKS
 from mtu.data.shapes.tasks import TASKS, TaskExample, evaluation_set
 from mtu.evaluation.shapes_metrics import pair_metrics, t2i_accuracy
@@ -179,20 +180,6 @@ def evaluate_baseline(task: str, num_samples: int, seed: int, per_example: bool 
     return {**metrics, "task": task, "num_samples": num_samples, "seed": seed, "baseline": BASELINES[task][0]}
 
 
-def load_pipeline(model: str | Path, device: str | None = None) -> Any:
-    """Load a diffusers Stable Diffusion folder (or a shipped model name) without a safety checker.
-
-    Args:
-        model: shipped model name (e.g. "shapes-base") or local folder.
-        device: torch device; None picks "cuda" when available, else "cpu".
-    """
-    from diffusers import StableDiffusionPipeline
-
-    path = resolve_model_path(model)
-    pipeline = StableDiffusionPipeline.from_pretrained(path, safety_checker=None, requires_safety_checker=False)
-    return pipeline.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def evaluate_shapes(
     model: str | Path,
     task: str,
@@ -205,13 +192,14 @@ def evaluate_shapes(
     device: str | None = None,
     prompt: bool = True,
 ) -> dict:
-    """Load `model` and evaluate it on one Shapes task.
+    """Load `model` (`MTUPipeline.from_pretrained`) and evaluate it on one Shapes task.
 
     Args:
-        model: a trained run's `model/` folder (any method: mtu, single-task, lora, ia3, full), an MTU
-            folder (`mtu upcycle`: the untrained upcycle computes what the base computes), or a base
-            pipeline folder / shipped name (t2i only).
-        task: one of `TASKS`.
+        model: anything the loader takes: a trained run's `model/` folder (any method: mtu, single-task,
+            add-task, lora, ia3, full), an MTU folder, or a base pipeline folder / shipped name (upcycled
+            afresh, so every task computes what the base computes; its own task, t2i, is scored as its
+            model card scores it: `evaluate_t2i`, one generator across batches).
+        task: one of `TASKS`, served by the model.
         num_samples, seed, batch_size: see `evaluate_t2i` / `evaluate_mtu_task`.
         num_inference_steps, guidance_scale: sampler settings; None takes `SHAPES_BASE_SAMPLER`'s.
         image_guidance_scale: image guidance of edit/sr/remove.
@@ -221,44 +209,26 @@ def evaluate_shapes(
     Returns:
         The metrics dict, with ``task`` and ``model`` added.
     """
-    from mtu.config import CONFIG_NAME
-    from mtu.training.methods import METHOD_FILE
+    from mtu.loading import inspect_model
+    from mtu.pipelines import MTUPipeline
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid options: {list(TASKS)}")
+    _check_prompt(task, prompt)
+    source = inspect_model(model)  # refusals before any weights load
+    if task not in source.task_names():
+        raise ValueError(f"{model} does not serve task {task!r}; it serves {source.task_names()}")
     sampler = dict(SHAPES_BASE_SAMPLER)
     if num_inference_steps is not None:
         sampler["num_inference_steps"] = num_inference_steps
     if guidance_scale is not None:
         sampler["guidance_scale"] = guidance_scale
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    folder = Path(model)
-    if (folder / METHOD_FILE).is_file():  # an `mtu train` run, any method
-        from mtu.training.methods import activate, load_trained_pipeline
-
-        pipeline = load_trained_pipeline(folder).to(device)
-        activate(pipeline.unet, task)  # adapters: this task's adapter (no-op for MTU)
-    elif (folder / CONFIG_NAME).is_file():  # an MTU folder (`mtu upcycle`, `MTUModel.save_pretrained`)
-        from mtu.pipelines import MTUPipeline
-
-        pipeline = MTUPipeline.from_mtu(folder).to(device)
-    elif BUILTIN_TASKS[task].conditioning != "none":
-        raise ValueError(
-            f"{model} is a base text-to-image model; task {task!r} needs an MTU folder (mtu upcycle / mtu train)"
-        )
-    elif not prompt:
-        raise ValueError(f"{task} cannot be scored without its prompt; drop --no-prompt")
+    pipeline = MTUPipeline.from_pretrained(model).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if source.kind == "base" and BUILTIN_TASKS[task].conditioning == "none":
+        pipeline.set_progress_bar_config(disable=True)
+        run = functools.partial(pipeline, task)  # called the stock way: run(prompt=[...], generator=...)
+        metrics = evaluate_t2i(run, num_samples, seed, batch_size=batch_size, **sampler)
     else:
-        metrics = evaluate_t2i(load_pipeline(model, device), num_samples, seed, batch_size=batch_size, **sampler)
-        return {**metrics, "task": task, "model": str(model)}
-    metrics = evaluate_mtu_task(
-        pipeline,
-        task,
-        num_samples,
-        seed,
-        batch_size,
-        prompt=prompt,
-        image_guidance_scale=image_guidance_scale,
-        **sampler,
-    )
+        guidance = {"image_guidance_scale": image_guidance_scale}
+        metrics = evaluate_mtu_task(pipeline, task, num_samples, seed, batch_size, prompt=prompt, **guidance, **sampler)
     return {**metrics, "task": task, "model": str(model)}

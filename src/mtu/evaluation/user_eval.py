@@ -317,10 +317,11 @@ def evaluate_folder(
     batch_size: int = 8,
     device: str | None = None,
 ) -> dict:
-    """Run an MTU model on a user dataset and score it with the task's paper metrics.
+    """Run a model on a user dataset and score it with the task's paper metrics.
 
     Args:
-        model: an MTU folder (its config names the base model).
+        model: anything `MTUPipeline.from_pretrained` loads: an MTU folder, an `mtu train` run's model/ (any
+            method), or a base pipeline / shipped name (upcycled afresh).
         data: a .jsonl file or a folder with ``metadata.jsonl`` (format in the module docstring).
         task: the task to run and score.
         metrics: metric names (see `METRICS`); None: the task's `TASK_METRICS` that the data can feed.
@@ -336,14 +337,7 @@ def evaluate_folder(
         ``{"task", "model", "data", "num_samples", "seed", "resolution", "sampler", "metrics": {name: value},
         "skipped": {name: reason}}``.
     """
-    from mtu.config import MTUConfig
-    from mtu.limits import check_side, check_steps
-
-    if (num_samples is not None and num_samples < 1) or batch_size < 1:
-        raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}")
-    check_steps(num_inference_steps)
-    if resolution is not None:  # 0 is refused, not taken for "the model's size"
-        check_side("resolution", resolution)
+    _check_settings(num_samples, batch_size, num_inference_steps, resolution)
     records, root = read_records(data)
     records = records[:num_samples] if num_samples else records
     check_records(records, root, task)
@@ -353,15 +347,8 @@ def evaluate_folder(
     if "fid" in chosen and len(records) < 2:
         raise ValueError(f"FID needs at least 2 examples, the data has {len(records)}")
     paths = find_networks(chosen, inception=inception, lpips_path=lpips, clip=clip)
-    config = MTUConfig.load(model)
-    if task not in config.task_names:
-        raise ValueError(f"{model} does not serve task {task!r}; it serves {config.task_names}")
-    spec = config.tasks[config.task_index(task)]
-
-    from mtu.pipelines import MTUPipeline
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipeline = MTUPipeline.from_mtu(model).to(device)
+    pipeline, spec = _load_model(model, task, device)
     size = resolution or pipeline.unet.config.sample_size * pipeline.vae_scale_factor
     if size % spec.upscale:
         raise ValueError(
@@ -383,3 +370,26 @@ def evaluate_folder(
         "metrics": values,
         "skipped": skipped,
     }
+
+
+def _check_settings(num_samples: int | None, batch_size: int, steps: int, resolution: int | None) -> None:
+    from mtu.limits import check_side, check_steps
+
+    if (num_samples is not None and num_samples < 1) or batch_size < 1:
+        raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}")
+    check_steps(steps)
+    if resolution is not None:  # 0 is refused, not taken for "the model's size"
+        check_side("resolution", resolution)
+
+
+def _load_model(model: str | Path, task: str, device: str) -> tuple[Any, Any]:
+    """The pipeline of any model the loader takes (`MTUPipeline.from_pretrained`) and `task`'s spec in it."""
+    from mtu.loading import inspect_model
+    from mtu.pipelines import MTUPipeline
+
+    source = inspect_model(model)  # the task is checked before any weights load
+    if task not in source.task_names():
+        raise ValueError(f"{model} does not serve task {task!r}; it serves {source.task_names()}")
+    pipeline = MTUPipeline.from_pretrained(model).to(device)
+    config = pipeline.unet.mtu_config
+    return pipeline, config.tasks[config.task_index(task)]

@@ -7,99 +7,45 @@ guidance arithmetic), so `mtu export` + the stock pipeline reproduces `MTUPipeli
 - inpaint: `StableDiffusionInpaintPipeline` (mask + masked-image latent), plus pasting back the pixels
   outside the mask (`preserve_unmasked`).
 Requests of different tasks can share one denoising loop (`run_batch`): the MTU model takes a task
-per sample, which adapter switching (LoRA) cannot do.
+per sample, which adapter switching (LoRA) cannot do. Requests are checked and planned in
+`mtu.pipelines.requests`; this module loads, encodes, runs the loop and decodes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
-from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-import mtu
-from mtu.assets import resolve_model_path
 from mtu.conditioning import conditioning_channels, denoiser_input, latent_mask, mask_image
-from mtu.config import MTUConfig, TaskSpec
+from mtu.config import MTUConfig
 from mtu.limits import check_steps
 from mtu.model import MTUModel, concat_task_inputs
-from mtu.pipelines.inputs import check_bounds, image_count, image_size, tokenize
+from mtu.pipelines.inputs import tokenize
+from mtu.pipelines.requests import (
+    MTUPipelineOutput,
+    MTURequest,
+    Plan,
+    check_request,
+    guidance_plan,
+    sdxl_conditioning,
+)
 
-
-@dataclass
-class MTURequest:
-    """One task call: what `MTUPipeline.__call__` takes, as data, so several can share a denoising loop.
-
-    Args:
-        task: a task of the model ("t2i", "edit", "sr", "remove", "inpaint", or your own).
-        prompt: text (caption or instruction), one string or one per image.
-        image: the input image(s) of image tasks (for "sr", the low-resolution image).
-        mask_image: for "inpaint": white (1) where pixels are to be generated.
-        negative_prompt: what the unconditional branch of guidance sees ("" when None).
-        guidance_scale: text guidance; guidance is off at <= 1.
-        image_guidance_scale: image guidance of edit/sr/remove (InstructPix2Pix); needs >= 1 to guide.
-        num_images_per_prompt: images per prompt.
-        generator: seeds the initial noise (and the inpaint VAE sample), as in diffusers.
-        height, width: output size; by default the model's for t2i, the input image's for image tasks,
-            and `upscale` x the input's for tasks that scale up (sr).
-        upscale: tasks that scale up (`TaskSpec.upscale` > 1) only: the scale factor when height/width
-            are not given; None takes the task's own.
-        preserve_unmasked: "inpaint" only: paste back the input pixels outside the mask.
-    """
-
-    task: str
-    prompt: str | list[str] = ""
-    image: PipelineImageInput | None = None
-    mask_image: PipelineImageInput | None = None
-    negative_prompt: str | list[str] | None = None
-    guidance_scale: float = 7.5
-    image_guidance_scale: float = 1.5
-    num_images_per_prompt: int = 1
-    generator: torch.Generator | None = None
-    height: int | None = None
-    width: int | None = None
-    upscale: int | None = None
-    preserve_unmasked: bool = True
-
-    @property
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-
-
-@dataclass
-class MTUPipelineOutput(BaseOutput):
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
-
-
-@dataclass
-class _Plan:
-    """A request turned into tensors for the shared loop: its guidance copies and how to combine them."""
-
-    request: MTURequest
-    spec: TaskSpec
-    latents: torch.Tensor  # (B, C, h, w) initial noise
-    text: torch.Tensor  # (copies * B, L, D)
-    combine: Callable[[torch.Tensor], torch.Tensor]  # (copies * B, ...) noise -> (B, ...) guided noise
-    copies: int
-    condition: torch.Tensor | None = None  # (copies * B, E, h, w): `conditioning_channels`
-    added_cond: dict[str, torch.Tensor] = field(default_factory=dict)  # SDXL text_embeds / time_ids
-    paste: tuple[torch.Tensor, torch.Tensor] | None = None  # (image, pixel mask) to restore outside the mask
+__all__ = ["MTUPipeline", "MTUPipelineOutput", "MTURequest"]
 
 
 class MTUPipeline(DiffusionPipeline):
     """Every task of an MTU model through one diffusers pipeline (SD 1.x/2.x and SDXL layouts).
 
     Example:
-        >>> pipe = MTUPipeline.from_base("shapes-base", "my-mtu")  # base folder + MTU folder
+        >>> pipe = MTUPipeline.from_pretrained("runs/shapes-mtu/model")  # any model mtu knows (see from_pretrained)
         >>> pipe(task="t2i", prompt="a red circle at the top left, on a gray background").images[0]
         >>> pipe(task="edit", prompt="make the red circle blue", image=picture).images[0]
         >>> pipe.run_batch([MTURequest("t2i", "a ..."), MTURequest("sr", image=small)])  # one loop
@@ -128,6 +74,49 @@ class MTUPipeline(DiffusionPipeline):
         )
 
     @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        base: str | Path | None = None,
+        config: MTUConfig | None = None,
+        allow_pickle: bool = False,
+        **kwargs: Any,
+    ) -> MTUPipeline:
+        """Load any model `mtu` knows (`mtu.loading`), on the base pipeline's text encoders, VAE and scheduler.
+
+        Args:
+            pretrained_model_name_or_path: a folder or shipped name:
+                - a base pipeline (a diffusers folder, "shapes-base"): its denoiser upcycled afresh with
+                  `config` (default: the five built-in tasks, 4 experts); untrained, every task computes
+                  what the base model computes;
+                - an MTU folder (`mtu upcycle`, `mtu add-task`, `MTUModel.save_pretrained`) or "shapes-mtu";
+                - an `mtu train` run's model/ folder of any method (mtu, single-task, add-task, lora, ia3,
+                  full). A lora / ia3 model switches adapters per task: one task per denoising loop.
+            base: the base pipeline of an MTU folder or run (default: the one its config names).
+            config: the `MTUConfig` of a fresh upcycle (base pipelines only).
+            allow_pickle: accept a legacy `mtu_model.bin` (see `mtu.load`).
+            kwargs: passed to `DiffusionPipeline.from_pretrained` (e.g. torch_dtype).
+
+        Example:
+            >>> MTUPipeline.from_pretrained("shapes-base", config=MTUConfig(tasks=["t2i", "edit"]))
+            >>> MTUPipeline.from_pretrained("runs/lora/model")("edit", "make it blue", image=picture)
+        """
+        from mtu.loading import inspect_model, load
+        from mtu.upcycle import upcycle
+
+        source = inspect_model(pretrained_model_name_or_path)
+        if config is not None and source.kind != "base":
+            raise ValueError(f"{source.name} is {source.label}, not a base pipeline: a config upcycles a base")
+        parts = DiffusionPipeline.from_pretrained(source.base_reference(base), **kwargs).components
+        if source.kind == "base":
+            config = config or MTUConfig()
+            named = config.base_model_name_or_path or str(pretrained_model_name_or_path)
+            unet = upcycle(parts["unet"], dataclasses.replace(config, base_model_name_or_path=named)).eval()
+        else:
+            unet = load(parts["unet"], source.path, allow_pickle=allow_pickle)
+        return cls.from_stock(parts, unet)
+
+    @classmethod
     def from_base(
         cls,
         base: str | Path,
@@ -136,39 +125,21 @@ class MTUPipeline(DiffusionPipeline):
         allow_pickle: bool = False,
         **kwargs: Any,
     ) -> MTUPipeline:
-        """Load a stock SD/SDXL pipeline folder (or a shipped name such as "shapes-base") and its MTU denoiser.
-
-        Args:
-            base: the base model's diffusers folder or shipped name.
-            mtu_model: a folder written by `MTUModel.save_pretrained`; None upcycles afresh with `config`.
-            config: the MTUConfig for a fresh upcycle (default: the five built-in tasks, N=4).
-            kwargs: passed to `DiffusionPipeline.from_pretrained` (e.g. torch_dtype).
-        """
-        stock = DiffusionPipeline.from_pretrained(resolve_model_path(base), **kwargs)
-        parts = stock.components
+        """`from_pretrained(mtu_model, base=base)`, or `from_pretrained(base, config=config)` without `mtu_model`."""
         if mtu_model is not None:
-            unet = mtu.load(parts["unet"], mtu_model, allow_pickle=allow_pickle)
-        else:
-            config = config or MTUConfig()
-            config.base_model_name_or_path = config.base_model_name_or_path or str(base)
-            unet = mtu.upcycle(parts["unet"], config)
-        return cls.from_stock(parts, unet)
+            return cls.from_pretrained(mtu_model, base=base, config=config, allow_pickle=allow_pickle, **kwargs)
+        return cls.from_pretrained(base, config=config, allow_pickle=allow_pickle, **kwargs)
+
+    @classmethod
+    def from_mtu(cls, mtu_model: str | Path, base: str | Path | None = None, **kwargs: Any) -> MTUPipeline:
+        """`from_pretrained(mtu_model, base=base)`: kept for callers written before it."""
+        return cls.from_pretrained(mtu_model, base=base, **kwargs)
 
     @classmethod
     def from_stock(cls, components: dict[str, Any], unet: torch.nn.Module) -> MTUPipeline:
         """An MTUPipeline of a stock pipeline's `components` around the MTU denoiser `unet`."""
         names = ("vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
         return cls(unet=unet, **{name: components.get(name) for name in names})
-
-    @classmethod
-    def from_mtu(cls, mtu_model: str | Path, base: str | Path | None = None, **kwargs: Any) -> MTUPipeline:
-        """Load an MTU folder (or the shipped name "shapes-mtu") onto the base model its config names (or
-        `base`, when given)."""
-        mtu_model = resolve_model_path(mtu_model)
-        base = base or MTUConfig.load(mtu_model).base_model_name_or_path
-        if base is None:
-            raise ValueError(f"{mtu_model} does not name its base model: pass base=<base model folder>")
-        return cls.from_base(base, mtu_model, **kwargs)
 
     @property
     def is_sdxl(self) -> bool:
@@ -193,6 +164,13 @@ class MTUPipeline(DiffusionPipeline):
         images = self.run_batch([MTURequest(task, prompt, **request)], num_inference_steps, output_type, eta)[0]
         return MTUPipelineOutput(images=images) if return_dict else (images,)
 
+    @property
+    def mixes_tasks(self) -> bool:
+        """Whether one denoising loop serves several tasks; a lora / ia3 model switches adapters per task."""
+        from mtu.baselines import has_adapters
+
+        return not has_adapters(self.unet)
+
     @torch.no_grad()
     def run_batch(
         self, requests: list[MTURequest], num_inference_steps: int = 50, output_type: str = "pil", eta: float = 0.0
@@ -200,7 +178,8 @@ class MTUPipeline(DiffusionPipeline):
         """Run requests of any tasks through one denoising loop; returns each request's images, in order.
 
         With a deterministic scheduler (DDIM with eta=0, the default of the shipped model), each request's
-        images equal those of a separate call with the same generator.
+        images equal those of a separate call with the same generator. A lora / ia3 model (`mixes_tasks`
+        False) runs requests of one task per call, through that task's adapter.
         """
         check_steps(num_inference_steps)
         requests = [self.check_inputs(request) for request in requests]
@@ -209,75 +188,30 @@ class MTUPipeline(DiffusionPipeline):
             raise ValueError(
                 f"requests in one batch must share an output size; got {sorted(sizes)}: batch them separately"
             )
+        self._switch_adapters(requests)
         device = self._execution_device
         plans = [self.prepare_request(request, device) for request in requests]
         latents = self.denoise(plans, num_inference_steps, eta, device)
         return self.decode(plans, latents, output_type)
 
-    # Input checks run before any compute, so a bad request costs nothing.
+    def _switch_adapters(self, requests: list[MTURequest]) -> None:
+        """Per-task adapters (lora / ia3) switch the whole model: one task per loop, its adapter active."""
+        from mtu.baselines import activate, has_adapters
+
+        if not requests or not has_adapters(self.unet):
+            return
+        tasks = sorted({request.task for request in requests})
+        if len(tasks) > 1:
+            raise ValueError(
+                f"this model's per-task adapters (lora / ia3) serve one task per denoising loop, got {tasks}: "
+                "run each task's requests separately"
+            )
+        activate(self.unet, tasks[0])
+
     def check_inputs(self, request: MTURequest) -> MTURequest:
-        """Validate a request and fill in its output size; ValueError naming the fix otherwise."""
-        names = self.unet.task_names
-        if request.task not in names:
-            raise ValueError(f"unknown task {request.task!r}; this model serves {names}")
-        spec = self.unet.mtu_config.tasks[names.index(request.task)]
-        if spec.conditioning == "custom":
-            raise ValueError(
-                f"task {request.task!r} has custom conditioning: build its input and call pipe.unet directly"
-            )
-        if spec.conditioning == "none" and request.image is not None:
-            raise ValueError(
-                f"task {request.task!r} takes no image; for image input use one of the image tasks of {names}"
-            )
-        if spec.conditioning != "none" and request.image is None:
-            raise ValueError(f"task {request.task!r} needs image=... (the input image to work on)")
-        if spec.conditioning == "masked_image":
-            if request.mask_image is None:
-                raise ValueError(f"task {request.task!r} needs mask_image=... (white where pixels are to be generated)")
-            if image_size(request.mask_image) != image_size(request.image):
-                raise ValueError(
-                    f"mask_image is {image_size(request.mask_image)} (height, width) but image is "
-                    f"{image_size(request.image)}: resize the mask to the image"
-                )
-        prompts = request.prompts
-        if request.image is not None and image_count(request.image) not in (1, len(prompts)):
-            raise ValueError(
-                f"got {len(prompts)} prompts for {image_count(request.image)} images: pass one prompt per image"
-            )
-        if isinstance(request.negative_prompt, list) and len(request.negative_prompt) != len(prompts):
-            raise ValueError(f"got {len(request.negative_prompt)} negative prompts for {len(prompts)} prompts")
-        if request.num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be >= 1, got {request.num_images_per_prompt}")
-        upscale = self._upscale(request, spec)
-        height, width = self._output_size(request, upscale)
-        factor = self.vae_scale_factor
-        if height % factor or width % factor:
-            raise ValueError(
-                f"height and width must be multiples of {factor} (the VAE's downsampling), got {height}x{width}: "
-                f"resize the image or pass height={height // factor * factor}, width={width // factor * factor}"
-            )
-        check_bounds(request, height, width, upscale)
-        return replace(request, height=height, width=width)
-
-    @staticmethod
-    def _upscale(request: MTURequest, spec: TaskSpec) -> int:
-        """How many times the input image a side the output is, when height / width are not given."""
-        if spec.upscale == 1:
-            return 1
-        if request.upscale is not None and (
-            isinstance(request.upscale, bool) or not isinstance(request.upscale, int) or request.upscale < 1
-        ):
-            raise ValueError(f"upscale must be an int >= 1, got {request.upscale!r}")
-        return request.upscale or spec.upscale
-
-    def _output_size(self, request: MTURequest, upscale: int) -> tuple[int, int]:
-        if request.height is not None and request.width is not None:
-            return request.height, request.width
-        if request.image is None:
-            size = self.unet.config.sample_size * self.vae_scale_factor
-            return request.height or size, request.width or size
-        height, width = image_size(request.image)
-        return request.height or height * upscale, request.width or width * upscale
+        """Validate a request and fill in its output size before any compute; ValueError naming the fix."""
+        default_size = self.unet.config.sample_size * self.vae_scale_factor
+        return check_request(request, self.unet.mtu_config.tasks, default_size, self.vae_scale_factor)
 
     def encode_prompt(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Text states (B, L, D) and, for SDXL, pooled embeddings (B, D2), as the stock pipelines compute them."""
@@ -302,7 +236,7 @@ class MTUPipeline(DiffusionPipeline):
         negative = request.negative_prompt if request.negative_prompt is not None else ""
         return self.encode_prompt([negative] * count if isinstance(negative, str) else negative, device)
 
-    def prepare_request(self, request: MTURequest, device: torch.device) -> _Plan:
+    def prepare_request(self, request: MTURequest, device: torch.device) -> Plan:
         """Encode text, draw the noise, encode the conditioning, and decide the guidance copies."""
         spec = self.unet.mtu_config.tasks[self.unet.task_names.index(request.task)]
         per_prompt = request.num_images_per_prompt
@@ -342,12 +276,12 @@ class MTUPipeline(DiffusionPipeline):
         if paste is not None:
             paste = tuple(t.repeat_interleave(per_prompt, 0) for t in paste)
 
-        plan = self._guidance(request, spec, text, negative, condition)
+        plan = guidance_plan(request, spec, text, negative, condition)
         plan.latents, plan.paste = latents, paste
         if self.is_sdxl:
             pooled = pooled.repeat_interleave(per_prompt, 0)
             negative_pooled = negative_pooled.repeat_interleave(per_prompt, 0)
-            plan.added_cond = self._sdxl_conditioning(plan, pooled, negative_pooled, request, dtype, device)
+            plan.added_cond = sdxl_conditioning(plan, pooled, negative_pooled, dtype, device)
         return plan
 
     def _preprocess_images(self, request: MTURequest, count: int) -> torch.Tensor:
@@ -358,42 +292,7 @@ class MTUPipeline(DiffusionPipeline):
     def _broadcast(tensor: torch.Tensor, count: int) -> torch.Tensor:
         return tensor.expand(count, *tensor.shape[1:]) if tensor.shape[0] == 1 else tensor
 
-    @staticmethod
-    def _guidance(request, spec, text, negative, condition) -> _Plan:
-        """Guidance copies in the stock pipelines' batch order, and the arithmetic that combines them."""
-        g, ig = request.guidance_scale, request.image_guidance_scale
-        if spec.conditioning == "image" and g > 1.0 and ig >= 1.0:
-            # InstructPix2Pix: [text + image, image only, neither].
-            def combine(noise):
-                with_text, image_only, neither = noise.chunk(3)
-                return neither + g * (with_text - image_only) + ig * (image_only - neither)
-
-            condition = torch.cat([condition, condition, torch.zeros_like(condition)])
-            return _Plan(request, spec, None, torch.cat([text, negative, negative]), combine, 3, condition)
-        if spec.conditioning != "image" and g > 1.0:
-
-            def combine(noise):
-                unconditional, conditional = noise.chunk(2)
-                return unconditional + g * (conditional - unconditional)
-
-            twice = None if condition is None else torch.cat([condition, condition])
-            return _Plan(request, spec, None, torch.cat([negative, text]), combine, 2, twice)
-        return _Plan(request, spec, None, text, lambda noise: noise, 1, condition)
-
-    def _sdxl_conditioning(self, plan, pooled, negative_pooled, request, dtype, device) -> dict[str, torch.Tensor]:
-        batch = plan.latents.shape[0]
-        time_ids = torch.tensor(
-            [[request.height, request.width, 0, 0, request.height, request.width]], dtype=dtype, device=device
-        )
-        if plan.copies == 3:
-            text_embeds = torch.cat([pooled, negative_pooled, negative_pooled])
-        elif plan.copies == 2:
-            text_embeds = torch.cat([negative_pooled, pooled])
-        else:
-            text_embeds = pooled
-        return {"text_embeds": text_embeds.to(dtype), "time_ids": time_ids.repeat(batch * plan.copies, 1)}
-
-    def denoise(self, plans: list[_Plan], num_inference_steps: int, eta: float, device: torch.device) -> torch.Tensor:
+    def denoise(self, plans: list[Plan], num_inference_steps: int, eta: float, device: torch.device) -> torch.Tensor:
         """One loop for all requests: each step runs every request's guidance copies in one denoiser call."""
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         latents = torch.cat([plan.latents for plan in plans])
@@ -420,9 +319,7 @@ class MTUPipeline(DiffusionPipeline):
             latents = self.scheduler.step(guided, t, latents, **step_kwargs, return_dict=False)[0]
         return latents
 
-    def _step_kwargs(self, plans: list[_Plan], eta: float) -> dict[str, Any]:
-        import inspect
-
+    def _step_kwargs(self, plans: list[Plan], eta: float) -> dict[str, Any]:
         accepted = set(inspect.signature(self.scheduler.step).parameters)
         kwargs = {"eta": eta} if "eta" in accepted else {}
         if "generator" in accepted:
@@ -432,7 +329,7 @@ class MTUPipeline(DiffusionPipeline):
                 kwargs["generator"] = [plan.request.generator for plan in plans for _ in range(plan.latents.shape[0])]
         return kwargs
 
-    def decode(self, plans: list[_Plan], latents: torch.Tensor, output_type: str) -> list[Any]:
+    def decode(self, plans: list[Plan], latents: torch.Tensor, output_type: str) -> list[Any]:
         """Decode each request's latents (restoring unmasked pixels for inpainting) and post-process."""
         results = []
         for plan, plan_latents in zip(plans, latents.split([p.latents.shape[0] for p in plans])):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mtu.assets import SHAPES_BASE_SAMPLER
 from mtu.data.shapes import evaluation_set
-from mtu.evaluation.shapes_eval import evaluate_t2i, load_pipeline
+from mtu.evaluation.shapes_eval import evaluate_t2i
 from mtu.evaluation.shapes_metrics import t2i_accuracy
 from mtu.outputs import write_text_atomic
 from mtu.pretrain.card import render_card, run_summary
@@ -49,7 +49,7 @@ def evaluate_export(
     info_path = folder / INFO_FILE
     if not info_path.is_file():
         raise FileNotFoundError(f"{info_path} not found: {folder} is not a folder written by mtu pretrain-shapes")
-    pipeline = load_pipeline(folder, device)
+    pipeline = _stock_pipeline(folder, device)
     evaluation = {
         "vae": vae_report(pipeline.vae, num_samples, seed),
         "t2i": evaluate_t2i(pipeline, num_samples, seed, batch_size=batch_size, **SHAPES_BASE_SAMPLER),
@@ -91,3 +91,14 @@ def record_rerun(folder: str | Path, rerun_folder: str | Path) -> dict:
     write_text_atomic(folder / INFO_FILE, json.dumps(info, indent=1) + "\n")
     write_text_atomic(folder / "README.md", render_card(info))
     return summary
+
+
+def _stock_pipeline(folder: Path, device: str | None):
+    """The exported folder as its users load it: stock diffusers, no MTU layers, no safety checker. What the
+    card measures is the shipped artefact itself (`mtu eval --model shapes-base` scores the same images through
+    the loader's function-preserving upcycle)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipeline = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    return pipeline.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -189,9 +189,9 @@ def score_checkpoint(model: Path, task: str, pilot: dict, device: str) -> dict:
     from mtu.assets import SHAPES_BASE_SAMPLER
     from mtu.data.shapes.tasks import VALIDATION_SEED
     from mtu.evaluation.shapes_eval import evaluate_mtu_task
-    from mtu.training.methods import load_trained_pipeline
+    from mtu.pipelines import MTUPipeline
 
-    pipe = load_trained_pipeline(model).to(device)
+    pipe = MTUPipeline.from_pretrained(model).to(device)
     pipe.set_progress_bar_config(disable=True)
     prompt = pilot["prompts"].get(task, True)
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": pilot["eval_steps"]}

@@ -235,12 +235,11 @@ def _rounded(value: Any) -> Any:
 def load_pipeline(base: str, model_dir: Path | None, run: Run):
     """An MTUPipeline over the run's trained denoiser (or the freshly upcycled base for "base")."""
     from mtu.pipelines import MTUPipeline
-    from mtu.training.methods import load_trained_pipeline
 
     if model_dir is None:
-        pipe = MTUPipeline.from_base(base, config=MTUConfig(tasks=list(run.tasks), num_experts=run.num_experts))
+        pipe = MTUPipeline.from_pretrained(base, config=MTUConfig(tasks=list(run.tasks), num_experts=run.num_experts))
     else:
-        pipe = load_trained_pipeline(model_dir)
+        pipe = MTUPipeline.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -250,9 +249,7 @@ def evaluate(pipe, task: str, samples: int, steps: int, prompt: bool = True) -> 
     from mtu.assets import SHAPES_BASE_SAMPLER
     from mtu.data.shapes.tasks import TEST_SEED
     from mtu.evaluation.shapes_eval import evaluate_mtu_task
-    from mtu.training.methods import activate
 
-    activate(pipe.unet, task)  # adapters: route through this task's adapter (no-op for MTU)
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": steps}
     metrics = evaluate_mtu_task(
         pipe, task, samples, TEST_SEED, batch_size=32, prompt=prompt, per_example=True, **sampler

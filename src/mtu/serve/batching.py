@@ -1,9 +1,10 @@
 """A batching worker: requests of many users, of any tasks, share denoising loops.
 
 One thread owns the pipeline. It takes the first waiting request, waits up to `batch_wait_s` for more
-(at most `max_batch` in all), groups them by what a loop must share (output size and step count), and
-runs each group through `MTUPipeline.run_batch`: one denoiser call per step for every request of the
-group, whatever their tasks. Each request's `Future` gets its own images.
+(at most `max_batch` in all), groups them by what a loop must share (output size and step count, and the
+task for a model whose per-task adapters switch the whole model: `MTUPipeline.mixes_tasks`), and runs
+each group through `MTUPipeline.run_batch`: one denoiser call per step for every request of the group,
+whatever their tasks. Each request's `Future` gets its own images.
 """
 
 from __future__ import annotations
@@ -47,10 +48,9 @@ class _Job:
     steps: int
     future: Future
 
-    @property
-    def key(self) -> tuple[int, int, int]:
-        """What requests must share to share a loop: (height, width, steps)."""
-        return self.request.height, self.request.width, self.steps
+    def key(self, by_task: bool = False) -> tuple:
+        """What requests must share to share a loop: (height, width, steps), and the task if `by_task`."""
+        return self.request.height, self.request.width, self.steps, self.request.task if by_task else None
 
 
 _STOP = object()
@@ -78,6 +78,7 @@ class BatchWorker:
         self.batch_wait_s = batch_wait_s
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
+        self._by_task = not getattr(pipe, "mixes_tasks", True)  # lora / ia3: one task per loop
 
     def start(self) -> BatchWorker:
         if self._thread is None:
@@ -131,9 +132,9 @@ class BatchWorker:
         running = True
         while running:
             jobs, running = self._collect()
-            groups: dict[tuple[int, int, int], list[_Job]] = {}
+            groups: dict[tuple, list[_Job]] = {}
             for job in jobs:
-                groups.setdefault(job.key, []).append(job)
+                groups.setdefault(job.key(self._by_task), []).append(job)
             for group in groups.values():
                 live = [job for job in group if job.future.set_running_or_notify_cancel()]  # skips timed-out ones
                 if live:
@@ -171,7 +172,7 @@ class BatchWorker:
             return
         seconds = time.perf_counter() - start
         tasks = tuple(job.request.task for job in jobs)
-        height, width, steps = jobs[0].key
+        height, width, steps, _ = jobs[0].key()
         logger.info(
             "ran %d request(s) %s at %dx%d, %d steps, in %.2f s", len(jobs), tasks, width, height, steps, seconds
         )

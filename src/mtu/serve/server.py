@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtu.assets import SHIPPED_MODELS, SHIPPED_MTU_NAME, shipped_mtu
+from mtu.assets import SHIPPED_MTU_NAME, shipped_mtu
 from mtu.serve.limits import ServeLimits
 
 
@@ -12,24 +12,22 @@ def load_pipeline(model: str | Path | None = None, base: str | Path | None = Non
     """The `MTUPipeline` to serve, and a name to show for it.
 
     Args:
-        model: an MTU folder (from `mtu upcycle` / training). None: the shipped Shapes MTU model when there
-            is one, else `base` (default "shapes-base") upcycled afresh (untrained: every task acts as
-            the base model until trained).
-        base: the base model of `model` (default: the one its config names).
+        model: anything `MTUPipeline.from_pretrained` loads: an MTU folder, an `mtu train` run's model/ (a
+            lora / ia3 run serves one task per denoising loop), a base pipeline or shipped name (upcycled
+            afresh: untrained, every task acts as the base model). None: the shipped Shapes MTU model when
+            there is one, else `base` (default "shapes-base") upcycled afresh.
+        base: the base pipeline of an MTU folder or run (default: the one its config names).
     """
+    from mtu.loading import inspect_model
     from mtu.pipelines import MTUPipeline
 
-    if model is not None:
-        return MTUPipeline.from_mtu(model, base=base), str(model)
-    if shipped_mtu() is not None:
-        return MTUPipeline.from_mtu(shipped_mtu(), base=base or "shapes-base"), SHIPPED_MTU_NAME
-    base = base or "shapes-base"
-    if str(base) in SHIPPED_MODELS and not (SHIPPED_MODELS[str(base)] / "model_index.json").is_file():
-        raise FileNotFoundError(
-            f"no model to serve: the shipped {base!r} is not built yet. Pass --model <MTU folder> "
-            "(e.g. from `mtu upcycle --base <pipeline folder> --out my-mtu`), or build it with `mtu pretrain-shapes`"
-        )
-    return MTUPipeline.from_base(base), f"{base} (upcycled, untrained)"
+    if model is None and shipped_mtu() is not None:
+        model, base = SHIPPED_MTU_NAME, base or "shapes-base"
+    elif model is None:
+        model, base = base or "shapes-base", None
+    source = inspect_model(model)
+    name = f"{model} (upcycled, untrained)" if source.kind == "base" else str(model)
+    return MTUPipeline.from_pretrained(model, base=base), name
 
 
 def serve(

@@ -2,7 +2,7 @@
 
 A checkpoint ``<output_dir>/checkpoints/step-00000100`` holds:
 
-- ``model/``: the trainable weights, written by `mtu.training.methods.save_trained` (safetensors; the
+- ``model/``: the trainable weights, written by `mtu.loading.save_trained` (safetensors; the
   frozen base is not copied);
 - ``state.safetensors``: the optimizer moments (``optimizer.<param>.<name>``, see `mtu.safe_state`) and
   the EMA weights (``ema.<i>``);
@@ -41,9 +41,9 @@ import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from mtu.loading import load_weights, save_trained
 from mtu.outputs import remove_folder, replace_folder
 from mtu.safe_state import optimizer_from_flat, optimizer_to_flat
-from mtu.training.methods import load_weights, save_trained
 
 logger = logging.getLogger(__name__)
 

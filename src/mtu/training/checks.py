@@ -6,17 +6,7 @@ every problem of a config this way, and `raise_problems` turns them into one err
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
-
-# A string that can only be a hub repository id ("org/name"), not a local path.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
-def is_hub_id(value: str) -> bool:
-    """True for "org/name" strings that do not exist locally: they are left to the hub client to resolve."""
-    return bool(_HUB_ID.fullmatch(value)) and not Path(value).exists()
 
 
 def is_int(value: Any) -> bool:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mtu.conditioning import conditioning_channels, latent_mask, mask_image
-from mtu.training.checks import is_hub_id
+from mtu.loading import is_hub_id, resolve_base
 
 
 @dataclass
@@ -124,15 +124,6 @@ class Components:
         return (self.vae.decode(latents.to(self.dtype)).sample.float() / 2 + 0.5).clamp(0, 1)
 
 
-def model_folder(model: str) -> str:
-    """A shipped name resolved to its folder; local folders and hub ids are returned as they are."""
-    from mtu.assets import SHIPPED_MODELS, resolve_model_path
-
-    if is_hub_id(model) and model not in SHIPPED_MODELS:
-        return model
-    return str(resolve_model_path(model))
-
-
 def _model_index(folder: str) -> dict:
     local = Path(folder) / "model_index.json"
     if local.is_file():
@@ -147,7 +138,7 @@ def unet_config(model: str) -> dict:
     from diffusers import UNet2DConditionModel
 
     with _readable(model):
-        return UNet2DConditionModel.load_config(model_folder(model), subfolder="unet")
+        return UNet2DConditionModel.load_config(resolve_base(model), subfolder="unet")
 
 
 @contextmanager
@@ -166,7 +157,7 @@ def _readable(model: str) -> Iterator[None]:
 def load_components(model: str, resolution: int) -> Components:
     """Load a Stable Diffusion or SDXL pipeline folder's parts (frozen, eval mode), UNet included."""
     with _readable(model):
-        return _load_components(model_folder(model), resolution)
+        return _load_components(resolve_base(model), resolution)
 
 
 def _load_components(folder: str, resolution: int) -> Components:

@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from mtu.config import TaskSpec
-from mtu.training.checks import choice, is_hub_id, is_int, is_number, need, raise_problems
+from mtu.loading import is_hub_id
+from mtu.training.checks import choice, is_int, is_number, need, raise_problems
 from mtu.training.sections import (
     SECTIONS,
     AdapterSection,

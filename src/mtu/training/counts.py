@@ -11,8 +11,9 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from mtu.baselines import AdapterSpec, ffn_linears
 from mtu.config import MTUConfig, TaskSpec
-from mtu.training.methods import AdapterSpec, build_model, ffn_linears
+from mtu.training.methods import build_model
 from mtu.upcycle import add_task_layers
 
 

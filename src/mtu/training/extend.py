@@ -11,23 +11,20 @@ weight decay, no moments), so every old task's output stays bit-identical. Layer
 extended folder; the config's `mtu` section is not used.
 
 The run's model/ folder holds the whole MTU weights (the old ones copied verbatim, plus the new tasks'),
-not the new parts plus a reference to the extended folder: it then loads with every existing loader
-(`mtu.load`, `load_trained_pipeline`, `mtu eval`, export, serve) and survives the extended folder being
-moved or deleted. The price is one more copy of the experts (the FFN weights) on disk.
+not the new parts plus a reference to the extended folder: it then loads as any MTU folder (`mtu.load`,
+`MTUPipeline.from_pretrained`, `mtu eval`, export, serve) and survives the extended folder being moved or
+deleted. The price is one more copy of the experts (the FFN weights) on disk.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from mtu.config import CONFIG_NAME, MTUConfig
+from mtu.loading import inspect_model
 
 ADD_TASK = "add-task"
-# mtu.training.methods.METHOD_FILE, named here so that config checks do not import peft.
-METHOD_FILE = "training_method.json"
-NO_EXPERTS = ("lora", "ia3", "full")  # runs whose folder holds task layers but no experts to route
 
 
 def extends_problems(config) -> list[str]:
@@ -44,12 +41,12 @@ def extends_problems(config) -> list[str]:
     if not (folder / CONFIG_NAME).is_file():
         return [f"extends: {folder} is not an MTU folder (no {CONFIG_NAME})"]
     try:
-        extended, method = MTUConfig.load(folder), _method_of(folder)
+        source = inspect_model(folder)
+        extended = source.config()
+        source.check_extendable()
     except (ValueError, OSError) as error:
         return [f"extends: {error}"]
     found = []
-    if method in NO_EXPERTS:
-        found.append(f"extends: {folder} is a {method} run, which has no experts; {ADD_TASK} extends MTU models")
     clashes = [name for name in config.tasks if name in extended.task_names]
     if clashes:
         found.append(f"tasks: {clashes} already served by {folder} ({extended.task_names}); list only the new tasks")
@@ -59,14 +56,6 @@ def extends_problems(config) -> list[str]:
             "set model to that base"
         )
     return found
-
-
-def _method_of(folder: Path) -> str | None:
-    path = folder / METHOD_FILE
-    if not path.is_file():
-        return None  # an `mtu upcycle` / `mtu add-task` folder
-    info = json.loads(path.read_text())
-    return info.get("method") if isinstance(info, dict) else None
 
 
 def _same_model(model: str, base: str | None) -> bool:
@@ -94,7 +83,7 @@ def extend_model(unet, folder: str | Path, mtu_config: MTUConfig):
 
     Only the new tasks' parts are left trainable.
     """
-    from mtu.upcycle import load
+    from mtu.loading import load
 
     model = load(unet, Path(folder).expanduser())
     served = model.task_names

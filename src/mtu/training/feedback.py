@@ -10,7 +10,7 @@ from contextlib import nullcontext
 import numpy as np
 from tqdm.auto import tqdm
 
-from mtu.training.methods import ADAPTER_METHODS, activate
+from mtu.baselines import ADAPTER_METHODS, activate
 from mtu.training.run import Run
 
 LOG_FILE = "train_log.jsonl"

@@ -16,13 +16,14 @@ from __future__ import annotations
 from contextlib import nullcontext
 from pathlib import Path
 
+from mtu.loading import save_trained
 from mtu.training.cache import training_sources
 from mtu.training.checkpoint import CONFIG_FILE, list_checkpoints, save_checkpoint, step_of
 from mtu.training.config import TrainConfig
 from mtu.training.counts import format_counts, parameter_counts
 from mtu.training.data import Dropout, Layout, StepBatches, micro_batches
 from mtu.training.feedback import Feedback, preview_pairs, write_samples
-from mtu.training.methods import ADAPTER_METHODS, mtu_config_of, save_trained
+from mtu.training.methods import ADAPTER_METHODS, mtu_config_of
 from mtu.training.run import (
     Run,
     build_run,

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import yaml
 
+from mtu.baselines import AdapterSpec
 from mtu.ema import TrainableEMA
 from mtu.signals import StopRequest
 from mtu.training.checkpoint import (
@@ -27,7 +28,7 @@ from mtu.training.checkpoint import (
 from mtu.training.components import Components, load_components
 from mtu.training.config import TrainConfig
 from mtu.training.counts import parameter_counts, trainable_count
-from mtu.training.methods import ADAPTER_METHODS, AdapterSpec, build_model, mtu_config_of
+from mtu.training.methods import ADAPTER_METHODS, build_model, mtu_config_of
 
 # Settings that must not change when a run is resumed: the weights would not fit or would mean something else.
 FIXED_ON_RESUME = ("model", "method", "extends", "mtu", "adapter")

@@ -12,11 +12,11 @@ from contextlib import nullcontext
 
 import torch
 
+from mtu.baselines import ADAPTER_METHODS, activate
 from mtu.conditioning import denoiser_input
 from mtu.layers.routing import task_runs
 from mtu.model import concat_task_inputs
 from mtu.training.cache import encode_batch
-from mtu.training.methods import ADAPTER_METHODS, activate
 from mtu.training.run import Run
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtu.config import BUILTIN_TASKS, CONDITIONINGS, TaskSpec
-from mtu.training.checks import choice, is_hub_id, is_int, is_number, need
+from mtu.loading import is_hub_id
+from mtu.training.checks import choice, is_int, is_number, need
 
 SOURCE_TYPES = ("shapes", "hf", "jsonl", "folder")
 DEGRADATIONS = ("first_order", "second_order")

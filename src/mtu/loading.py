@@ -1,0 +1,283 @@
+"""One loader: what a model reference holds, and the model it loads as.
+
+- A base pipeline: a diffusers folder (`model_index.json`) or a shipped name (`shapes-base`). It loads as
+  its denoiser upcycled afresh: untrained, every task computes what the base model computes.
+- An MTU folder (`mtu_config.json`: `mtu upcycle`, `mtu add-task`, `MTUModel.save_pretrained`) or the
+  shipped name `shapes-mtu`: the upcycled denoiser with its weights.
+- An `mtu train` run's `model/` folder, any method (`mtu_config.json` + `training_method.json`): mtu,
+  single-task and add-task load as MTU folders; lora / ia3 as per-task adapters on MTU's task layers; full
+  as the whole fine-tuned denoiser (`mtu.baselines`).
+
+`inspect_model` says which one a reference is without reading weights (what the commands check before
+they load anything); `MTUPipeline.from_pretrained` loads any of them as a pipeline, `load` (`mtu.load`)
+onto a denoiser you loaded yourself; `save_trained` writes a run's folder. Base models named inside a
+config or by `base=` resolve through `resolve_base`, which also leaves hub ids to diffusers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mtu.assets import SHIPPED_MODELS, resolve_model_path
+from mtu.config import CONFIG_NAME, MTUConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from mtu.baselines import AdapterSpec
+    from mtu.model import MTUModel
+
+METHOD_FILE = "training_method.json"  # `mtu train` writes it beside the MTU weights: the method and its adapter
+ADAPTERS_FILE = "adapters.safetensors"  # lora / ia3: every task's adapter weights
+DENOISER_FILE = "denoiser.safetensors"  # full: every weight of the fine-tuned denoiser
+PIPELINE_INDEX = "model_index.json"  # a diffusers pipeline folder
+# Methods whose folder loads as a plain MTU folder (their weights are MTU weights); the rest are baselines.
+EXPERT_METHODS = ("mtu", "single-task", "add-task")
+NO_EXPERTS = ("lora", "ia3", "full")  # mtu.baselines.BASELINE_METHODS, named here so that checks need no torch
+
+# A string that can only be a hub repository id ("org/name"), not a local path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def is_hub_id(value: str) -> bool:
+    """True for "org/name" strings that do not exist locally: they are left to the hub client to resolve."""
+    return bool(_HUB_ID.fullmatch(value)) and not Path(value).exists()
+
+
+def resolve_base(reference: str | Path) -> str:
+    """The one resolution of a base model reference: a shipped name to its folder, a local folder as it is,
+    an "org/name" hub id unchanged (diffusers loads it from its cache). FileNotFoundError otherwise."""
+    if isinstance(reference, str) and is_hub_id(reference) and reference not in SHIPPED_MODELS:
+        return reference
+    return str(resolve_model_path(reference))
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """What a model reference holds, found by `inspect_model` from its marker files (no weights read).
+
+    Attributes:
+        name: the reference as given (a folder or a shipped name), for messages.
+        path: its folder.
+        kind: "base" (a diffusers pipeline), "mtu" (an MTU folder) or "run" (an `mtu train` model/ folder).
+        method: a run's training method (mtu, single-task, add-task, lora, ia3, full); None otherwise.
+        adapter: a lora / ia3 run's `AdapterSpec` fields.
+    """
+
+    name: str
+    path: Path
+    kind: str
+    method: str | None = None
+    adapter: dict | None = None
+
+    @property
+    def label(self) -> str:
+        """What it is, for messages: "a base pipeline", "an MTU folder", "a lora run"."""
+        return {"base": "a base pipeline", "mtu": "an MTU folder"}.get(self.kind) or f"a {self.method} run"
+
+    @property
+    def has_experts(self) -> bool:
+        """False for the baselines (lora, ia3, full): their folders hold task layers, but no experts to route."""
+        return self.method not in NO_EXPERTS
+
+    @property
+    def mixes_tasks(self) -> bool:
+        """Whether one denoising loop can serve several tasks; per-task adapters switch the whole model."""
+        return self.method not in ("lora", "ia3")
+
+    def config(self) -> MTUConfig:
+        """The MTU config of an MTU folder or a run (its tasks, sizes and base model)."""
+        if self.kind == "base":
+            raise ValueError(f"{self.name} is {self.label}: it has no MTU config until upcycled")
+        return MTUConfig.load(self.path)
+
+    def task_names(self, config: MTUConfig | None = None) -> list[str]:
+        """The tasks it serves once loaded; a base pipeline serves `config`'s (default: the built-in five)."""
+        return (config or MTUConfig()).task_names if self.kind == "base" else self.config().task_names
+
+    def base_reference(self, base: str | Path | None = None) -> str:
+        """The base pipeline to load: the folder itself for a base, else `base` or the one its config names."""
+        if self.kind == "base":
+            if base is not None:
+                raise ValueError(f"{self.name} is {self.label} itself: base= applies to MTU folders and runs")
+            return str(self.path)
+        base = base or self.config().base_model_name_or_path
+        if base is None:
+            raise ValueError(f"{self.name} does not name its base model: pass base=<base model folder> (--base)")
+        return resolve_base(base)
+
+    def check_exportable(self) -> None:
+        """Refuse, in one line, to fold a model whose tasks are adapters into a stock denoiser."""
+        if self.method in ("lora", "ia3"):
+            raise ValueError(
+                f"{self.name} is {self.label}: its per-task adapters do not fold into one stock denoiser, so it "
+                "cannot be exported; export an MTU folder or a full run (mtu generate / mtu serve run this one)"
+            )
+
+    def check_extendable(self) -> None:
+        """Refuse, in one line, to add a task to anything but a model with experts (an MTU folder or run)."""
+        if self.kind == "base":
+            raise ValueError(f"{self.name} is {self.label}; add-task extends MTU models (make one with mtu upcycle)")
+        if not self.has_experts:
+            raise ValueError(f"{self.name} is a {self.method} run, which has no experts; add-task extends MTU models")
+
+
+def inspect_model(name_or_path: str | Path) -> ModelFolder:
+    """What `name_or_path` (a folder or shipped name) holds, from its marker files; ValueError if nothing `mtu`
+    loads, FileNotFoundError if it does not exist."""
+    path = resolve_model_path(name_or_path)
+    name = str(name_or_path)
+    if (path / METHOD_FILE).is_file():
+        info = _method_info(path / METHOD_FILE)
+        return ModelFolder(name, path, "run", info["method"], info.get("adapter"))
+    if (path / CONFIG_NAME).is_file():
+        return ModelFolder(name, path, "mtu")
+    if (path / PIPELINE_INDEX).is_file():
+        return ModelFolder(name, path, "base")
+    raise ValueError(
+        f"{path} holds neither {CONFIG_NAME} (an MTU folder or an `mtu train` run's model/) nor {PIPELINE_INDEX} "
+        "(a diffusers pipeline)"
+    )
+
+
+def _method_info(path: Path) -> dict:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # JSON and UTF-8 errors alike
+        raise ValueError(f"{path}: {error}") from None
+    methods = (*EXPERT_METHODS, *NO_EXPERTS)
+    if not isinstance(info, dict) or info.get("method") not in methods:
+        raise ValueError(f"{path} names no training method of {list(methods)}: {info!r}")
+    if not isinstance(info.get("adapter"), (dict, type(None))):
+        raise ValueError(f"{path}: adapter must be an object of AdapterSpec fields, got {info['adapter']!r}")
+    return info
+
+
+def load(base_model: nn.Module, path: str | Path, *, allow_pickle: bool = False) -> MTUModel:
+    """Restore a saved model onto a fresh base denoiser (modified in place), in eval mode.
+
+    Args:
+        base_model: the base denoiser the model was made from (e.g. `UNet2DConditionModel.from_pretrained`).
+        path: an MTU folder (`MTUModel.save_pretrained`, `mtu upcycle`), the shipped name "shapes-mtu", or the
+            model/ folder of an `mtu train` run of any method.
+        allow_pickle: also accept a legacy `mtu_model.bin` (unpickled with `weights_only=True`).
+    """
+    from mtu.upcycle import upcycle
+
+    source = inspect_model(path)
+    if source.kind == "base":
+        raise ValueError(
+            f"{source.name} is {source.label}, not an MTU folder: upcycle its denoiser with mtu.upcycle(unet, "
+            "MTUConfig(...)), or load it whole with MTUPipeline.from_pretrained"
+        )
+    config = source.config()
+    if config.base_model_class and type(base_model).__name__ != config.base_model_class:
+        raise ValueError(
+            f"{source.path} was upcycled from a {config.base_model_class} "
+            f"({config.base_model_name_or_path or 'unknown path'}), not a {type(base_model).__name__}"
+        )
+    state_dict = read_weights(source.path, allow_pickle)
+    if source.has_experts:
+        model = upcycle(base_model, config)
+    else:
+        from mtu.baselines import AdapterSpec, build_baseline
+
+        adapter = AdapterSpec(**source.adapter) if source.adapter else None
+        model = build_baseline(base_model, source.method, config, adapter)
+    model.load_mtu_state_dict(state_dict)
+    _load_baseline_weights(model, source.path, source.method)
+    return model.eval()
+
+
+def read_weights(folder: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The MTU weights of `folder`, checked (`check_weights`); a pickle file only with `allow_pickle`."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from mtu.model import PICKLE_WEIGHTS_NAME, WEIGHTS_NAME
+
+    safetensors_path, pickle_path = folder / WEIGHTS_NAME, folder / PICKLE_WEIGHTS_NAME
+    if safetensors_path.is_file():
+        try:
+            return check_weights(load_file(safetensors_path), safetensors_path)
+        except SafetensorError as error:  # truncated or not a safetensors file at all
+            raise ValueError(f"{safetensors_path} is damaged or not a safetensors file ({error})") from None
+    if pickle_path.is_file():
+        if not allow_pickle:
+            raise ValueError(
+                f"{pickle_path} is a pickle file, which can run code when loaded; convert it to {WEIGHTS_NAME}, "
+                "or pass allow_pickle=True if you trust its author"
+            )
+        return check_weights(torch.load(pickle_path, map_location="cpu", weights_only=True), pickle_path)
+    raise FileNotFoundError(f"no MTU weights in {folder}: expected {WEIGHTS_NAME} (written by save_pretrained)")
+
+
+def check_weights(state_dict: dict, path: Path) -> dict[str, torch.Tensor]:
+    """Refuse weights that would load without a word but generate nothing useful.
+
+    `copy_` casts integer tensors to float silently, and one NaN spreads through every later layer
+    (an all-black image); both mean the file is not a trained MTU model.
+    """
+    import torch
+
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a dict of named tensors")
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"{path}: {key} is {kind}, not a floating-point tensor; these are not MTU weights")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{path}: {key} holds NaN or infinite values; the file is damaged or from a diverged run")
+    return state_dict
+
+
+def save_trained(model: MTUModel, folder: str | Path, method: str, adapter: AdapterSpec | None = None) -> None:
+    """Write a trained model of any method: MTU weights (`save_pretrained`), adapters or the whole denoiser if
+    the method has them, and `training_method.json` (what `inspect_model` reads)."""
+    from safetensors.torch import save_file
+
+    from mtu.baselines import adapter_parameters
+    from mtu.outputs import write_text_atomic
+
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    if method in ("lora", "ia3"):
+        tensors = {name: p.detach().cpu().contiguous() for name, p in adapter_parameters(model.base_model).items()}
+        save_file(tensors, folder / ADAPTERS_FILE)
+    if method == "full":
+        tensors = {name: p.detach().cpu().contiguous() for name, p in model.base_model.state_dict().items()}
+        save_file(tensors, folder / DENOISER_FILE)
+    info = {"method": method, "adapter": None if adapter is None else adapter.__dict__}
+    write_text_atomic(folder / METHOD_FILE, json.dumps(info, indent=1) + "\n")
+
+
+def load_weights(model: MTUModel, folder: str | Path, method: str | None = None) -> None:
+    """Copy the weights `save_trained` wrote into a model of the same method and config (exact copy)."""
+    model.load_mtu_state_dict(read_weights(Path(folder)))
+    _load_baseline_weights(model, Path(folder), method)
+
+
+def _load_baseline_weights(model: MTUModel, folder: Path, method: str | None) -> None:
+    """What a baseline saves beyond the MTU weights: lora / ia3 adapters, or a full run's denoiser."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mtu.baselines import adapter_parameters
+
+    with torch.no_grad():
+        if method in ("lora", "ia3"):
+            saved, own = load_file(folder / ADAPTERS_FILE), adapter_parameters(model.base_model)
+            if set(saved) != set(own):
+                raise ValueError(
+                    f"adapter weights in {folder} do not match the model ({len(saved)} saved, {len(own)} expected)"
+                )
+            for name, parameter in own.items():
+                parameter.copy_(saved[name])
+        if method == "full":
+            model.base_model.load_state_dict(load_file(folder / DENOISER_FILE))
