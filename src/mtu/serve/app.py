@@ -173,54 +173,20 @@ def build_app(
         defaults: the settings the page starts with.
     """
     app = ChatApp(service)
-    limits, defaults = service.limits, defaults or Settings()
-    tasks = [(f"{AUTO}: guess from the request", AUTO)] + [(TASK_LABELS.get(t, t), t) for t in service.tasks]
+    limits = service.limits
     with gr.Blocks(title="mtu demo", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(_INTRO.format(model=model_name or "MTU model", tasks=", ".join(service.tasks)))
         with gr.Row():
             with gr.Column(scale=3):
-                chat = gr.Chatbot(
-                    label="Conversation",
-                    height=560,
-                    elem_id="chat",
-                    feedback_options=None,
-                    placeholder="Results appear here; each one becomes the current image.",
-                )
-                box = gr.MultimodalTextbox(
-                    placeholder="A caption, or an instruction for the current image",
-                    file_types=["image"],
-                    file_count="single",
-                    sources=["upload"],
-                    submit_btn=True,
-                    show_label=False,
-                    elem_id="request",
-                )
+                chat, box = _conversation()
             with gr.Column(scale=2):
-                editor = gr.ImageEditor(
-                    label="Current image (paint to mark an area to fill)",
-                    type="pil",
-                    sources=["upload", "clipboard"],
-                    layers=False,
-                    transforms=(),
-                    height=360,
-                    elem_id="current-image",
-                    brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed"),
-                )
-                task = gr.Dropdown(tasks, value=AUTO, label="Task", elem_id="task")
-                with gr.Accordion("Settings", open=False):
-                    steps = gr.Slider(1, limits.max_steps, value=defaults.steps, step=1, label="Steps")
-                    guidance = gr.Slider(0, 15, value=defaults.guidance, step=0.5, label="Text guidance (off at 1)")
-                    image_guidance = gr.Slider(
-                        0, 5, value=defaults.image_guidance, step=0.1, label="Image guidance (edit, sr, remove)"
-                    )
-                    seed = gr.Number(value=defaults.seed, precision=0, label="Seed (-1: random)")
-                clear = gr.Button("New conversation")
+                editor, controls, clear = _current_image_and_controls(service, defaults or Settings())
         gr.Examples(
             [[{"text": text, "files": []}] for text in examples or SHAPES_EXAMPLES],
             inputs=[box],
             label="Example requests" if examples else "Example requests (Shapes model)",
         )
-        inputs = [box, chat, editor, task, steps, guidance, image_guidance, seed]
+        inputs = [box, chat, editor, *controls]
         # Each event has its own concurrency limit (default 1): lift it so requests of several users
         # reach the batching worker together; the worker's bounded queue is what refuses overload.
         box.submit(app.respond, inputs, [chat, box, editor], concurrency_limit=limits.max_queue + limits.max_batch)
@@ -228,6 +194,58 @@ def build_app(
         clear.click(lambda: ([], None), None, [chat, editor])
     demo.queue(max_size=limits.max_queue)
     return demo
+
+
+def _conversation() -> tuple[gr.Chatbot, gr.MultimodalTextbox]:
+    """The left column: the conversation and the request box."""
+    chat = gr.Chatbot(
+        label="Conversation",
+        height=560,
+        elem_id="chat",
+        feedback_options=None,
+        placeholder="Results appear here; each one becomes the current image.",
+    )
+    box = gr.MultimodalTextbox(
+        placeholder="A caption, or an instruction for the current image",
+        file_types=["image"],
+        file_count="single",
+        sources=["upload"],
+        submit_btn=True,
+        show_label=False,
+        elem_id="request",
+    )
+    return chat, box
+
+
+def _current_image_and_controls(service: ChatService, defaults: Settings) -> tuple[gr.ImageEditor, list, gr.Button]:
+    """The right column: the current image, then (task, steps, guidance, image guidance, seed) and a reset."""
+    editor = gr.ImageEditor(
+        label="Current image (paint to mark an area to fill)",
+        type="pil",
+        sources=["upload", "clipboard"],
+        layers=False,
+        transforms=(),
+        height=360,
+        elem_id="current-image",
+        brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed"),
+    )
+    choices = [(f"{AUTO}: guess from the request", AUTO)] + [(_label(service, t), t) for t in service.tasks]
+    task = gr.Dropdown(choices, value=AUTO, label="Task", elem_id="task")
+    with gr.Accordion("Settings", open=False):
+        steps = gr.Slider(1, service.limits.max_steps, value=defaults.steps, step=1, label="Steps")
+        guidance = gr.Slider(0, 15, value=defaults.guidance, step=0.5, label="Text guidance (off at 1)")
+        image_guidance = gr.Slider(
+            0, 5, value=defaults.image_guidance, step=0.1, label="Image guidance (edit, sr, remove)"
+        )
+        seed = gr.Number(value=defaults.seed, precision=0, label="Seed (-1: random)")
+    clear = gr.Button("New conversation")
+    return editor, [task, steps, guidance, image_guidance, seed], clear
+
+
+def _label(service: ChatService, task: str) -> str:
+    """A task's entry in the task menu: the built-in wording, else its spec's description."""
+    description = service.spec(task).description
+    return TASK_LABELS.get(task) or (f"{task}: {description}" if description else task)
 
 
 def launch_options(limits: ServeLimits, host: str, port: int) -> dict[str, Any]:
