@@ -165,18 +165,7 @@ both stages, evaluation excluded).
 {chr(10).join(rows)}"""
 
 
-def render_card(info: dict) -> str:
-    """Markdown model card. `info` is what `export.export_pipeline` writes to pretrain_info.json."""
-    config = info["config"]
-    sampler = ", ".join(f"`{k}={v}`" for k, v in SHAPES_BASE_SAMPLER.items())
-    vae_speed = _fmt(info["vae_seconds_per_step"], "{:.3f} s")
-    unet_speed = _fmt(info["unet_seconds_per_step"], "{:.3f} s")
-    unet_where = f"{info.get('unet_hardware') or 'the CPU'}{_minutes(info.get('unet_seconds_total'))}"
-    finished = info["unet_step"] >= config["unet_steps"]
-    progress_note = (
-        "Training is finished." if finished else "Training continues; this folder is re-exported as it improves."
-    )
-    return f"""# shapes-base
+_CARD_INTRO = """# shapes-base
 
 A tiny text-to-image latent diffusion model in the standard diffusers Stable Diffusion layout, trained
 from scratch on the procedural Shapes world (`mtu.data.shapes`: 1-3 coloured circles / squares /
@@ -189,17 +178,37 @@ pipe = StableDiffusionPipeline.from_pretrained(resolve_model_path("shapes-base")
                                                requires_safety_checker=False)
 image = pipe("a red circle at the top left, on a gray background", **SHAPES_BASE_SAMPLER).images[0]
 ```
+"""
 
-## Status
 
-- Exported {info["exported_at"]} at stage-2 step **{info["unet_step"]:,} of {config["unet_steps"]:,}**
+def _status(info: dict) -> str:
+    """Where training stands, how fast it went, and the VAE's reconstruction quality."""
+    config = info["config"]
+    vae_speed = _fmt(info["vae_seconds_per_step"], "{:.3f} s")
+    unet_speed = _fmt(info["unet_seconds_per_step"], "{:.3f} s")
+    unet_where = f"{info.get('unet_hardware') or 'the CPU'}{_minutes(info.get('unet_seconds_total'))}"
+    finished = info["unet_step"] >= config["unet_steps"]
+    progress_note = (
+        "Training is finished." if finished else "Training continues; this folder is re-exported as it improves."
+    )
+    return f"""- Exported {info["exported_at"]} at stage-2 step **{info["unet_step"]:,} of {config["unet_steps"]:,}**
   (text encoder + UNet, EMA weights), after {info["vae_step"]:,} VAE steps. {progress_note}
 - Wall-clock per optimizer step, data included: VAE {vae_speed} (batch {config["vae_batch_size"]}, on
   {info.get("vae_hardware") or "the CPU"}{_minutes(info.get("vae_seconds_total"))}); text encoder + UNet
   {unet_speed} (batch {config["batch_size"]}, on {unet_where}).
 - VAE reconstruction PSNR on {info["eval_scenes"]} held-out scenes (the targets of
   `mtu.data.shapes.evaluation_set("t2i", {info["eval_scenes"]}, seed=0)`, posterior mean, uint8 pixels):
-  **{_fmt(info["vae_psnr_db"], "{:.2f} dB")}**.
+  **{_fmt(info["vae_psnr_db"], "{:.2f} dB")}**."""
+
+
+def render_card(info: dict) -> str:
+    """Markdown model card. `info` is what `export.export_pipeline` writes to pretrain_info.json."""
+    config = info["config"]
+    sampler = ", ".join(f"`{k}={v}`" for k, v in SHAPES_BASE_SAMPLER.items())
+    return f"""{_CARD_INTRO}
+## Status
+
+{_status(info)}
 
 ## Evaluation
 

@@ -6,7 +6,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,6 +155,36 @@ def log_metrics(out: Path, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def _step(
+    stage: Stage,
+    batches: Iterator,
+    lr_of_step: Callable[[int], float],
+    train_step: Callable[[object], dict[str, float]],
+) -> tuple[float, dict[str, float]]:
+    """One optimizer step of `stage` on the next batch, at its scheduled learning rate; (lr, metrics)."""
+    start = time.perf_counter()  # data wait included: this is the wall-clock a step costs
+    batch = next(batches)
+    lr = lr_of_step(stage.step)
+    for group in stage.optimizer.param_groups:
+        group["lr"] = lr
+    metrics = train_step(batch)
+    stage.step += 1
+    stage.update_ema()
+    stage.record_time(time.perf_counter() - start)
+    return lr, metrics
+
+
+def _report(stage: Stage, bar: tqdm, out: Path, lr: float, metrics: dict[str, float]) -> None:
+    """The progress bar after every step, `metrics.jsonl` every `_LOG_EVERY` steps."""
+    bar.update(1)
+    # refresh=False: let mininterval throttle the bar (a log file would get a line per step).
+    postfix = {"loss": f"{metrics['loss']:.4f}", "lr": f"{lr:.2e}", "s_step": f"{stage.seconds_per_step:.2f}"}
+    bar.set_postfix(postfix, refresh=False)
+    if stage.step % _LOG_EVERY == 0:
+        record = {"stage": stage.name, "step": stage.step, "lr": lr, **metrics}
+        log_metrics(out, {**record, "seconds_per_step": stage.seconds_per_step})
+
+
 def run_steps(
     stage: Stage,
     total: int,
@@ -181,30 +211,8 @@ def run_steps(
     batch_iterator = iter(batches)
     try:
         while stage.step < total:
-            start = time.perf_counter()  # data wait included: this is the wall-clock a step costs
-            batch = next(batch_iterator)
-            lr = lr_of_step(stage.step)
-            for group in stage.optimizer.param_groups:
-                group["lr"] = lr
-            metrics = train_step(batch)
-            stage.step += 1
-            stage.update_ema()
-            stage.record_time(time.perf_counter() - start)
-            bar.update(1)
-            # refresh=False: let mininterval throttle the bar (a log file would get a line per step).
-            postfix = {"loss": f"{metrics['loss']:.4f}", "lr": f"{lr:.2e}", "s_step": f"{stage.seconds_per_step:.2f}"}
-            bar.set_postfix(postfix, refresh=False)
-            if stage.step % _LOG_EVERY == 0:
-                log_metrics(
-                    out,
-                    {
-                        "stage": stage.name,
-                        "step": stage.step,
-                        "lr": lr,
-                        **metrics,
-                        "seconds_per_step": stage.seconds_per_step,
-                    },
-                )
+            lr, metrics = _step(stage, batch_iterator, lr_of_step, train_step)
+            _report(stage, bar, out, lr, metrics)
             budget.spend()
             stopping = stop.requested or budget.exhausted
             if stage.step % checkpoint_every == 0 or stage.step == total or stopping:
