@@ -59,6 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="shapes: score sr / inpaint / edit / remove with empty prompts, from the image alone (a Shapes caption "
         "names the whole scene, so with it a strong base answers sr and inpaint without reading the image)",
     )
+    _folder_options(parser)
+    parser.set_defaults(func=run)
+
+
+def _folder_options(parser: argparse.ArgumentParser) -> None:
     folder = parser.add_argument_group("folder benchmark (docs/evaluation.md)")
     folder.add_argument("--data", default=None, help="a .jsonl file, or a folder holding metadata.jsonl")
     folder.add_argument("--metrics", default=None, help="comma-separated metrics (default: the task's paper metrics)")
@@ -70,7 +75,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     folder.add_argument("--lpips", default=None, help="LPIPS backbone weight file (default: torch hub's alexnet file)")
     folder.add_argument("--resolution", type=int, default=None, help="square output size (default: the model's)")
-    parser.set_defaults(func=run)
 
 
 def _format(metrics: dict) -> str:

@@ -35,33 +35,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="cpu-budget",
         help="runs beyond the main table: what fits ~16 CPU-hours (default) or the whole protocol",
     )
-    parser.add_argument(
+    _pilot_options(parser)
+    parser.set_defaults(func=run)
+
+
+def _pilot_options(parser: argparse.ArgumentParser) -> None:
+    pilot = parser.add_argument_group("pilot (docs/reproduction.md)")
+    pilot.add_argument(
         "--pilot",
         action="store_true",
         help="run the pilot instead (single-task learning curves on validation; chooses S and the "
         "learning-rate setting); writes reproduction/pilot.json",
     )
-    parser.add_argument(
+    pilot.add_argument(
         "--time-limit", type=float, default=None, help="--pilot: seconds; no chunk starts that would end later"
     )
-    parser.add_argument(
+    pilot.add_argument(
         "--pilot-settings", default=None, help="--pilot: comma-separated setting names to run (default all)"
     )
-    parser.add_argument(
+    pilot.add_argument(
         "--pilot-runs", default=None, help="--pilot: comma-separated run names (pilot-TASK-SETTING) to run"
     )
-    parser.add_argument(
+    pilot.add_argument(
         "--pilot-until",
         type=int,
         default=None,
         help="--pilot: train runs only to this step in this call (e.g. the best S so far)",
     )
-    parser.add_argument(
+    pilot.add_argument(
         "--pilot-stop-passed",
         action="store_true",
         help="--pilot: a run stops once it passes the bar (later points cannot lower S)",
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
