@@ -308,7 +308,11 @@ class MTUModel(nn.Module):
         Its config's `in_channels` is set for the task, so `export(task).save_pretrained(dir)` writes a
         folder that stock diffusers loads (e.g. as the UNet of `StableDiffusionInstructPix2PixPipeline`).
         """
+        from mtu.baselines import has_adapters
+
         self.mtu_config.task_index(task)
+        if has_adapters(self.base_model):
+            raise ValueError("this model's per-task adapters (lora / ia3) do not fold into one stock denoiser")
         embedding = self.task_embeddings[task]
         exported = copy.deepcopy(self.base_model)
         for name, module in list(exported.named_modules()):

@@ -77,6 +77,13 @@ def test_export_refuses_a_lora_run_in_one_line(models, capsys, fmt):
     assert not out.exists()
 
 
+def test_export_in_python_refuses_a_lora_model_too(models):  # MTUModel.export, under every exporter
+    from mtu.pipelines import export_pipeline
+
+    with pytest.raises(ValueError, match="per-task adapters \\(lora / ia3\\) do not fold"):
+        export_pipeline(MTUPipeline.from_pretrained(models["lora"]), "edit", models["root"] / "never-python")
+
+
 def test_add_task_refuses_a_lora_run_and_a_base_pipeline(models, capsys):
     for kind, expected in (("lora", "is a lora run, which has no experts"), ("base", "is a base pipeline")):
         out = models["root"] / f"never-{kind}"
