@@ -112,7 +112,8 @@ def test_add_task_config_problems(tiny_model, trained, tmp_path):
     assert problems() == ""
     assert "extends: method add-task needs the MTU folder" in problems(extends=None)
     assert "extends: only for method add-task" in problems(method="mtu")
-    assert "is not an MTU folder" in problems(extends=str(tmp_path))
+    assert "holds neither mtu_config.json" in problems(extends=str(tmp_path))
+    assert "is a base pipeline; add-task extends MTU models" in problems(extends=str(tiny_model))
     assert "['edit'] already served by" in problems(tasks={"edit": {"source": {"type": "shapes"}}})
     assert "was upcycled from" in problems(model="shapes-base")
     lora = tmp_path / "lora"

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from mtu.config import TaskSpec
-from mtu.loading import is_hub_id
+from mtu.loading import inspect_model, is_hub_id
 from mtu.training.checks import choice, is_int, is_number, need, raise_problems
 from mtu.training.sections import (
     SECTIONS,
@@ -173,16 +173,18 @@ def _known(cls: type, data: Any, where: str, found: list[str]) -> dict[str, Any]
 
 
 def _model_problems(model: str) -> list[str]:
-    from mtu.assets import SHIPPED_MODELS, resolve_model_path
+    from mtu.assets import SHIPPED_MODELS
 
     if is_hub_id(model) and model not in SHIPPED_MODELS:
         return []
     try:
-        path = resolve_model_path(model)
-    except FileNotFoundError as error:
+        source = inspect_model(model)
+    except (FileNotFoundError, ValueError) as error:
         return [f"model: {error}"]
-    if not (path / "model_index.json").is_file() or not (path / "unet").is_dir():
-        return [f"model: {path} is not a diffusers pipeline folder (model_index.json and unet/ expected)"]
+    if source.kind != "base":
+        return [f"model: {model} is {source.label}; training starts from its base pipeline folder (model_index.json)"]
+    if not (source.path / "unet").is_dir():
+        return [f"model: {source.path} has no unet/: not a diffusers pipeline folder"]
     return []
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from mtu.config import CONFIG_NAME, MTUConfig
+from mtu.config import MTUConfig
 from mtu.loading import inspect_model
 
 ADD_TASK = "add-task"
@@ -38,12 +38,10 @@ def extends_problems(config) -> list[str]:
         )
         return [f"extends: {needed}"]
     folder = Path(config.extends).expanduser()
-    if not (folder / CONFIG_NAME).is_file():
-        return [f"extends: {folder} is not an MTU folder (no {CONFIG_NAME})"]
     try:
         source = inspect_model(folder)
-        extended = source.config()
         source.check_extendable()
+        extended = source.config()
     except (ValueError, OSError) as error:
         return [f"extends: {error}"]
     found = []
