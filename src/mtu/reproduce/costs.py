@@ -21,10 +21,9 @@ def measure_costs(base_model: str, tasks: tuple[str, ...], num_experts: int, rep
     from transformers import CLIPTokenizer
 
     from mtu.assets import resolve_model_path
-    from mtu.baselines import AdapterSpec, activate
     from mtu.config import MTUConfig
     from mtu.training.counts import parameter_counts
-    from mtu.training.methods import build_model
+    from mtu.training.methods import AdapterSpec, activate, build_model
 
     path = resolve_model_path(base_model)
 

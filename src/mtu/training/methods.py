@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from mtu.baselines import ADAPTER_METHODS, BASELINE_METHODS, AdapterSpec, build_baseline
+from mtu.baselines import ADAPTER_METHODS, BASELINE_METHODS, AdapterSpec, activate, build_baseline
 from mtu.config import MTUConfig
 from mtu.model import MTUModel
 from mtu.training.config import METHODS, TrainConfig
 from mtu.training.extend import ADD_TASK, extend_model, extended_config
 from mtu.upcycle import upcycle
 
-__all__ = ["ADAPTER_METHODS", "build_model", "mtu_config_of"]
+# AdapterSpec and activate are the baselines' (mtu.baselines), named here beside build_model for training code.
+__all__ = ["ADAPTER_METHODS", "AdapterSpec", "activate", "build_model", "mtu_config_of"]
 
 
 def mtu_config_of(config: TrainConfig) -> MTUConfig:
