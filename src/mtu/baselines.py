@@ -20,11 +20,11 @@ from torch import nn
 
 from mtu.config import MTUConfig
 from mtu.layers import TaskInputConv, TaskLayerNorm
+from mtu.loading import ADAPTER_METHODS, NO_EXPERTS
 from mtu.model import MTUModel
 from mtu.upcycle import add_task_layers, find_feedforwards
 
-ADAPTER_METHODS = ("lora", "ia3")
-BASELINE_METHODS = (*ADAPTER_METHODS, "full")  # the methods whose models have no experts
+BASELINE_METHODS = NO_EXPERTS  # the methods whose models have no experts
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ DENOISER_FILE = "denoiser.safetensors"  # full: every weight of the fine-tuned d
 PIPELINE_INDEX = "model_index.json"  # a diffusers pipeline folder
 # Methods whose folder loads as a plain MTU folder (their weights are MTU weights); the rest are baselines.
 EXPERT_METHODS = ("mtu", "single-task", "add-task")
-NO_EXPERTS = ("lora", "ia3", "full")  # mtu.baselines.BASELINE_METHODS, named here so that checks need no torch
+ADAPTER_METHODS = ("lora", "ia3")  # per-task adapters: one task per forward
+NO_EXPERTS = (*ADAPTER_METHODS, "full")  # the baselines (`mtu.baselines`): task layers, no experts to route
 
 # A string that can only be a hub repository id ("org/name"), not a local path.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -88,7 +89,7 @@ class ModelFolder:
     @property
     def mixes_tasks(self) -> bool:
         """Whether one denoising loop can serve several tasks; per-task adapters switch the whole model."""
-        return self.method not in ("lora", "ia3")
+        return self.method not in ADAPTER_METHODS
 
     def config(self) -> MTUConfig:
         """The MTU config of an MTU folder or a run (its tasks, sizes and base model)."""
@@ -113,7 +114,7 @@ class ModelFolder:
 
     def check_exportable(self) -> None:
         """Refuse, in one line, to fold a model whose tasks are adapters into a stock denoiser."""
-        if self.method in ("lora", "ia3"):
+        if self.method in ADAPTER_METHODS:
             raise ValueError(
                 f"{self.name} is {self.label}: its per-task adapters do not fold into one stock denoiser, so it "
                 "cannot be exported; export an MTU folder or a full run (mtu generate / mtu serve run this one)"
@@ -247,7 +248,7 @@ def save_trained(model: MTUModel, folder: str | Path, method: str, adapter: Adap
 
     folder = Path(folder)
     model.save_pretrained(folder)
-    if method in ("lora", "ia3"):
+    if method in ADAPTER_METHODS:
         tensors = {name: p.detach().cpu().contiguous() for name, p in adapter_parameters(model.base_model).items()}
         save_file(tensors, folder / ADAPTERS_FILE)
     if method == "full":
@@ -271,7 +272,7 @@ def _load_baseline_weights(model: MTUModel, folder: Path, method: str | None) ->
     from mtu.baselines import adapter_parameters
 
     with torch.no_grad():
-        if method in ("lora", "ia3"):
+        if method in ADAPTER_METHODS:
             saved, own = load_file(folder / ADAPTERS_FILE), adapter_parameters(model.base_model)
             if set(saved) != set(own):
                 raise ValueError(
