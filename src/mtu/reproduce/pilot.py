@@ -256,11 +256,7 @@ def run_pilot(
     deadline = time.time() + (time_limit if time_limit is not None else float("inf"))
     results, out = Path(results), Path(out)
     record = json.loads(results.read_text()) if results.is_file() else {"runs": {}}
-    chosen = [s for s in SETTINGS if settings is None or s.name in settings]
-    if settings is not None and len(chosen) != len(set(settings)):
-        raise ValueError(f"unknown pilot settings {sorted(set(settings) - {s.name for s in SETTINGS})}; "
-                         f"valid: {[s.name for s in SETTINGS]}")  # fmt: skip
-    runs = [run for run in pilot_runs(tasks, tuple(chosen)) if only is None or run.name in only]
+    runs = _selected_runs(tasks, settings, only)
     capped = {**pilot, "max_steps": min(until, pilot["max_steps"])} if until else pilot
     baselines = validation_baselines(PILOT_TASKS, pilot["eval_samples"])
     calls = [
@@ -274,22 +270,29 @@ def run_pilot(
             write_text_atomic(seeded, json.dumps(record["runs"][run.name], indent=1))
     curves = parallel(calls, jobs, desc="pilot") if jobs > 1 else [call(*args) for call, args in calls]
     measured = {**record["runs"], **{run.name: curve for run, curve in zip(runs, curves)}}
-    record = {
-        "protocol": {
-            **pilot,
-            "psnr_margin_db": PSNR_MARGIN_DB,
-            "all_correct_bar": ALL_CORRECT_BAR,
-            "settings": [s.__dict__ for s in SETTINGS],
-            "config": str(config),
-        },  # fmt: skip
-        "baselines": baselines,
-        "runs": {name: measured[name] for name in sorted(measured)},
-    }
+    return _write_record(results, pilot, config, baselines, measured)
+
+
+def _selected_runs(tasks: tuple[str, ...], settings: tuple[str, ...] | None, only: tuple[str, ...] | None):
+    chosen = [s for s in SETTINGS if settings is None or s.name in settings]
+    if settings is not None and len(chosen) != len(set(settings)):
+        raise ValueError(
+            f"unknown pilot settings {sorted(set(settings) - {s.name for s in SETTINGS})}; "
+            f"valid: {[s.name for s in SETTINGS]}"
+        )
+    return [run for run in pilot_runs(tasks, tuple(chosen)) if only is None or run.name in only]
+
+
+def _write_record(results: Path, pilot: dict, config, baselines: dict, measured: dict) -> dict:
+    """The committed record (protocol, baselines, every curve, the choice) and its figure."""
+    from mtu.reproduce.pilot_figure import pilot_figure
+
+    protocol = {**pilot, "psnr_margin_db": PSNR_MARGIN_DB, "all_correct_bar": ALL_CORRECT_BAR}
+    protocol.update(settings=[s.__dict__ for s in SETTINGS], config=str(config))
+    record = {"protocol": protocol, "baselines": baselines, "runs": {name: measured[name] for name in sorted(measured)}}
     record["choice"] = choose(record["runs"], baselines)
     results.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(results, json.dumps(record, indent=1) + "\n")
-    from mtu.reproduce.pilot_figure import pilot_figure
-
     pilot_figure(record, results.with_suffix(".png"))
     return record
 

@@ -76,20 +76,10 @@ def reproduce(
         ship_to: where `ship.SHIPPED_RUN` is written as the shipped `shapes-mtu` when it finishes
             (None: nowhere; never with `quick`).
     """
-    from mtu.reproduce.pilot import PILOT_FILE, chosen_setting
     from mtu.reproduce.report import write_report
 
-    settings = dict(QUICK_SETTINGS if quick else FULL_SETTINGS)
     given = {"per_task": per_task, "eval_samples": eval_samples, "eval_steps": eval_steps}
-    settings.update({k: v for k, v in given.items() if v is not None})
-    pilot_record = _read_json(Path(pilot or PILOT_FILE))
-    setting = chosen_setting(pilot_record) if not quick else None
-    if settings["per_task"] is None:
-        settings["per_task"] = (pilot_record or {}).get("choice", {}).get("S")
-    if settings["per_task"] is None and not report_only:
-        raise ValueError(
-            "no steps per task yet: the pilot has not chosen S (mtu reproduce --pilot), or pass --steps-per-task"
-        )
+    settings, setting, pilot_record = _settings(quick, given, pilot, report_only)
     tables = build_plan(quick, tasks, scope=scope)
     base = yaml.safe_load(Path(config).read_text())
     if setting is not None:
@@ -117,6 +107,23 @@ def reproduce(
                "out": str(out), "records": str(records), "scope": scope.name,
                "cut": [] if quick else [run.name for run in cut_runs(tables, tasks)]}  # fmt: skip
     return write_report(Path(results), tables, metrics, base, context)
+
+
+def _settings(quick: bool, given: dict, pilot: str | Path | None, report_only: bool):
+    """The run settings (S from the pilot unless given), the pilot's chosen setting, and its record."""
+    from mtu.reproduce.pilot import PILOT_FILE, chosen_setting
+
+    settings = dict(QUICK_SETTINGS if quick else FULL_SETTINGS)
+    settings.update({k: v for k, v in given.items() if v is not None})
+    pilot_record = _read_json(Path(pilot or PILOT_FILE))
+    setting = chosen_setting(pilot_record) if not quick else None
+    if settings["per_task"] is None:
+        settings["per_task"] = (pilot_record or {}).get("choice", {}).get("S")
+    if settings["per_task"] is None and not report_only:
+        raise ValueError(
+            "no steps per task yet: the pilot has not chosen S (mtu reproduce --pilot), or pass --steps-per-task"
+        )
+    return settings, setting, pilot_record
 
 
 def _read_json(path: Path) -> dict | None:
