@@ -316,7 +316,7 @@ class RouterAnalysis:
             axes.set_title(task, fontsize=9)
             axes.set_xticks(range(num_experts), [str(e) for e in range(num_experts)], fontsize=7)
             axes.set_xlabel("expert", fontsize=8)
-        panels[0].set_yticks(range(num_layers), [_short(name) for name in self.layers], fontsize=6)
+        panels[0].set_yticks(range(num_layers), [short_layer_name(name) for name in self.layers], fontsize=6)
         figure.colorbar(image, ax=list(panels), label="router weight")
         return _save(figure, path)
 
@@ -343,8 +343,8 @@ def router_analysis(
     return RouterAnalysis(list(routing), list(task_names), np.stack(arrays), specialist_ratio)
 
 
-def _short(layer: str) -> str:
-    """'down_blocks.1.attentions.0.transformer_blocks.0.ff' -> 'down1.a0.t0'."""
+def short_layer_name(layer: str) -> str:
+    """'down_blocks.1.attentions.0.transformer_blocks.0.ff' -> 'down1.a0.t0', to keep figure labels legible."""
     for long, short in (
         ("down_blocks.", "down"),
         ("up_blocks.", "up"),

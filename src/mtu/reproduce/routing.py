@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mtu.evaluation.analysis import short_layer_name
+
 THRESHOLD = 0.5  # top router weight from which a (layer, task) cell counts as specialised
 _ROW_TOLERANCE = 1e-2  # softmax rows stored in low precision do not sum to exactly 1
 
@@ -139,20 +141,6 @@ def router_summary(weights_by_seed: Sequence[Mapping], task_names: Sequence[str]
     }
 
 
-def _short(layer: str) -> str:
-    """'down_blocks.1.attentions.0.transformer_blocks.0.ff' -> 'down1.a0.t0', to keep the row labels legible."""
-    for long, short in (
-        ("down_blocks.", "down"),
-        ("up_blocks.", "up"),
-        ("mid_block", "mid"),
-        (".attentions.", ".a"),
-        (".transformer_blocks.", ".t"),
-        ("transformer_blocks.", "t"),
-    ):
-        layer = layer.replace(long, short)
-    return layer.removesuffix(".ff")
-
-
 def router_figure(summary: Mapping, path: str | Path, seed_labels: Sequence[str] | None = None) -> Path:
     """PNG: one panel per seed, rows = layers (model order), columns = tasks, colour = top router weight,
     each cell annotated with its argmax expert. `seed_labels` titles the panels ("seed 0", ... by default)."""
@@ -182,7 +170,7 @@ def router_figure(summary: Mapping, path: str | Path, seed_labels: Sequence[str]
             )
         axes.set_title(label, fontsize=9)
         axes.set_xticks(range(len(tasks)), tasks, fontsize=7, rotation=45, ha="right")
-    panels[0].set_yticks(range(len(layers)), [_short(name) for name in layers], fontsize=6)
+    panels[0].set_yticks(range(len(layers)), [short_layer_name(name) for name in layers], fontsize=6)
     figure.colorbar(image, ax=list(panels), label="top router weight")
     figure.suptitle("top router weight per layer and task (number: the expert)", fontsize=10)
     path = Path(path)
