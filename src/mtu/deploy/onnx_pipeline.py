@@ -15,9 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline
 from diffusers.configuration_utils import FrozenDict
-from diffusers.image_processor import VaeImageProcessor
 
 from mtu.config import MTUConfig
 from mtu.deploy.onnx_export import INDEX_KEY, require
@@ -148,23 +146,9 @@ class OnnxVae:
 class OnnxPipeline(MTUPipeline):
     """`MTUPipeline` over an ONNX folder: `OnnxPipeline.from_onnx(folder)("edit", "make it blue", image=...)`."""
 
-    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, text_encoder_2=None, tokenizer_2=None):
-        # MTUPipeline.__init__ insists on a PyTorch MTUModel; the rest of its set-up is repeated here.
-        DiffusionPipeline.__init__(self)
-        self.register_modules(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            text_encoder_2=text_encoder_2,
-            tokenizer_2=tokenizer_2,
-        )
-        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
-        self.mask_processor = VaeImageProcessor(
-            vae_scale_factor=self.vae_scale_factor, do_normalize=False, do_binarize=True, do_convert_grayscale=True
-        )
+    @staticmethod
+    def _check_denoiser(unet: Any) -> None:
+        """Any denoiser behind `MTUModel`'s call signature: `from_onnx` passes an `OnnxDenoiser`."""
 
     @classmethod
     def from_onnx(

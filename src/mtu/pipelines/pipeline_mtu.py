@@ -56,8 +56,7 @@ class MTUPipeline(DiffusionPipeline):
 
     def __init__(self, vae, text_encoder, tokenizer, unet: MTUModel, scheduler, text_encoder_2=None, tokenizer_2=None):
         super().__init__()
-        if not isinstance(unet, MTUModel):
-            raise ValueError(f"unet must be an MTUModel (from mtu.upcycle or mtu.load), got {type(unet).__name__}")
+        self._check_denoiser(unet)
         self.register_modules(
             vae=vae,
             text_encoder=text_encoder,
@@ -72,6 +71,12 @@ class MTUPipeline(DiffusionPipeline):
         self.mask_processor = VaeImageProcessor(
             vae_scale_factor=self.vae_scale_factor, do_normalize=False, do_binarize=True, do_convert_grayscale=True
         )
+
+    @staticmethod
+    def _check_denoiser(unet: Any) -> None:
+        """A PyTorch `MTUModel` only; `OnnxPipeline` overrides this to share the set-up with onnxruntime sessions."""
+        if not isinstance(unet, MTUModel):
+            raise ValueError(f"unet must be an MTUModel (from mtu.upcycle or mtu.load), got {type(unet).__name__}")
 
     @classmethod
     def from_pretrained(
