@@ -51,24 +51,29 @@ class TaskLayerNorm(nn.Module):
 
 def widen_conv(conv: nn.Conv2d, extra_channels: int) -> nn.Conv2d:
     """Copy of `conv` taking `extra_channels` more inputs, whose weights start at zero."""
-    widened = nn.Conv2d(
-        conv.in_channels + extra_channels,
-        conv.out_channels,
-        kernel_size=conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        bias=conv.bias is not None,
-        padding_mode=conv.padding_mode,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
+    return _conv_like(conv, conv.in_channels + extra_channels, conv.weight, conv.bias)
+
+
+def _conv_like(like: nn.Conv2d, in_channels: int, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
+    """A conv of `like`'s geometry taking `in_channels` inputs: `weight` on the leading ones, zeros on the rest."""
+    conv = nn.Conv2d(
+        in_channels,
+        like.out_channels,
+        kernel_size=like.kernel_size,
+        stride=like.stride,
+        padding=like.padding,
+        dilation=like.dilation,
+        bias=bias is not None,
+        padding_mode=like.padding_mode,
+        device=weight.device,
+        dtype=weight.dtype,
     )
     with torch.no_grad():
-        widened.weight.zero_()
-        widened.weight[:, : conv.in_channels].copy_(conv.weight)
-        if conv.bias is not None:
-            widened.bias.copy_(conv.bias)
-    return widened
+        conv.weight.zero_()
+        conv.weight[:, : weight.shape[1]].copy_(weight)
+        if bias is not None:
+            conv.bias.copy_(bias)
+    return conv
 
 
 class TaskInputConv(nn.Module):
@@ -93,23 +98,7 @@ class TaskInputConv(nn.Module):
     def base_conv(self) -> nn.Conv2d:
         """The pre-trained input conv, rebuilt from its kept weights (every task's own conv may have trained)."""
         like = next(iter(self.convs.values()))
-        conv = nn.Conv2d(
-            self.base_weight.shape[1],
-            like.out_channels,
-            kernel_size=like.kernel_size,
-            stride=like.stride,
-            padding=like.padding,
-            dilation=like.dilation,
-            bias=like.bias is not None,
-            padding_mode=like.padding_mode,
-            device=self.base_weight.device,
-            dtype=self.base_weight.dtype,
-        )
-        with torch.no_grad():
-            conv.weight.copy_(self.base_weight)
-            if conv.bias is not None:
-                conv.bias.copy_(self.base_bias)
-        return conv
+        return _conv_like(like, self.base_weight.shape[1], self.base_weight, self.base_bias)
 
     def add_task(self, task: TaskSpec) -> nn.Conv2d:
         """A conv for a new task, initialised as at upcycling: the base's weights, zeros on its extra channels."""
