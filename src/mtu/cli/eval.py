@@ -111,22 +111,16 @@ def run_folder(args: argparse.Namespace) -> dict:
         raise ValueError("--benchmark folder needs --data <file.jsonl or folder>")
     if args.no_prompt:
         raise ValueError("--no-prompt: only for --benchmark shapes (a folder benchmark scores your own prompts)")
-    sampler = {"num_inference_steps": args.steps, "guidance_scale": args.guidance}
     return evaluate_folder(
         args.model,
         args.data,
-        task=args.task,
         metrics=[name.strip() for name in args.metrics.split(",") if name.strip()] if args.metrics else None,
         clip=args.clip,
         inception=args.inception,
         lpips=args.lpips,
         num_samples=args.num_samples,
-        seed=args.seed,
         resolution=args.resolution,
-        image_guidance_scale=args.image_guidance,
-        batch_size=args.batch_size,
-        device=args.device,
-        **{key: value for key, value in sampler.items() if value is not None},
+        **_shared_options(args),
     )
 
 
@@ -149,16 +143,24 @@ def run_shapes(args: argparse.Namespace) -> dict:
         raise ValueError(f"{', '.join(given)}: only for --benchmark folder")
     return evaluate_shapes(
         args.model,
-        task=args.task,
         num_samples=256 if args.num_samples is None else args.num_samples,
-        seed=args.seed,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        image_guidance_scale=args.image_guidance,
-        batch_size=args.batch_size,
-        device=args.device,
         prompt=not args.no_prompt,
+        **_shared_options(args),
     )
+
+
+def _shared_options(args: argparse.Namespace) -> dict:
+    """The options both benchmarks take, under their evaluators' names; an unset sampler option is left out, so
+    each evaluator keeps its own default (shapes: the model's sampler, folder: 50 steps at guidance 7.5)."""
+    sampler = {"num_inference_steps": args.steps, "guidance_scale": args.guidance}
+    return {
+        "task": args.task,
+        "seed": args.seed,
+        "image_guidance_scale": args.image_guidance,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        **{key: value for key, value in sampler.items() if value is not None},
+    }
 
 
 def check_numbers(args: argparse.Namespace) -> None:
