@@ -103,32 +103,48 @@ def level_ratios(channels: int, tokens: int, batch: int, experts: list[int], rep
     }
 
 
+# One row per level and expert count N; `run` and `naive_finding` read the ratio columns by position.
+COLUMNS = [
+    "channels",
+    "tokens x batch",
+    "N",
+    "fused single-task / plain",
+    "fused mixed-task / plain",
+    "naive loop / plain",
+    "plain ms",
+]
+
+
+def level_rows(channels: int, tokens: int, batch: int, experts: list[int], level: dict) -> list[list]:
+    """`COLUMNS` rows of one measured level (`level_ratios`' result), one per expert count."""
+    ratios = level["ratios"]
+    return [
+        [
+            channels,
+            f"{tokens} x {batch}",
+            count,
+            *(ratios[f"{kind} N={count}"] for kind in ("single", "mixed", "naive")),
+            1e3 * level["plain_seconds"],
+        ]
+        for count in experts
+    ]
+
+
 def run(settings: Settings) -> Section:
     levels = QUICK_LEVELS if settings.quick else SD15_LEVELS
     experts = [1, 4] if settings.quick else [1, 2, 4, 8, 16]
     batch = 2
     table = Table(
-        [
-            "channels",
-            "tokens x batch",
-            "N",
-            "fused single-task / plain",
-            "fused mixed-task / plain",
-            "naive loop / plain",
-            "plain ms",
-        ],
+        COLUMNS,
         caption="time per call relative to the plain diffusers FeedForward (GEGLU, d_ff = 4 x channels)",
     )
-    worst_single = worst_mixed = worst_error = 0.0
+    worst_error = 0.0
     for channels, tokens in levels:
         level = level_ratios(channels, tokens, batch, experts, settings.repeats, settings.warmup)
         worst_error = max(worst_error, level["max_error"])
-        for count in experts:
-            single, mixed, naive = (level["ratios"][f"{kind} N={count}"] for kind in ("single", "mixed", "naive"))
-            worst_single, worst_mixed = max(worst_single, single), max(worst_mixed, mixed)
-            table.rows.append(
-                [channels, f"{tokens} x {batch}", count, single, mixed, naive, 1e3 * level["plain_seconds"]]
-            )
+        table.rows += level_rows(channels, tokens, batch, experts, level)
+    worst_single = max(row[3] for row in table.rows)
+    worst_mixed = max(row[4] for row in table.rows)
     tables = [table] if settings.quick else [table, allocator_table(settings, batch)]
     cause = (
         "the fused layer adds a router MLP, the expansion of N weights to d_ff scales and one elementwise "
@@ -200,29 +216,9 @@ def allocator_table(settings: Settings, batch: int) -> Table:
         str(settings.threads),
     ]
     level = run_worker("benchmarks.ffn", arguments, env=GLIBC_KEEP_FREED_MEMORY)
-    rows = [
-        [
-            320,
-            f"4096 x {batch}",
-            count,
-            level["ratios"][f"single N={count}"],
-            level["ratios"][f"mixed N={count}"],
-            level["ratios"][f"naive N={count}"],
-            1e3 * level["plain_seconds"],
-        ]
-        for count in experts
-    ]
     return Table(
-        [
-            "channels",
-            "tokens x batch",
-            "N",
-            "fused single-task / plain",
-            "fused mixed-task / plain",
-            "naive loop / plain",
-            "plain ms",
-        ],
-        rows,
+        COLUMNS,
+        level_rows(320, 4096, batch, experts, level),
         caption="the same, in a process started with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2^36 "
         "(glibc keeps freed memory)",
     )
