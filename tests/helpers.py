@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from mtu.pipelines import MTURequest
+import mtu
+from mtu.pipelines import MTUPipeline, MTURequest
 from tests.core.tiny_models import tiny_sd_unet, tiny_sdxl_unet
 
 
@@ -88,6 +90,30 @@ def tiny_sdxl_components(folder: Path) -> dict:
     }
 
 
+TASKS = ["t2i", "edit", "sr", "remove", "inpaint"]  # the tests' MTU models: one task of each conditioning kind
+
+
+def perturb(model: torch.nn.Module, scale: float = 0.1, seed: int = 0) -> torch.nn.Module:
+    """Simulate training: move every trainable weight, the zero-initialised ones too, so that tasks (and their
+    routers) really differ; returns `model`."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+def mtu_pipeline(components: dict, tasks=TASKS) -> MTUPipeline:
+    """An MTUPipeline of tiny `components` whose tasks really differ (`perturb`), progress bars off."""
+    components = dict(components)
+    unet = copy.deepcopy(components["unet"])  # upcycle changes its model in place
+    components["unet"] = perturb(mtu.upcycle(unet, mtu.MTUConfig(tasks=tasks, num_experts=4)), scale=0.05)
+    pipe = MTUPipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def save_tiny_sd_pipeline(folder: Path) -> Path:
     """A stock StableDiffusionPipeline folder of tiny random components; returns its path."""
     pipeline = StableDiffusionPipeline(
@@ -97,6 +123,16 @@ def save_tiny_sd_pipeline(folder: Path) -> Path:
     return folder / "pipeline"
 
 
+def upcycle_tiny_sd_pipeline(root: Path) -> Path:
+    """`mtu upcycle --experts 2` (the default tasks) of a tiny SD pipeline saved under `root`; returns the MTU
+    folder, root / "mtu" (the base is root / "base" / "pipeline")."""
+    from mtu.cli.main import main
+
+    base = save_tiny_sd_pipeline(root / "base")
+    assert main(["upcycle", "--base", str(base), "--experts", "2", "--out", str(root / "mtu")]) == 0
+    return root / "mtu"
+
+
 def save_tiny_sdxl_pipeline(folder: Path) -> Path:
     """A stock StableDiffusionXLPipeline folder of tiny random components; returns its path."""
     from diffusers import StableDiffusionXLPipeline
@@ -104,6 +140,12 @@ def save_tiny_sdxl_pipeline(folder: Path) -> Path:
     pipeline = StableDiffusionXLPipeline(**tiny_sdxl_components(folder))
     pipeline.save_pretrained(folder / "pipeline-xl")
     return folder / "pipeline-xl"
+
+
+def generate_argv(model, task: str, out, *options: str) -> list[str]:
+    """The argv of a two-step `mtu generate` of "a red circle" (`options`: --image, --runtime onnx, ...)."""
+    request = ["--task", task, "--prompt", "a red circle", "--steps", "2"]
+    return ["generate", "--model", str(model), *request, "--out", str(out), *options]
 
 
 # --- small datasets in the paper's formats (Shapes scenes as content) --------------------------------

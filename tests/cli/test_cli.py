@@ -10,13 +10,13 @@ import pytest
 from diffusers import DiffusionPipeline, StableDiffusionInpaintPipeline, StableDiffusionInstructPix2PixPipeline
 
 from mtu.cli.main import main
-from tests.helpers import save_tiny_sd_pipeline
+from tests.helpers import generate_argv, upcycle_tiny_sd_pipeline
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    base = save_tiny_sd_pipeline(root / "base")
+    upcycle_tiny_sd_pipeline(root)
     rng = np.random.default_rng(0)
     PIL.Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / "image.png")
     PIL.Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(root / "small.png")
@@ -24,7 +24,6 @@ def workspace(tmp_path_factory):
     mask[4:12, 4:12] = 255
     PIL.Image.fromarray(mask).save(root / "mask.png")
     (root / "not-an-image.png").write_text("hello")
-    assert main(["upcycle", "--base", str(base), "--experts", "2", "--out", str(root / "mtu")]) == 0
     return root
 
 
@@ -56,21 +55,7 @@ def test_info_describes_mtu_and_pipeline_folders(workspace, capsys):
 def test_generate_every_task_writes_pngs(workspace, task, extra):
     extra = [str(workspace / item) if item.endswith(".png") else item for item in extra]
     out = workspace / "out" / task
-    argv = [
-        "generate",
-        "--model",
-        str(workspace / "mtu"),
-        "--task",
-        task,
-        "--prompt",
-        "a red circle",
-        "--steps",
-        "2",
-        "--out",
-        str(out),
-        *extra,
-    ]
-    assert main(argv) == 0
+    assert main(generate_argv(workspace / "mtu", task, out, *extra)) == 0
     images = list(out.glob("*.png"))
     assert len(images) == 1 and PIL.Image.open(images[0]).size == (16, 16)
 

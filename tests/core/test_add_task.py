@@ -9,8 +9,9 @@ from safetensors.torch import load_file, save_file
 import mtu
 from mtu.layers import TaskInputConv, TaskLayerNorm
 from mtu.training.extend import train_only
-from tests.core.test_invariants import _row, latent_for, run, task_sample
+from tests.core.test_invariants import latent_for, rows_alone, run, task_sample
 from tests.core.tiny_models import CASES, Case, output_of, relative_error, tiny_sd_unet
+from tests.helpers import perturb
 
 OLD = ["t2i", "edit", "sr", "remove"]
 
@@ -18,15 +19,6 @@ OLD = ["t2i", "edit", "sr", "remove"]
 @pytest.fixture(params=CASES, ids=lambda case: case.name)
 def case(request) -> Case:
     return request.param
-
-
-def perturb(model: mtu.MTUModel, seed: int = 0, scale: float = 0.1) -> None:
-    """Simulate training: move every trainable weight, including the zero-initialised ones."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
 
 
 def trained_model(build, num_experts: int = 2, scale: float = 0.1) -> mtu.MTUModel:
@@ -124,11 +116,7 @@ def test_new_task_batches_with_the_others_and_exports(case: Case):
     with torch.no_grad():
         mixed = output_of(model(*args, **kwargs, task=tasks))
     exported = model.export("colorize").eval()
-    for i, task in enumerate(tasks):
-        row_args, row_kwargs = _row(args, kwargs, i)
-        row_args = (samples[i], *row_args[1:]) if row_args else row_args
-        if "hidden_states" in row_kwargs:
-            row_kwargs["hidden_states"] = samples[i]
+    for i, (task, (row_args, row_kwargs)) in enumerate(zip(tasks, rows_alone(args, kwargs, samples))):
         with torch.no_grad():
             single = output_of(model(*row_args, **row_kwargs, task=task))
             if task == "colorize":

@@ -9,8 +9,7 @@ from diffusers import UNet2DConditionModel
 import mtu
 from mtu.layers import MTUFeedForward, TaskInputConv, TaskLayerNorm
 from tests.core.tiny_models import CASES, Case, output_of, relative_error
-
-TASKS = ["t2i", "edit", "sr", "remove", "inpaint"]
+from tests.helpers import TASKS, perturb
 
 
 def task_sample(model: mtu.MTUModel, task: str, latent: torch.Tensor, seed: int = 1) -> torch.Tensor:
@@ -24,15 +23,6 @@ def run(model, case: Case, sample: torch.Tensor, **task_kwargs) -> torch.Tensor:
     args, kwargs = case.inputs(sample)
     with torch.no_grad():
         return output_of(model(*args, **kwargs, **task_kwargs))
-
-
-def perturb(model: mtu.MTUModel, seed: int = 0) -> None:
-    """Simulate training: move every trainable weight, including the zero-initialised ones."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
 
 
 @pytest.fixture(params=CASES, ids=lambda case: case.name)
@@ -102,14 +92,22 @@ def test_mixed_task_batch_equals_per_task_runs_stacked(case: Case):
     args, kwargs = case.inputs(mtu.concat_task_inputs(samples))
     with torch.no_grad():
         mixed = output_of(model(*args, **kwargs, task=TASKS))
-    for i, task in enumerate(TASKS):
-        row_args, row_kwargs = _row(args, kwargs, i)
-        row_args = (samples[i], *row_args[1:]) if row_args else row_args
-        if "hidden_states" in row_kwargs:
-            row_kwargs["hidden_states"] = samples[i]
+    for i, (task, (row_args, row_kwargs)) in enumerate(zip(TASKS, rows_alone(args, kwargs, samples))):
         with torch.no_grad():
             single = output_of(model(*row_args, **row_kwargs, task=task))
         assert relative_error(mixed[i : i + 1], single) <= 1e-5, task
+
+
+def rows_alone(args: tuple, kwargs: dict, samples: list[torch.Tensor]) -> list[tuple[tuple, dict]]:
+    """Each row of a mixed batch's inputs as a batch of one, with its own unpadded sample in place of the padded one."""
+    rows = []
+    for i, sample in enumerate(samples):
+        row_args, row_kwargs = _row(args, kwargs, i)
+        row_args = (sample, *row_args[1:]) if row_args else row_args
+        if "hidden_states" in row_kwargs:
+            row_kwargs["hidden_states"] = sample
+        rows.append((row_args, row_kwargs))
+    return rows
 
 
 def _row(args: tuple, kwargs: dict, i: int) -> tuple[tuple, dict]:

@@ -2,34 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
-import torch
 
-import mtu
 from mtu.pipelines import MTUPipeline
-from tests.helpers import box_mask, picture, request_for, tiny_sd_components  # noqa: F401 (re-exported to the tests)
-
-TASKS = ["t2i", "edit", "sr", "remove", "inpaint"]
-
-
-def perturbed(model: mtu.MTUModel, scale: float = 0.05) -> mtu.MTUModel:
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
-    return model
-
-
-def mtu_pipeline(components: dict, tasks=TASKS) -> MTUPipeline:
-    components = dict(components)
-    unet = copy.deepcopy(components["unet"])  # upcycle changes its model in place
-    components["unet"] = perturbed(mtu.upcycle(unet, mtu.MTUConfig(tasks=tasks, num_experts=4)))
-    pipe = MTUPipeline(**components)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+from tests.helpers import mtu_pipeline, tiny_sd_components
 
 
 @pytest.fixture(scope="package")

@@ -9,7 +9,7 @@ import PIL.Image
 import pytest
 
 from mtu.cli.main import main
-from tests.helpers import save_tiny_sd_pipeline
+from tests.helpers import generate_argv, upcycle_tiny_sd_pipeline
 
 pytest.importorskip("onnxruntime")
 
@@ -17,9 +17,8 @@ pytest.importorskip("onnxruntime")
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy-cli")
-    base = save_tiny_sd_pipeline(root / "base")
+    upcycle_tiny_sd_pipeline(root)
     PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / "image.png")
-    assert main(["upcycle", "--base", str(base), "--experts", "2", "--out", str(root / "mtu")]) == 0
     return root
 
 
@@ -31,23 +30,7 @@ def test_export_all_tasks_as_onnx_then_generate_with_onnxruntime(workspace, caps
     assert "--runtime onnx" in capsys.readouterr().out
     for task, extra in (("t2i", []), ("edit", ["--image", str(workspace / "image.png")])):
         pictures = workspace / "pictures" / task
-        argv = [
-            "generate",
-            "--runtime",
-            "onnx",
-            "--model",
-            str(out),
-            "--task",
-            task,
-            "--prompt",
-            "a red circle",
-            "--steps",
-            "2",
-            "--out",
-            str(pictures),
-            *extra,
-        ]
-        assert main(argv) == 0
+        assert main(generate_argv(out, task, pictures, "--runtime", "onnx", *extra)) == 0
         assert [PIL.Image.open(p).size for p in pictures.glob("*.png")] == [(16, 16)]
 
 
@@ -69,22 +52,8 @@ def test_export_int8_onnx_then_generate(workspace):
     assert main(argv) == 0
     assert json.loads((out / "model_index.json").read_text())["mtu_onnx"]["quantization"]["mode"] == "int8"
     pictures = workspace / "pictures" / "int8"
-    argv = [
-        "generate",
-        "--runtime",
-        "onnx",
-        "--model",
-        str(out),
-        "--task",
-        "t2i",
-        "--prompt",
-        "a red circle",
-        "--steps",
-        "2",
-        "--out",
-        str(pictures),
-    ]
-    assert main(argv) == 0 and len(list(pictures.glob("*.png"))) == 1
+    assert main(generate_argv(out, "t2i", pictures, "--runtime", "onnx")) == 0
+    assert len(list(pictures.glob("*.png"))) == 1
 
 
 def test_export_single_file(workspace):

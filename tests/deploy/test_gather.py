@@ -8,13 +8,13 @@ import torch
 import mtu
 from mtu.deploy import build_all_task_denoiser
 from tests.core.tiny_models import CASES, output_of, relative_error
-from tests.deploy.conftest import TASKS, perturbed
+from tests.helpers import TASKS, perturb
 
 MIXED = ["t2i", "edit", "inpaint", "t2i", "sr", "remove"]  # repeats and changes of task, every channel count
 
 
 def _model(case) -> mtu.MTUModel:
-    return perturbed(mtu.upcycle(case.build(), mtu.MTUConfig(tasks=TASKS, num_experts=4))).eval()
+    return perturb(mtu.upcycle(case.build(), mtu.MTUConfig(tasks=TASKS, num_experts=4)), scale=0.05).eval()
 
 
 def _padded_sample(model, tasks: list[str], seed: int = 0) -> torch.Tensor:

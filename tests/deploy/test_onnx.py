@@ -13,8 +13,7 @@ from mtu.deploy import OnnxPipeline, export_onnx
 from mtu.deploy.onnx_export import export_denoiser
 from mtu.deploy.onnx_pipeline import OnnxGraph
 from tests.core.tiny_models import relative_error
-from tests.deploy.conftest import TASKS, mtu_pipeline, request_for
-from tests.helpers import tiny_sdxl_components
+from tests.helpers import TASKS, mtu_pipeline, request_for, tiny_sdxl_components
 
 pytest.importorskip("onnxruntime")
 STEPS = 3

@@ -20,7 +20,7 @@ from mtu.deploy.onnx_export import export_denoiser
 from mtu.deploy.onnx_pipeline import OnnxGraph
 from mtu.deploy.quantize import quantize_denoiser, record_feeds
 from tests.core.tiny_models import relative_error
-from tests.deploy.conftest import TASKS, mtu_pipeline, request_for
+from tests.helpers import TASKS, mtu_pipeline, request_for
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

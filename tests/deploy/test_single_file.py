@@ -10,8 +10,7 @@ from safetensors import safe_open
 from mtu.assets import resolve_model_path
 from mtu.deploy import export_single_file, to_original_layout
 from mtu.pipelines import export_pipeline
-from tests.deploy.conftest import mtu_pipeline
-from tests.helpers import tiny_sdxl_components
+from tests.helpers import mtu_pipeline, tiny_sdxl_components
 
 
 def _assert_same_weights(loaded, stock) -> None:

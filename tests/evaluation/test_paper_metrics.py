@@ -31,7 +31,7 @@ from mtu.evaluation.paper_metrics import (
     psnr,
     ssim,
 )
-from tests.helpers import save_tiny_sd_pipeline, tiny_tokenizer
+from tests.helpers import tiny_tokenizer, upcycle_tiny_sd_pipeline
 
 
 class TinyFeatures(nn.Module):
@@ -193,10 +193,7 @@ def test_missing_weights_name_the_file_and_where_to_put_it(monkeypatch, tmp_path
 
 @pytest.fixture(scope="module")
 def mtu_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mtu-eval")
-    base = save_tiny_sd_pipeline(root / "base")
-    assert main(["upcycle", "--base", str(base), "--experts", "2", "--out", str(root / "mtu")]) == 0
-    return root / "mtu"
+    return upcycle_tiny_sd_pipeline(tmp_path_factory.mktemp("mtu-eval"))
 
 
 def write_remove_dataset(folder):
@@ -221,29 +218,15 @@ def write_remove_dataset(folder):
     return folder
 
 
+def folder_eval(data, task: str, model, *options: str) -> list[str]:
+    """The argv of `mtu eval --benchmark folder` on `data` (a .jsonl file or folder)."""
+    return ["eval", "--benchmark", "folder", "--data", str(data), "--task", task, "--model", str(model), *options]
+
+
 def test_mtu_eval_folder_scores_a_tiny_model(mtu_folder, networks, tmp_path, capsys):
     data = write_remove_dataset(tmp_path / "data")
-    argv = [
-        "eval",
-        "--benchmark",
-        "folder",
-        "--data",
-        str(data),
-        "--task",
-        "remove",
-        "--model",
-        str(mtu_folder),
-        "--steps",
-        "2",
-        "--clip",
-        str(networks["clip"]),
-        "--inception",
-        str(networks["inception"]),
-        "--lpips",
-        str(networks["lpips"]),
-        "--json",
-    ]
-    assert main(argv) == 0
+    weights = [f"--{name}={networks[name]}" for name in ("clip", "inception", "lpips")]
+    assert main(folder_eval(data, "remove", mtu_folder, "--steps", "2", *weights, "--json")) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["num_samples"] == 3 and result["resolution"] == 16 and result["skipped"] == {}
     assert set(result["metrics"]) == {"fid", "lpips", "psnr", "ssim", "directional_similarity"}
@@ -255,35 +238,11 @@ def test_mtu_eval_folder_stops_before_work_when_weights_are_missing(monkeypatch,
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     data = write_remove_dataset(tmp_path / "data")
     # The model folder does not exist: the weight check must fail first.
-    argv = [
-        "eval",
-        "--benchmark",
-        "folder",
-        "--data",
-        str(data),
-        "--task",
-        "remove",
-        "--model",
-        str(tmp_path / "absent"),
-        "--metrics",
-        "fid,psnr",
-    ]
-    assert main(argv) == 1
+    assert main(folder_eval(data, "remove", tmp_path / "absent", "--metrics", "fid,psnr")) == 1
     assert "pt_inception-2015-12-05-6726825d.pth" in capsys.readouterr().err
 
 
 def test_mtu_eval_folder_rejects_records_missing_task_fields(tmp_path, capsys):
     (tmp_path / "data.jsonl").write_text(json.dumps({"input_image": "x.png"}) + "\n")
-    argv = [
-        "eval",
-        "--benchmark",
-        "folder",
-        "--data",
-        str(tmp_path / "data.jsonl"),
-        "--task",
-        "edit",
-        "--model",
-        str(tmp_path / "absent"),
-    ]
-    assert main(argv) == 1
+    assert main(folder_eval(tmp_path / "data.jsonl", "edit", tmp_path / "absent")) == 1
     assert "lacks ['edit_prompt']" in capsys.readouterr().err

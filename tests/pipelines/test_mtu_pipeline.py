@@ -12,29 +12,18 @@ from diffusers import StableDiffusionInpaintPipeline, StableDiffusionInstructPix
 
 import mtu
 from mtu.pipelines import MTUPipeline, MTURequest
-from tests.helpers import box_mask, picture, request_for, tiny_sd_components, tiny_sdxl_components
+from tests.helpers import (
+    TASKS,
+    box_mask,
+    mtu_pipeline,
+    perturb,
+    picture,
+    request_for,
+    tiny_sd_components,
+    tiny_sdxl_components,
+)
 
-TASKS = ["t2i", "edit", "sr", "remove", "inpaint"]
 STEPS = 3
-
-
-def perturbed(model: mtu.MTUModel) -> mtu.MTUModel:
-    """Move every trainable weight so that tasks (and their routers) really differ."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
-    return model
-
-
-def build(components: dict) -> MTUPipeline:
-    components = dict(components)
-    unet = copy.deepcopy(components["unet"])  # upcycle modifies its model in place
-    components["unet"] = perturbed(mtu.upcycle(unet, mtu.MTUConfig(tasks=TASKS, num_experts=4)))
-    pipe = MTUPipeline(**components)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +33,7 @@ def sd_components(tmp_path_factory):
 
 @pytest.fixture
 def pipe(sd_components) -> MTUPipeline:
-    return build(sd_components)
+    return mtu_pipeline(sd_components)
 
 
 def run(pipe: MTUPipeline, request: MTURequest) -> np.ndarray:
@@ -133,7 +122,7 @@ def test_loads_from_base_and_mtu_folders(tmp_path, sd_components):
 
     base = save_tiny_sd_pipeline(tmp_path / "base")
     fresh = MTUPipeline.from_pretrained(base, config=mtu.MTUConfig(tasks=TASKS))
-    perturbed(fresh.unet).save_pretrained(tmp_path / "mtu")
+    perturb(fresh.unet, scale=0.05).save_pretrained(tmp_path / "mtu")
     loaded = MTUPipeline.from_pretrained(tmp_path / "mtu")  # on the base its config names
     # The older names are thin wrappers over from_pretrained.
     wrapped = [
@@ -182,7 +171,7 @@ def test_requests_of_different_sizes_cannot_share_a_loop(pipe):
 
 
 def test_sdxl_layout_runs_every_task_and_batches(tmp_path):
-    pipe = build(tiny_sdxl_components(tmp_path))
+    pipe = mtu_pipeline(tiny_sdxl_components(tmp_path))
     requests = [request_for(task, seed=i) for i, task in enumerate(TASKS)]
     together = pipe.run_batch(requests, num_inference_steps=STEPS, output_type="np")
     for i, task in enumerate(TASKS):

@@ -5,18 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtu.cli.main import main
 from mtu.pipelines import MTUPipeline
-from tests.helpers import save_tiny_sd_pipeline
+from tests.helpers import upcycle_tiny_sd_pipeline
 
 
 @pytest.fixture(scope="session")
 def tiny_mtu_folder(tmp_path_factory):
     """An MTU folder (2 experts, the five built-in tasks) on a tiny random SD pipeline: 16x16 images."""
-    root = tmp_path_factory.mktemp("serve-model")
-    base = save_tiny_sd_pipeline(root / "base")
-    assert main(["upcycle", "--base", str(base), "--experts", "2", "--out", str(root / "mtu")]) == 0
-    return root / "mtu"
+    return upcycle_tiny_sd_pipeline(tmp_path_factory.mktemp("serve-model"))
 
 
 @pytest.fixture(scope="session")

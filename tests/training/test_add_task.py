@@ -18,8 +18,8 @@ from mtu.config import MTUConfig
 from mtu.model import WEIGHTS_NAME
 from mtu.pipelines import MTUPipeline
 from mtu.training import TrainConfig, dry_run, train
+from tests.helpers import perturb
 from tests.training.conftest import config_dict
-from tests.training.test_methods import perturb
 from tests.training.test_training import _eval, assert_same_weights
 
 OLD = ["t2i", "edit"]
@@ -31,7 +31,7 @@ def trained(tiny_model, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("trained") / "mtu"
     config = MTUConfig(tasks=OLD, num_experts=2, base_model_name_or_path=str(tiny_model))
     model = mtu.upcycle(UNet2DConditionModel.from_pretrained(tiny_model / "unet"), config)
-    perturb(model)
+    perturb(model, seed=1)
     model.save_pretrained(folder)
     return folder
 

@@ -15,6 +15,7 @@ from mtu.loading import save_trained
 from mtu.training.counts import parameter_counts, trainable_count
 from mtu.training.methods import build_model
 from tests.core.tiny_models import tiny_sd_unet
+from tests.helpers import perturb
 from tests.training.conftest import config_dict, write_config
 
 TASKS = ["t2i", "edit", "inpaint"]
@@ -30,14 +31,6 @@ def inputs(model, task, seed=0):
     latent = torch.randn(2, 4, 8, 8, generator=generator)
     extra = torch.randn(2, model.task_in_channels(task) - 4, 8, 8, generator=generator)
     return torch.cat([latent, extra], 1), torch.tensor([10, 500]), torch.randn(2, 5, 16, generator=generator)
-
-
-def perturb(model):
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -70,7 +63,7 @@ def test_methods_start_as_the_base_model_and_train_only_their_parts(method):
 @pytest.mark.parametrize("method", list(METHODS))
 def test_save_and_load_trained_round_trip(method, tmp_path):
     model = build_model(tiny_sd_unet(), method, MTUConfig(tasks=TASKS), METHODS[method])
-    perturb(model)
+    perturb(model, seed=1)
     save_trained(model, tmp_path, method, METHODS[method])
     loaded = mtu.load(tiny_sd_unet(), tmp_path)
     for task in TASKS:
