@@ -11,8 +11,7 @@ import pytest
 
 from benchmarks.deploy import quality
 from benchmarks.settings import Settings
-from mtu.cli.main import main
-from tests.helpers import save_tiny_sd_pipeline
+from tests.helpers import upcycle_tiny_sd_pipeline
 
 pytest.importorskip("onnxruntime")
 
@@ -21,10 +20,7 @@ pytest.importorskip("onnxruntime")
 def test_quality_table_compares_pytorch_onnx_and_int8_on_every_task(tmp_path, monkeypatch):
     monkeypatch.setattr("mtu.deploy.quantize.CALIBRATION_EXAMPLES", 1)
     monkeypatch.setattr("mtu.deploy.quantize.CALIBRATION_STEPS", 2)
-    base = save_tiny_sd_pipeline(tmp_path / "base")
-    assert main(["upcycle", "--base", str(base), "--experts", "2", "--out", str(tmp_path / "mtu")]) == 0
-
-    table, targets = quality(str(tmp_path / "mtu"), Settings(quick=True, repeats=1))
+    table, targets = quality(str(upcycle_tiny_sd_pipeline(tmp_path)), Settings(quick=True, repeats=1))
 
     names = [row[0] for row in table.rows]
     assert names == ["t2i", "edit", "sr", "sr (image only)", "remove", "inpaint", "inpaint (image only)"]
