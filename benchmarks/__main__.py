@@ -44,13 +44,27 @@ SECTIONS: dict[str, Callable[[Settings], Section]] = {
     "limits": limits.run,
     "busy": busy_cpu.run,
     "deploy": deploy.run,
+    "deploy-quality": deploy.run_quality,
     "gpu": gpu_section,
 }
 
 
 # Run order: training needs the most memory (full fine-tuning: ~14 GiB in a worker), so it runs after the
 # shared base UNet is released; the report keeps the order of SECTIONS.
-RUN_ORDER = ["ffn", "denoiser", "size", "switching", "mixed", "limits", "deploy", "training", "cache", "busy", "gpu"]
+RUN_ORDER = [
+    "ffn",
+    "denoiser",
+    "size",
+    "switching",
+    "mixed",
+    "limits",
+    "deploy",
+    "deploy-quality",
+    "training",
+    "cache",
+    "busy",
+    "gpu",
+]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="timed repetitions per figure (default 7, --quick 3)")
     parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), help="run only these sections (default all)")
     parser.add_argument("--note", default="", help="a line for the report header (e.g. what was paused)")
-    parser.add_argument("--model", help="a trained MTU model (folder or shipped name): the deploy section's quality")
+    parser.add_argument("--model", help="a trained MTU model (folder or shipped name): the deploy-quality section")
     parser.add_argument(
         "--update",
         action="store_true",

@@ -1,5 +1,6 @@
 """Section: deploying with ONNX Runtime (`mtu export --format onnx`): speed against PyTorch, int8, the all-tasks
-graph, file sizes, and quality per task on Shapes (`python -m benchmarks --sections deploy [--model DIR]`).
+graph, file sizes (section "deploy", timed), and quality per task on Shapes (section "deploy-quality", untimed:
+`python -m benchmarks --sections deploy-quality --model DIR`).
 
 Speed and size, on SD1.5 (random weights) and shapes-base; `--quick`: a tiny SD-layout UNet. An MTU model of
 5 tasks (N=4, routers moved off their initial values) is exported as the t2i graph (`export("t2i")`, the
@@ -61,27 +62,43 @@ PSNR_GOAL, POINTS_GOAL = 0.5, 2.0  # int8 vs float32: dB of PSNR, points (percen
 SAME_PSNR, SAME_POINTS = 0.05, 1.0  # ONNX float32 vs PyTorch: no measurable change
 
 
+KEPT_FLOAT = (
+    "Kept float32 in both int8 modes: the input conv (the per-task conv table) and the output conv, every "
+    "norm and per-task table (FFN scales, pre-FFN norm rows), the timestep embedding and time projections, "
+    "softmax and the attention products; int8 (dynamic) also keeps every conv (docs/deploy.md says why)."
+)
+
+
 def run(settings: Settings) -> Section:
-    tables, targets, notes = [], [], []
+    """Speed and size: timed, so run on a quiet machine (`benchmarks/run_paused.sh`)."""
+    tables, targets = [], []
     for name in _models(settings):
         table, figures = speed_and_size(name, settings)
         tables.append(table)
         targets += figures
-    if settings.model:
-        table, figures = quality(settings.model, settings)
-        tables.append(table)
-        targets += figures
-    else:
-        notes.append("Quality per task: not measured in this run (it needs a trained MTU model: `--model DIR`).")
-    notes.append(
-        "Kept float32 in both int8 modes: the input conv (the per-task conv table) and the output conv, every "
-        "norm and per-task table (FFN scales, pre-FFN norm rows), the timestep embedding and time projections, "
-        "softmax and the attention products; int8 (dynamic) also keeps every conv (docs/deploy.md says why)."
-    )
     return Section(
         key="deploy",
-        title="Deploying with ONNX Runtime: speed, int8, size, quality",
+        title="Deploying with ONNX Runtime: speed, int8, size",
         method=_method(settings),
+        tables=tables,
+        targets=targets,
+        notes=[KEPT_FLOAT, "Quality per task: the next section."],
+    )
+
+
+def run_quality(settings: Settings) -> Section:
+    """Quality per task: its own section because nothing in it is timed, so it may run beside other jobs
+    (an hour at 100 examples per task, where the timed part wants the machine to itself)."""
+    tables, targets, notes = [], [], [KEPT_FLOAT]
+    if settings.model:
+        table, targets = quality(settings.model, settings)
+        tables.append(table)
+    else:
+        notes.append("Not measured in this run: it needs a trained MTU model (`--model DIR`, e.g. shapes-mtu).")
+    return Section(
+        key="deploy-quality",
+        title="Deploying with ONNX Runtime: quality per task, float32 and int8",
+        method=_quality_method(settings),
         tables=tables,
         targets=targets,
         notes=notes,
@@ -105,8 +122,14 @@ def _method(settings: Settings) -> str:
         "PyTorch eager fp32 is the base UNet2DConditionModel (the network of the t2i graph). Each ratio is its own "
         "timed pair of alternating variants (at most two graphs loaded at once); inputs: t2i, timesteps spread "
         "over the schedule. Relative errors: the float32 graphs against PyTorch `export('t2i')`, the int8 graphs "
-        "against the float32 all-tasks graph. Quality (with `--model`): every Shapes task of the model (sr and "
-        "inpaint also from the image alone) on the held-out test examples "
+        "against the float32 all-tasks graph."
+    )
+
+
+def _quality_method(settings: Settings) -> str:
+    return (
+        f"`benchmarks/deploy.py` (`--sections deploy-quality --model DIR`), {settings.threads} thread(s), untimed. "
+        "Every Shapes task of the model (sr and inpaint also from the image alone) on the held-out test examples "
         f"({2 if settings.quick else QUALITY_SAMPLES} per task), run by the PyTorch pipeline and by the float32 and "
         "int8 all-tasks ONNX folders (`OnnxPipeline`; int8-static with the export's own Shapes calibration), same "
         "seeds, shapes-base's sampler settings (`SHAPES_BASE_SAMPLER`, `evaluate_mtu_task`)."

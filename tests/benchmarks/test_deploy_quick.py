@@ -1,6 +1,6 @@
-"""The deploy section's quality table (`python -m benchmarks --sections deploy --model DIR`) on a tiny MTU model.
+"""The deploy-quality table (`python -m benchmarks --sections deploy-quality --model DIR`) on a tiny MTU model.
 
-`test_benchmarks_quick` runs the section without a model (speed and size only); figures are not checked.
+`test_benchmarks_quick` runs both deploy sections without a model (no quality table); figures are not checked.
 """
 
 from __future__ import annotations
