@@ -55,3 +55,23 @@ def test_a_fold_that_does_not_match_the_router_is_refused(monkeypatch):
     monkeypatch.setattr(model, "routing_weights", lambda: {name: w.flip(1) for name, w in weights.items()})
     with pytest.raises(ValueError, match="expert layout changed"):
         build_all_task_denoiser(model)
+
+
+def test_experts_a_router_switched_off_fold_to_finite_weights():
+    """A trained router can put exactly 0 on an expert (softmax underflow): expert 0 here for every task,
+    expert 1 for some tasks only. shapes-mtu has such layers; dividing by those zeros made NaN weights."""
+    model = _model(CASES[0])
+    with torch.no_grad():
+        for router in [m for m in model.modules() if type(m).__name__ == "TaskRouter"]:
+            router.net[2].bias[0] = -1e4
+            router.net[2].weight[1] *= 1e4
+    weights = torch.cat(list(model.routing_weights().values()))
+    assert (weights[:, 0] == 0).all() and (weights[:, 1] == 0).any() and (weights[:, 1] > 0.5).any()
+    gathered = build_all_task_denoiser(model)
+    assert all(torch.isfinite(p).all() for p in gathered.parameters())
+    case = CASES[0]
+    args, kwargs = case.inputs(_padded_sample(model, MIXED), seed=1)
+    with torch.no_grad():
+        expected = output_of(model(*args, **kwargs, task=MIXED))
+        actual = output_of(gathered(*args, **kwargs, task_ids=torch.tensor([TASKS.index(t) for t in MIXED])))
+    assert relative_error(actual, expected) <= 1e-5

@@ -167,11 +167,13 @@ def build_all_task_denoiser(model: nn.Module) -> AllTaskDenoiser:
 def _compare_exports(model: nn.Module, names: list[str], reference: dict, scales: dict) -> tuple[dict, dict]:
     """W_base per upcycled FFN, and the other parameters whose value differs by task: {key: {task id: value}}.
 
-    W_base = W_out(task) / s(task), from the task whose smallest scale is largest (no division by a router
-    weight that underflowed). Every task's folded W_out is checked against W_base x its scales.
+    W_base = W_out(task) / s(task), column by column from the task whose scale of that hidden unit is largest:
+    a trained router can put exactly 0 on an expert for some tasks (softmax underflow), and 0 / 0 there made
+    NaN weights. A hidden unit that every task scales by 0 never reaches the output: its column is 0.
+    Every task's folded W_out is checked against W_base x its scales.
     """
     ffn_keys = {f"{name}.net.2.weight": name for name in scales}
-    sources = {name: int(scale.min(dim=1).values.argmax()) for name, scale in scales.items()}
+    sources = {name: scale.argmax(dim=0) for name, scale in scales.items()}  # (d_ff,) task per hidden unit
     bases: dict[str, torch.Tensor] = {}
     varying: dict[str, dict[int, torch.Tensor]] = {}
     for index, task in enumerate(names):
@@ -180,8 +182,10 @@ def _compare_exports(model: nn.Module, names: list[str], reference: dict, scales
             if key in ffn_keys:
                 name = ffn_keys[key]
                 _check_fold(key, value, reference[key], scales[name][index], scales[name][0], task)
-                if sources[name] == index:
-                    bases[name] = value.double() / scales[name][index]
+                scale = scales[name][index]
+                mine = (sources[name] == index) & (scale > 0)
+                column = torch.where(mine, value.double() / torch.where(mine, scale, 1.0), 0.0)
+                bases[name] = bases.get(name, 0.0) + column
             elif index and (value.shape != reference[key].shape or not torch.equal(value, reference[key])):
                 varying.setdefault(key, {})[index] = value
     return bases, varying
