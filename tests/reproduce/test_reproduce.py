@@ -56,15 +56,19 @@ def test_quick_reproduction_writes_results_records_and_reuses_them(tiny_reproduc
         "Fig. 2",
         "Fig. 5",
         "no-learning baseline",
+        "## Adding a task later (colorize)",
     ):
         assert section in text
     for claim in ("on par with or better than the single-task models", "MTU beats LoRA-FFN", "T2I quality is kept"):
         assert claim in text
     assert "undecidable at this budget" in text  # 1 step per task learns nothing: never "does not hold"
     found = sorted(records.glob("*.json"))
-    assert len(found) == 9  # base, 2 single-task, MTU N=4 and N=1, LoRA, IA3, 2 full fine-tunes
+    assert len(found) == 10  # base, 2 single-task, MTU N=4 and N=1, LoRA, IA3, 2 full fine-tunes, colorize added
     edit = json.loads((records / "mtu-n4-t2i+edit-s0.json").read_text())
     assert edit["steps"] == 2 and len(edit["tasks"]["edit"]["per_example"]["psnr"]) == 2  # 2 tasks x S
+    added = json.loads((records / "add-task-colorize-on-mtu-n4-t2i+edit-s0.json").read_text())
+    assert added["old_tasks_max_abs_difference"] == {"t2i": 0.0, "edit": 0.0} and added["steps"] == 1
+    assert "| jointly from the start (MTU on 3 tasks, 3 x S steps) | not run yet | not run yet |" in text  # quick
     stamps = {path: path.stat().st_mtime_ns for path in found}
     import shutil
 

@@ -204,6 +204,7 @@ def write_report(path: Path, tables: dict, records: dict, base: dict, context: d
         *_main_table(records, tables, tasks, baselines, costs),
         "",
         *_other_tables(records, tables, tasks),
+        *_adding(records, tables.get("adding", []), tasks, samples),
         *_figures(records, tables, tasks, figures),
     ]
     path.write_text("\n".join(lines) + "\n")
@@ -260,6 +261,19 @@ def _other_tables(records, tables, tasks) -> list[str]:
         *_group_table(records, [(" + ".join(p), group(tables["pairs"], "mtu", p)) for p in pairs], tasks),
         "",
     ]
+
+
+def _adding(records, runs: list[Run], tasks, samples: int) -> list[str]:
+    """Issue 16's section: a task added later, beside its baseline (per-example scores, for intervals)."""
+    from mtu.data.shapes.baselines import BASELINES
+    from mtu.data.shapes.tasks import TEST_SEED
+    from mtu.evaluation.shapes_eval import evaluate_baseline
+    from mtu.reproduce.adding import adding_section
+
+    added = list(dict.fromkeys(t for r in runs if r.method == "add-task" for t in r.tasks if t not in tasks))
+    baselines = {t: evaluate_baseline(t, samples, TEST_SEED, per_example=True) for t in added if t in BASELINES}
+    title = f"## Adding a task later ({', '.join(added)})" if added else "## Adding a task later"
+    return [title, "", *adding_section(records, runs, baselines), ""]
 
 
 def _figures(records, tables, tasks, figures: Path) -> list[str]:

@@ -67,7 +67,8 @@ def reproduce(
         tasks: the tasks whose claims are checked (t2i and at least one more).
         eval_steps: denoising steps of the evaluation sampler.
         jobs: runs trained at once, each in its own process, in priority order (the model to ship,
-            main, pairs, extra, Fig. 2, experts).
+            main, a task added later, pairs, extra, Fig. 2, experts); an add-task run starts only once the
+            run it extends has finished.
         device: where runs train and score (default: cuda when available, else cpu).
         report_only: run nothing; write the report from the records there are (missing runs are listed).
         pilot: the pilot's record (default reproduction/pilot.json): its S and setting.
@@ -86,8 +87,7 @@ def reproduce(
         base = _with_setting(base, setting)
     out, records = Path(out), Path(records)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    queue = unique_runs({name: tables[name] for name in ("main", "pairs", "extra", "deviation", "experts")})
-    queue.sort(key=lambda run: run != SHIPPED_RUN)  # the model to ship trains first (stable otherwise)
+    queue = run_queue(tables)
     settings["setting"] = setting.name if setting else None
     settings["ship_to"] = None if quick or ship_to is None else str(ship_to)
     started = time.perf_counter()
@@ -97,7 +97,7 @@ def reproduce(
     else:
         calls = [(run_once, (run, out / run.name, records, base, settings, device)) for run in queue]
         done = (
-            parallel(calls, jobs, desc="reproduce")
+            parallel(calls, jobs, desc="reproduce", after=dependencies(queue))
             if jobs > 1
             else [call(*a) for call, a in tqdm(calls, desc="reproduce")]
         )
@@ -107,6 +107,20 @@ def reproduce(
                "out": str(out), "records": str(records), "scope": scope.name,
                "cut": [] if quick else [run.name for run in cut_runs(tables, tasks)]}  # fmt: skip
     return write_report(Path(results), tables, metrics, base, context)
+
+
+def run_queue(tables: dict[str, list[Run]]) -> list[Run]:
+    """Every run once, in priority order: the model to ship, the main table (seed-major), issue 16's
+    group (after the main table, whose MTU models it extends), pairs, extra, Fig. 2, experts."""
+    queue = unique_runs({name: tables[name] for name in ("main", "adding", "pairs", "extra", "deviation", "experts")})
+    queue.sort(key=lambda run: run != SHIPPED_RUN)  # the model to ship trains first (stable otherwise)
+    return queue
+
+
+def dependencies(queue: list[Run]) -> dict[int, set[int]]:
+    """For each run that needs another's trained model (add-task: the run it extends), that run's index."""
+    index = {run: i for i, run in enumerate(queue)}
+    return {i: {index[run.extends]} for i, run in enumerate(queue) if run.extends in index}
 
 
 def _settings(quick: bool, given: dict, pilot: str | Path | None, report_only: bool):
@@ -136,27 +150,36 @@ def _with_setting(base: dict, setting) -> dict:
     return apply_overrides(base, setting.overrides())
 
 
-def parallel(calls: list[tuple], jobs: int, desc: str) -> list:
+def parallel(calls: list[tuple], jobs: int, desc: str, after: dict[int, set[int]] | None = None) -> list:
     """Results of `function(*arguments)` for each (function, arguments) of `calls`, in order, run in `jobs`
     fresh processes (spawned: CUDA cannot be forked) with the CPU's cores shared out as torch threads.
 
     At most `jobs` calls are handed out at a time, so after Ctrl-C (which stops the running ones at a
-    checkpoint) no queued call starts.
+    checkpoint) no queued call starts. `after[i]`: calls (earlier in `calls`) that must finish before
+    call i starts; the first ready call starts first.
     """
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    pending, running, results = list(enumerate(calls)), {}, {}
+    pending, running, results = list(range(len(calls))), {}, {}
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
         with tqdm(total=len(calls), desc=desc, unit="run") as bar:
             while pending or running:
-                while pending and len(running) < jobs:
-                    index, (function, arguments) = pending.pop(0)
+                while len(running) < jobs and (index := next_ready(pending, results, after or {})) is not None:
+                    pending.remove(index)
+                    function, arguments = calls[index]
                     running[pool.submit(function, *arguments)] = index
+                if not running:  # only when a call waits for one that comes after it: a bug in `after`
+                    raise RuntimeError(f"calls {pending} wait for calls that never start: {after}")
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     results[running.pop(future)] = future.result()
                     bar.update(1)
     return [results[index] for index in range(len(calls))]
+
+
+def next_ready(pending: list[int], finished, after: dict[int, set[int]]) -> int | None:
+    """The first pending call whose prerequisites have all finished (None: every one waits for a running call)."""
+    return next((index for index in pending if after.get(index, set()) <= set(finished)), None)
 
 
 def train_config(run: Run, base: dict[str, Any], folder: Path, per_task: int):
@@ -175,7 +198,25 @@ def train_config(run: Run, base: dict[str, Any], folder: Path, per_task: int):
         "logging.log_with": "none",
         "logging.sample_every": 0,
     }
+    if run.extends is not None:
+        overrides["extends"] = str(model_dir(folder.parent, run.extends))
+    if run.rank_as:
+        overrides["adapter.rank"] = lora_rank(Run("lora", run.rank_as, run.num_experts, run.seed), base, folder)
     return TrainConfig.from_dict(apply_overrides(base, overrides))
+
+
+def model_dir(out: Path, run: Run) -> Path:
+    """Where a run of the plan leaves its trained model (`out` as given to `reproduce`)."""
+    return out / run.name / "train" / "model"
+
+
+def lora_rank(run: Run, base: dict[str, Any], folder: Path) -> int:
+    """The adapter rank LoRA run `run` trains with (its "auto" rank: trainable count closest to MTU's)."""
+    from mtu.training.components import unet_config
+    from mtu.training.run import adapter_spec
+
+    config = train_config(run, base, folder, 1)
+    return adapter_spec(config, unet_config(config.model))[0].rank
 
 
 def run_once(run: Run, folder: Path, records: Path, base: dict[str, Any], settings: dict, device: str = "cpu") -> dict:
@@ -184,23 +225,15 @@ def run_once(run: Run, folder: Path, records: Path, base: dict[str, Any], settin
     if record_file.is_file():
         return json.loads(record_file.read_text())
     started = time.perf_counter()
-    model_dir = None
-    if run.method != "base":
-        from mtu.training import train
-
-        config = train_config(run, base, folder, settings["per_task"])
-        resume = "latest" if (folder / "train" / "checkpoints").is_dir() else None
-        summary = train(config, resume=resume)
-        if summary["model"] is None:  # stopped by a signal: checkpointed; the next call resumes it
-            raise RunInterrupted(f"{run.name} stopped at step {summary['step']}; run again to resume")
-        model_dir = Path(summary["model"])
-    pipe = load_pipeline(base["model"], model_dir, run).to(device)
-    record: dict[str, Any] = {
-        "run": run.name,
-        "device": str(device),
-        "steps": run.steps(settings["per_task"]),
-        "tasks": {},
-    }
+    record: dict[str, Any] = {"run": run.name, "device": str(device), "steps": run.steps(settings["per_task"])}
+    if run.extends is not None:
+        record["extends"] = {
+            "run": run.extends.name,
+            "retrained": _ensure_model(run.extends, folder.parent, base, settings),
+        }
+    trained = None if run.method == "base" else train_run(run, folder, base, settings)
+    pipe = load_pipeline(base["model"], trained, run).to(device)
+    record["tasks"] = {}
     for task in run.tasks:
         prompt = base["tasks"][task].get("prompt", True)
         record["tasks"][task] = evaluate(pipe, task, settings["eval_samples"], settings["eval_steps"], prompt)
@@ -208,12 +241,43 @@ def run_once(run: Run, folder: Path, records: Path, base: dict[str, Any], settin
         record["layer_deviations"] = _layer_deviations(base["model"], pipe, run.tasks[0])
     if run.method == "mtu":
         record["routing"] = {name: w.tolist() for name, w in pipe.unet.routing_weights().items()}
+    if run.extends is not None:
+        from mtu.reproduce.adding import old_tasks_difference
+
+        record["old_tasks_max_abs_difference"] = old_tasks_difference(pipe, model_dir(folder.parent, run.extends))
+    if run.rank_as:
+        record["lora_rank"] = lora_rank(Run("lora", run.rank_as, run.num_experts, run.seed), base, folder)
     record["seconds"] = time.perf_counter() - started
     records.mkdir(parents=True, exist_ok=True)
     write_text_atomic(record_file, json.dumps(_rounded(record), separators=(",", ":")) + "\n")
-    if run == SHIPPED_RUN and settings.get("ship_to") and model_dir is not None:
-        _ship(model_dir, record, settings)
+    if run == SHIPPED_RUN and settings.get("ship_to") and trained is not None:
+        _ship(trained, record, settings)
     return record
+
+
+def train_run(run: Run, folder: Path, base: dict[str, Any], settings: dict) -> Path:
+    """Train `run` into `folder` (resuming from its checkpoint when there is one); its model folder."""
+    from mtu.training import train
+
+    config = train_config(run, base, folder, settings["per_task"])
+    resume = "latest" if (folder / "train" / "checkpoints").is_dir() else None
+    summary = train(config, resume=resume)
+    if summary["model"] is None:  # stopped by a signal: checkpointed; the next call resumes it
+        raise RunInterrupted(f"{run.name} stopped at step {summary['step']}; run again to resume")
+    return Path(summary["model"])
+
+
+def _ensure_model(run: Run, out: Path, base: dict[str, Any], settings: dict) -> bool:
+    """Make sure `run`'s trained model is on disk; whether it had to be (re)trained for it.
+
+    Its record may come from another machine (records are committed, models are not): it is then trained
+    again from its seed (a pure function of seed and step, as the first time) but not scored again.
+    """
+    if (model_dir(out, run) / "mtu_config.json").is_file():
+        return False
+    tqdm.write(f"{run.name}: its trained model is not in {out}; training it again (its record is kept)")
+    train_run(run, out / run.name, base, settings)
+    return True
 
 
 def _ship(model_dir: Path, record: dict, settings: dict) -> None:

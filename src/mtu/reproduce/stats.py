@@ -86,6 +86,19 @@ def paired_bootstrap(a, b, resamples: int = 2000, seed: int = 0, level: float = 
     return {"difference": float(a.mean() - b.mean()), "low": float(low), "high": float(high)}
 
 
+def mean_interval(scores, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Percentile bootstrap interval of one method's mean score over seeds and examples (scores shaped
+    (seeds, examples) as in `paired_bootstrap`, whose interval against an all-zero method it is: one
+    resampling scheme for every interval of the report).
+
+    Returns:
+        {"mean", "low", "high"}.
+    """
+    array = _as_scores(scores, "scores")
+    result = paired_bootstrap(array, np.zeros_like(array), resamples=resamples, seed=seed, level=level)
+    return {"mean": result["difference"], "low": result["low"], "high": result["high"]}
+
+
 def _interval(interval) -> tuple[float, float]:
     if isinstance(interval, Mapping):
         low, high = interval["low"], interval["high"]
