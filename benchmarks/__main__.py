@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import busy_cpu, denoiser, deploy, ffn, limits, size, switching, train_cache, training
+from benchmarks import busy_cpu, cpu_speed, denoiser, deploy, ffn, limits, size, switching, train_cache, training
 from benchmarks.configs import base_unet
 from benchmarks.report import Section, environment, sections_from_json, to_json, to_markdown
 from benchmarks.settings import Settings
@@ -42,6 +42,7 @@ SECTIONS: dict[str, Callable[[Settings], Section]] = {
     "training": training.run,
     "cache": train_cache.run,
     "limits": limits.run,
+    "cpu": cpu_speed.run,
     "busy": busy_cpu.run,
     "deploy": deploy.run,
     "deploy-quality": deploy.run_quality,
@@ -50,7 +51,8 @@ SECTIONS: dict[str, Callable[[Settings], Section]] = {
 
 
 # Run order: training needs the most memory (full fine-tuning: ~14 GiB in a worker), so it runs after the
-# shared base UNet is released; the report keeps the order of SECTIONS.
+# shared base UNet is released, as does cpu (two workers holding SD1.5: ~13 GiB together); the report keeps
+# the order of SECTIONS.
 RUN_ORDER = [
     "ffn",
     "denoiser",
@@ -62,6 +64,7 @@ RUN_ORDER = [
     "deploy-quality",
     "training",
     "cache",
+    "cpu",
     "busy",
     "gpu",
 ]

@@ -1,6 +1,7 @@
 """Measurements that need a process of their own (memory peaks, allocator settings), run as `python -m` workers.
 
-A worker prints one JSON line last on stdout; `run_worker` returns it parsed.
+A worker prints one JSON line last on stdout; `run_worker` returns it parsed. A `Worker` stays alive and
+answers commands (one line on its stdin each) with `reply` lines.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -18,11 +20,54 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 GLIBC_KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36)}
 
 
-def run_worker(module: str, arguments: list[str], env: dict[str, str] | None = None) -> dict:
+def run_worker(module: str, arguments: list[str], env: dict[str, str] | None = None, unset: tuple = ()) -> dict:
+    """`env` is added to this process's environment, `unset` names taken out of it."""
     command = [sys.executable, "-m", module, *arguments]
-    process = subprocess.run(
-        command, capture_output=True, text=True, check=False, cwd=REPOSITORY, env={**os.environ, **(env or {})}
-    )
+    environment = {key: value for key, value in os.environ.items() if key not in unset} | (env or {})
+    process = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPOSITORY, env=environment)
     if process.returncode != 0:
         raise RuntimeError(f"worker `{' '.join(command[2:])}` failed ({process.returncode}):\n{process.stderr[-3000:]}")
     return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+REPLY = "@@ "  # a persistent worker's answers start with this; anything else on its stdout is library chatter
+
+
+def reply(message: dict) -> None:
+    """Answer the parent's `Worker.call` (or its first `Worker.answer`) from a worker process."""
+    print(REPLY + json.dumps(message), flush=True)
+
+
+class Worker:
+    """A `python -m module` process that stays alive: `call` sends one command line and waits for its reply."""
+
+    def __init__(self, module: str, arguments: list[str], env: dict[str, str]):
+        self.log = tempfile.TemporaryFile(mode="w+")  # stderr to a file, not a pipe: a chatty worker never blocks
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module, *arguments],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            cwd=REPOSITORY,
+            env=env,
+        )
+
+    def answer(self) -> dict:
+        for line in self.process.stdout:
+            if line.startswith(REPLY):
+                return json.loads(line[len(REPLY) :])
+        self.log.seek(0)
+        raise RuntimeError(f"worker {self.process.args[2:]} ended ({self.process.wait()}):\n{self.log.read()[-3000:]}")
+
+    def call(self, command: str) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self.answer()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.write("quit\n")
+            self.process.stdin.close()
+            self.process.wait()
+        self.log.close()

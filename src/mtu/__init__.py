@@ -13,7 +13,13 @@ from mtu.config import BUILTIN_TASKS, MTUConfig, TaskSpec
 from mtu.version import __version__
 
 # Imported on first use: they import torch and diffusers, which `mtu --help` should not wait for.
-_LAZY = {"MTUModel": "mtu.model", "concat_task_inputs": "mtu.model", "load": "mtu.loading", "upcycle": "mtu.upcycle"}
+_LAZY = {
+    "MTUModel": "mtu.model",
+    "concat_task_inputs": "mtu.model",
+    "load": "mtu.loading",
+    "tune_allocator": "mtu.runtime",
+    "upcycle": "mtu.upcycle",
+}
 
 __all__ = [
     "__version__",
@@ -23,6 +29,7 @@ __all__ = [
     "TaskSpec",
     "concat_task_inputs",
     "load",
+    "tune_allocator",
     "upcycle",
 ]
 

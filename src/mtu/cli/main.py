@@ -81,6 +81,9 @@ def describe(error: Exception) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from mtu.runtime import tune_allocator
+
+        tune_allocator()  # before any model loads: glibc keeps activations for the next forward (mtu.runtime)
         check_device(getattr(args, "device", None))
         if args.command not in OWN_THREADS:
             from mtu.threads import configure_threads
