@@ -97,8 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_sections(names: list[str], settings: Settings) -> list[Section]:
     sections = {}
     for name in sorted(names, key=RUN_ORDER.index):
-        if name == "training":
-            base_unet.cache_clear()  # the shared base UNet is not needed any more
+        if name in ("training", "cpu"):  # their workers hold models of their own: free the shared one
+            base_unet.cache_clear()
             gc.collect()
         start = time.perf_counter()
         print(f"[benchmarks] {name} ...", flush=True)
