@@ -3,14 +3,14 @@
 Forward (fp32, random-weight SD1.5 at 64x64 latent, batch 1; shapes-base at 16x16, batch 2; `--quick`: a
 tiny UNet): two worker processes stay alive for the whole measurement (`python -m benchmarks.cpu_speed
 worker ...`). One keeps glibc's default allocator and holds every variant (eager, channels-last,
-oneDNN-packed layers, torch.compile); the other calls `mtu.runtime.tune_allocator()` at start, as every
-`mtu` command does, and holds the eager model. The parent asks for one forward at a time
+oneDNN-packed layers, torch.compile); the other calls `mtu.runtime.tune_allocator()` at start, as the
+sampling `mtu` commands do, and holds the eager model. The parent asks for one forward at a time
 (`benchmarks/timing.py` alternates the variants across both processes), so they never run together.
 Every variant's output is compared with the default process's eager output (same seed, same weights).
 
 Training: `mtu train` on shapes-base with cached latents, 4 tasks, batch 16, 1 thread, each run a process
-of its own (`benchmarks.train_cache measure`, which applies the allocator setting as `mtu train` does);
-the default variant opts out with `MTU_NO_MALLOC_TUNING=1`.
+of its own (`benchmarks.train_cache measure`, with `--tune` for the tuned runs; `mtu train` runs untuned);
+the default runs without it.
 """
 
 from __future__ import annotations
@@ -278,8 +278,8 @@ def training_figures(settings: Settings) -> dict[str, list[float]]:
 
 
 def _train_step_seconds(arguments: list[str], mode: str) -> float:
-    opt_out = {OPT_OUT: "1" if mode == "default" else "0"}
-    figures = run_worker("benchmarks.train_cache", arguments, env=opt_out, unset=ALLOCATOR_SETTINGS)
+    tune = ["--tune"] if mode == "tuned" else []
+    figures = run_worker("benchmarks.train_cache", [*arguments, *tune], unset=ALLOCATOR_SETTINGS)
     if figures["allocator_tuned"] != (mode == "tuned"):
         raise RuntimeError(f"the {mode} training run did not get its allocator setting: {figures}")
     return figures["step_seconds"]
@@ -291,8 +291,8 @@ def training_table(times: dict[str, list[float]]) -> tuple[Table, float]:
     table = Table(
         ["`mtu train` (cached latents, 4 tasks)", "s / step", "tuned / default"],
         [
-            ["glibc default (`MTU_NO_MALLOC_TUNING=1`)", default, 1.0],
-            ["allocator tuned (the shipped default)", tuned, ratio],
+            ["glibc default (what `mtu train` runs with)", default, 1.0],
+            ["allocator tuned (`mtu.runtime.tune_allocator`)", tuned, ratio],
         ],
     )
     return table, ratio
@@ -330,9 +330,10 @@ def run(settings: Settings) -> Section:
 def notes(figures_by_model: dict[str, dict]) -> list[str]:
     """What is adopted and why the rest is not, from this run's figures."""
     lines = [
-        "Adopted: the allocator setting, called by every `mtu` command at start (`mtu.runtime.tune_allocator`; "
-        "`MTU_NO_MALLOC_TUNING=1` opts out). It changes no arithmetic (the relative errors above); the cost is "
-        "that freed memory stays with the process (docs/reliability.md)."
+        "Adopted for sampling: the allocator setting, called at start by the commands that only sample (generate, "
+        "serve, eval, info, export, demo: `mtu.runtime.tune_allocator`; `MTU_NO_MALLOC_TUNING=1` opts out), not by "
+        "train / reproduce / quickstart (the training row). It changes no arithmetic (the relative errors above); "
+        "the cost is that freed memory stays with the process (docs/reliability.md)."
     ]
     for model, figures in figures_by_model.items():
         timing, first = figures["timing"], figures["first"]
@@ -353,7 +354,7 @@ def _method(settings: Settings) -> str:
     return (
         f"`benchmarks/cpu_speed.py`, fp32, {settings.threads} torch thread(s). Forward: two worker processes, "
         "one with glibc's default allocator holding every variant, one that calls `mtu.runtime.tune_allocator()` "
-        "at start (as every `mtu` command does) holding the eager model; one forward at a time, the variants "
+        "at start (as the sampling `mtu` commands do) holding the eager model; one forward at a time, the variants "
         "alternating across both processes (no grad, as the pipelines run). 'Setup + first call' counts a "
         "compile. Relative error: L2 distance of a variant's output to the default process's eager output "
         "(same seed and weights), over the latter's norm. Training: `mtu train` (shapes-base, cached latents, "

@@ -275,7 +275,8 @@ def findings(rates: dict[str, dict], onednn: dict[str, float], forward_seconds: 
             f"{(keep['forward'] / keep['matmul']) / (default['forward'] / default['matmul']):.2f}x as long as here, "
             "each normalised by the matmul timed beside it (two processes: indicative). glibc "
             "returns activation memory to the kernel after each forward and the next forward faults it back in, "
-            "zeroed. Closed: every `mtu` command now applies these settings at start (`mtu.runtime.tune_allocator`; "
+            "zeroed. Closed for sampling: `mtu generate` / `serve` / `eval` apply these settings at start "
+            "(`mtu.runtime.tune_allocator`; "
             "measured in the section 'PyTorch on CPU'); this process, `python -m benchmarks`, keeps glibc's defaults."
         )
     return notes

@@ -162,8 +162,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--pool", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--tune", action="store_true", help="call mtu.runtime.tune_allocator() first (`mtu train` does not)"
+    )
     args = parser.parse_args()
-    tuned = tune_allocator()  # what every `mtu` command does first, so these figures are `mtu train`'s
+    tuned = tune_allocator() if args.tune else False
     torch.set_num_threads(args.threads)
     if args.mode == "fill":
         print(json.dumps(fill(args.tasks, args.cache_dir, args.pool)))

@@ -10,7 +10,8 @@ with `mallopt`, so this process needs no environment variable or re-exec; they a
 processes it starts. The cost: memory freed after a peak stays with the process (its resident size keeps
 the peak, up to 2 GiB of free heap top); `MTU_NO_MALLOC_TUNING=1` opts out.
 
-Standard library only: the command line calls it before torch is imported.
+Standard library only: the sampling commands call it before torch is imported; training does not (measured:
+a training step gains nothing, BENCHMARKS.md "PyTorch on CPU").
 """
 
 from __future__ import annotations

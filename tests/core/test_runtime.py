@@ -108,3 +108,11 @@ def test_the_command_line_tunes_unless_opted_out():
     code += "print(os.environ.get('MALLOC_MMAP_MAX_'))"
     assert run_python(code) == "0"
     assert run_python(code, MTU_NO_MALLOC_TUNING="1") == "None"
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's allocator only")
+def test_training_commands_keep_the_default_allocator():
+    """Measured: a training step is no faster with it (BENCHMARKS.md "PyTorch on CPU"); its peaks would stay."""
+    code = "import os; from mtu.cli.main import main; main(['train', 'no-such-config.yaml']); "
+    code += "print(os.environ.get('MALLOC_MMAP_MAX_'))"
+    assert run_python(code) == "None"

@@ -14,6 +14,9 @@ import sys
 EXPECTED_ERRORS = (ValueError, OSError, RuntimeError)
 # Commands that give their workers threads themselves (reproduce: cores / jobs; pretrain-shapes: 1).
 OWN_THREADS = {"reproduce", "pretrain-shapes"}
+# Commands that only sample get glibc's keep-freed-memory setting (mtu.runtime): an SD1.5 forward took 0.94x
+# the time with it; a training step took 1.07x (BENCHMARKS.md "PyTorch on CPU"), so training keeps the default.
+TUNED_ALLOCATOR = {"generate", "serve", "eval", "info", "export", "demo"}
 # Sub-command modules, in the order `mtu --help` lists them. Each imports only the standard library (and
 # light mtu modules) at the top, so `mtu --help` and argument errors return without loading torch.
 COMMAND_MODULES = [
@@ -81,9 +84,10 @@ def describe(error: Exception) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from mtu.runtime import tune_allocator
+        if args.command in TUNED_ALLOCATOR:
+            from mtu.runtime import tune_allocator
 
-        tune_allocator()  # before any model loads: glibc keeps activations for the next forward (mtu.runtime)
+            tune_allocator()  # before any model loads: glibc keeps activations for the next forward
         check_device(getattr(args, "device", None))
         if args.command not in OWN_THREADS:
             from mtu.threads import configure_threads
