@@ -15,7 +15,9 @@ all-tasks ONNX folders (`OnnxPipeline`) with the same seeds (`mtu.evaluation.sha
 
 from __future__ import annotations
 
+import argparse
 import gc
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -169,29 +171,60 @@ def _torch_args(feeds: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
     )
 
 
+def _export_graphs(name: str, folder: Path, threads: int) -> tuple[dict[str, Path], np.ndarray]:
+    """`_write_graphs` in a process of its own: exporting SD1.5 holds the base, its export and the tracer's
+    copies at once (over 23 GB in this process beside the timing's base; killed for memory), and a worker's
+    memory goes back to the system when it ends, before anything is timed."""
+    from benchmarks.workers import run_worker
+
+    run_worker("benchmarks.deploy", ["--name", name, "--folder", str(folder), "--threads", str(threads)])
+    paths = {variant: folder / directory / "model.onnx" for variant, directory in _FOLDERS.items()}
+    return paths, np.load(folder / "reference.npy")
+
+
+_FOLDERS = {ONE: "t2i", ALL: "all", **{INT8[mode]: mode for mode in QUANTIZED}}
+
+
 @torch.no_grad()
-def _export_graphs(base: torch.nn.Module, name: str, folder: Path) -> tuple[dict[str, Path], np.ndarray]:
+def _write_graphs(name: str, folder: Path) -> None:
     """The t2i graph, the all-tasks graph and its int8 versions, and PyTorch `export('t2i')`'s output on the
-    timing inputs; each torch copy is freed as soon as it is written (a full SD1.5 is 3.4 GB)."""
+    timing inputs (reference.npy); each torch copy is freed as soon as it is written (SD1.5 is 3.4 GB)."""
     from mtu.deploy import build_all_task_denoiser
     from mtu.deploy.onnx_export import export_denoiser
     from mtu.deploy.quantize import quantize_denoiser
 
+    base = _base(name)
+    feeds, calibration = _feeds(base, name), [_feeds(base, name, seed=1, task=0), _feeds(base, name, seed=2, task=4)]
     model = upcycled(base, TASKS, num_experts=4)
+    del base  # the model shares its weights
     exported = model.export("t2i").eval()
-    reference = exported(*_torch_args(_feeds(base, name)), return_dict=False)[0].numpy()
-    paths = {ONE: export_denoiser(exported, folder / "t2i", TEXT_LENGTH)}
+    np.save(folder / "reference.npy", exported(*_torch_args(feeds), return_dict=False)[0].numpy())
+    export_denoiser(exported, folder / _FOLDERS[ONE], TEXT_LENGTH)
     del exported
     gc.collect()
-    paths[ALL] = export_denoiser(build_all_task_denoiser(model), folder / "all", TEXT_LENGTH)
+    export_denoiser(build_all_task_denoiser(model), folder / _FOLDERS[ALL], TEXT_LENGTH)
     del model
     gc.collect()
-    calibration = [_feeds(base, name, seed=1, task=0), _feeds(base, name, seed=2, task=4)]
     for mode in QUANTIZED:
         (folder / mode).mkdir()
-        paths[INT8[mode]] = folder / mode / "model.onnx"
-        quantize_denoiser(paths[ALL], paths[INT8[mode]], mode, calibration if mode == "int8-static" else None)
-    return paths, reference
+        source, target = folder / _FOLDERS[ALL] / "model.onnx", folder / mode / "model.onnx"
+        quantize_denoiser(source, target, mode, calibration if mode == "int8-static" else None)
+    print(json.dumps({"written": str(folder)}))  # run_worker's answer
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The export worker: `python -m benchmarks.deploy --name sd15 --folder DIR --threads N`."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.deploy")
+    parser.add_argument("--name", choices=list(SHAPES), required=True)
+    parser.add_argument("--folder", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    _write_graphs(args.name, args.folder)
+
+
+if __name__ == "__main__":
+    main()
 
 
 def _caller(variant: str, base: torch.nn.Module, paths: dict[str, Path], feeds: dict, threads: int):
@@ -216,11 +249,11 @@ def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 def speed_and_size(name: str, settings: Settings) -> tuple[Table, list[Target]]:
     """One denoiser: the timed pairs of `PAIRS`, relative errors and file sizes."""
-    base = _base(name)
-    feeds = _feeds(base, name)
     rows, targets, outputs = [], [], {}
     with tempfile.TemporaryDirectory() as scratch:
-        paths, reference = _export_graphs(base, name, Path(scratch))
+        paths, reference = _export_graphs(name, Path(scratch), settings.threads)
+        base = _base(name)  # loaded after the worker ended: the export's peak and the timing's never overlap
+        feeds = _feeds(base, name)
         for variant, baseline, goal in PAIRS:
             calls = {v: _caller(v, base, paths, feeds, settings.threads) for v in (variant, baseline)}
             for v in calls:

@@ -16,7 +16,9 @@ def test_quick_run_writes_every_section(tmp_path):
     markdown, figures = tmp_path / "BENCHMARKS.md", tmp_path / "benchmarks.json"
     start = time.perf_counter()
     assert main(["--quick", "--out", str(markdown), "--json", str(figures)]) == 0
-    assert time.perf_counter() - start < 90  # the busy section starts three `mtu` processes
+    # A guard on CI time, not a figure: measured 81 s on a quiet 2-core machine (busy, cpu and deploy start
+    # processes of their own: ~50 s of it).
+    assert time.perf_counter() - start < 180
 
     report = json.loads(figures.read_text())
     assert list(report["sections"]) == list(SECTIONS)
