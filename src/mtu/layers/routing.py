@@ -77,7 +77,10 @@ class TaskBatch:
         """
         if self.single_task is not None:
             return function(0, self.single_task, tensor)
-        return torch.cat([function(index, task, tensor[rows]) for index, (task, rows) in enumerate(self.runs)])
+        # split, not slicing: the backward of one split is one concatenation of the runs' gradients, while each
+        # slice's backward writes a zero-filled full-size gradient and adds them up (~7% of a training step).
+        parts = tensor.split([rows.stop - rows.start for _, rows in self.runs])
+        return torch.cat([function(index, task, part) for index, ((task, _), part) in enumerate(zip(self.runs, parts))])
 
 
 class TaskContext:
