@@ -10,7 +10,7 @@ import torch
 
 import mtu
 from mtu.deploy import OnnxPipeline, export_onnx
-from mtu.deploy.onnx_export import export_denoiser
+from mtu.deploy.onnx_export import export_denoiser, save_graph
 from mtu.deploy.onnx_pipeline import OnnxGraph
 from tests.core.tiny_models import relative_error
 from tests.helpers import TASKS, mtu_pipeline, request_for, tiny_sdxl_components
@@ -115,6 +115,41 @@ def test_big_graphs_keep_their_weights_in_a_side_file(pipe, tmp_path, monkeypatc
     with torch.no_grad():
         expected = pipe.unet(sample, timestep, text, task="t2i").sample
     assert relative_error(_run(OnnxGraph(tmp_path / "unet" / "model.onnx"), sample, timestep, text), expected) <= 1e-4
+
+
+def test_weights_scattered_over_many_files_are_copied_into_one(tmp_path):
+    """How the tracer leaves a graph past 2 GiB: save_graph streams it, never loading every weight at once."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal((3, 3)).astype(np.float32) for _ in range(3)]
+    initializers = [numpy_helper.from_array(w, name=f"w{i}") for i, w in enumerate(weights)]
+    nodes = [helper.make_node("Add", ["x", "w0"], ["a"]), helper.make_node("Add", ["a", "w1"], ["b"])]
+    nodes.append(helper.make_node("Add", ["b", "w2"], ["y"]))
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [3, 3]) for name in ("x", "y")]
+    model = helper.make_model(helper.make_graph(nodes, "g", io[:1], io[1:], initializers))
+    (tmp_path / "traced").mkdir()
+    onnx.save_model(
+        model,
+        str(tmp_path / "traced" / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=False,
+        size_threshold=0,
+    )
+    assert len(list((tmp_path / "traced").iterdir())) == 4  # the graph and one file per weight
+    (tmp_path / "out").mkdir()
+    save_graph(tmp_path / "traced" / "model.onnx", tmp_path / "out" / "model.onnx")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.onnx", "model.onnx_data"]
+    loaded = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    for tensor, expected in zip(loaded.graph.initializer, weights, strict=True):
+        np.testing.assert_array_equal(numpy_helper.to_array(tensor), expected)
+    bad = onnx.load(str(tmp_path / "out" / "model.onnx"), load_external_data=False)
+    bad.graph.initializer[0].external_data[0].value = "../traced/w0"  # a location outside its folder is refused
+    onnx.save_model(bad, str(tmp_path / "out" / "bad.onnx"))
+    (tmp_path / "again").mkdir()
+    with pytest.raises(ValueError, match="lies outside"):
+        save_graph(tmp_path / "out" / "bad.onnx", tmp_path / "again" / "model.onnx")
 
 
 def test_refusals(pipe, onnx_all, tmp_path):

@@ -31,6 +31,7 @@ error of 0.19 (0.012 with u8 weights, at the same speed).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import tempfile
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from mtu.deploy.onnx_export import INDEX_KEY, require, save_graph
+from mtu.deploy.onnx_export import DATA_FILE, INDEX_KEY, require, save_graph
 
 DYNAMIC, STATIC = "int8", "int8-static"
 MODES = {
@@ -111,25 +112,51 @@ def quantize_denoiser(
         tempfile.TemporaryDirectory(dir=target.parent if target.parent.exists() else None) as scratch,
     ):
         quantized = Path(scratch) / "model.onnx"
-        external = (source.parent / "model.onnx_data").exists()  # > 2 GiB: both sides need a side file
+        external = (source.parent / DATA_FILE).exists()  # > 2 GiB: both sides need a side file
         if mode == DYNAMIC:
             quantization.quantize_dynamic(
                 source, quantized, op_types_to_quantize=op_types, use_external_data_format=external, **options
             )
-        else:  # the calibrator keeps a min and a max per tensor and feed, not the tensors: no memory cap needed
-            # (its CalibMaxIntermediateOutputs cap discards what was collected instead of merging it: onnxruntime 1.32)
+        else:
+            ranges = _calibrate(source, calibration, op_types, external, Path(scratch))
             quantization.quantize_static(
                 source,
                 quantized,
-                _Reader(calibration),
+                None,  # the ranges come from the cache
+                calibration_cache_path=ranges,
                 quant_format=quantization.QuantFormat.QDQ,
                 op_types_to_quantize=op_types,
                 activation_type=quantization.QuantType.QUInt8,
                 use_external_data_format=external,
                 **options,
             )
-        save_graph(onnx.load(str(quantized)), target)
+        save_graph(quantized, target)
     return {"mode": mode, "quantized": op_types, "kept_float": sorted(kept.values())}
+
+
+def _calibrate(
+    source: Path, feeds: Iterable[dict[str, np.ndarray]], op_types: list[str], external: bool, scratch: Path
+) -> Path:
+    """The activation ranges of `source` over `feeds`, as onnxruntime's calibration cache (a JSON file).
+
+    A step of its own, as quantize_static would run it: given the feeds, quantize_static holds its loaded graph
+    while the calibrator holds another copy and an inference session (killed at 18 GB at SD1.5 size); from the
+    cache it loads one graph. The calibrator keeps a min and a max per tensor and feed, not the tensors, so no
+    cap is needed (its CalibMaxIntermediateOutputs cap discards what was collected: onnxruntime 1.32).
+    """
+    calibrate = require("onnxruntime.quantization.calibrate")
+    calibrator = calibrate.create_calibrator(
+        source, op_types, augmented_model_path=str(scratch / "augmented.onnx"), use_external_data_format=external
+    )
+    calibrator.collect_data(_Reader(feeds))
+    ranges = calibrator.compute_data()
+    del calibrator  # its graph and session, before quantize_static loads the graph again
+    gc.collect()
+    path = scratch / "ranges.json"
+    calibrate.save_tensors_data(ranges, path)
+    for augmented in scratch.glob("augmented*"):
+        augmented.unlink()
+    return path
 
 
 @contextlib.contextmanager
