@@ -69,7 +69,8 @@ SAME_PSNR, SAME_POINTS = 0.05, 1.0  # ONNX float32 vs PyTorch: no measurable cha
 KEPT_FLOAT = (
     "Kept float32 in both int8 modes: the input conv (the per-task conv table) and the output conv, every "
     "norm and per-task table (FFN scales, pre-FFN norm rows), the timestep embedding and time projections, "
-    "softmax and the attention products; int8 (dynamic) also keeps every conv (docs/deploy.md says why)."
+    "softmax; int8 (dynamic) also keeps every conv and the attention products Q K^T and P V, which int8-static "
+    "quantizes (docs/deploy.md says why)."
 )
 
 

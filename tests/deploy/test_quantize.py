@@ -86,8 +86,31 @@ def test_int8_keeps_the_input_and_output_convs_norms_and_task_tables_in_float32(
             for name in node.input:
                 if name in weights:  # per-task tables (FFN scales, norm rows), norm weights: float32
                     assert weights[name].data_type == onnx.TensorProto.FLOAT, (node.name, name)
-    dynamic = {node.op_type for node in onnx.load(str(exports["all", "int8"] / "unet" / "model.onnx")).graph.node}
-    assert "MatMulInteger" in dynamic and "ConvInteger" not in dynamic
+    dynamic = onnx.load(str(exports["all", "int8"] / "unet" / "model.onnx")).graph
+    dynamic_ops = {node.op_type for node in dynamic.node}
+    assert "MatMulInteger" in dynamic_ops and "ConvInteger" not in dynamic_ops
+    # the attention products (both operands activations): float MatMul in int8, QDQ on both inputs in int8-static
+    products = _activation_products(dynamic)["float"]
+    assert products > 0 and _activation_products(dynamic) == {"float": products, "qdq": 0}
+    assert _activation_products(graph) == {"float": 0, "qdq": products}
+
+
+def _activation_products(graph) -> dict[str, int]:
+    constants = {tensor.name for tensor in graph.initializer}
+    producer = {output: node for node in graph.node for output in node.output}
+
+    def constant(name: str) -> bool:  # a weight, or a weight behind its DequantizeLinear
+        node = producer.get(name)
+        return name in constants or (
+            node is not None and node.op_type == "DequantizeLinear" and node.input[0] in constants
+        )
+
+    counts = {"float": 0, "qdq": 0}
+    for node in graph.node:
+        if node.op_type == "MatMul" and not any(constant(name) for name in node.input):
+            kinds = {getattr(producer.get(name), "op_type", None) for name in node.input}
+            counts["qdq" if kinds == {"DequantizeLinear"} else "float"] += 1
+    return counts
 
 
 @pytest.mark.parametrize("mode", ["int8", "int8-static"])

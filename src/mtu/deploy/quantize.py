@@ -18,8 +18,10 @@ What stays float32, in both modes, and why:
   pre-FFN norm rows, the input conv table): onnxruntime would quantize a table's `Gather` by default, and
   a task's router scales are its whole specialisation; they are a few kilobytes;
 - the timestep embedding and the resnets' time projections (`Gemm`, no integer kernel in onnxruntime,
-  a negligible share of the FLOPs), softmax and the attention products Q K^T and P V (both operands
-  are activations: quantizing them per call costs more than it saves at these sizes);
+  a negligible share of the FLOPs) and softmax;
+- in the dynamic mode, the attention products Q K^T and P V (both operands are activations: onnxruntime's
+  dynamic mode quantizes only a MatMul with a constant weight). The static mode quantizes them too, as
+  onnxruntime's static mode does by default (QDQ on both activations; 52 of shapes-base's 182 MatMuls);
 - in the dynamic mode, every convolution: onnxruntime's dynamic `ConvInteger` runs ~5x slower than its
   float convolution on this AVX2 CPU (one SD1.5 resnet conv, 320 channels at 64x64, one thread).
 
