@@ -251,10 +251,6 @@ def main(argv: list[str] | None = None) -> None:
     _write_graphs(args.name, args.folder)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def _caller(variant: str, base: torch.nn.Module, paths: dict[str, Path], feeds: dict, threads: int):
     """A call of `variant` on `feeds` with no arguments (PyTorch: the base UNet; else an onnxruntime session)."""
     if variant == TORCH:
@@ -368,3 +364,7 @@ def _differences(scores: dict, names: list[str], variant: str, baseline: str, ps
         name = f"quality: {variant} vs {baseline}, largest |{metric} difference| ({unit})"
         targets.append(Target(name, abs(gaps[worst]), "<=", bound, detail=detail))
     return targets
+
+
+if __name__ == "__main__":
+    main()

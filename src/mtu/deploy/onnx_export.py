@@ -250,8 +250,10 @@ def save_graph(source: Path, path: Path) -> Path:
     twice over, beside the torch model, on a 24 GB machine.
     """
     onnx = require("onnx")
+    from onnx.external_data_helper import uses_external_data
+
     graph = onnx.load(str(source), load_external_data=False)
-    if any(_external(tensor) for tensor in _tensors(graph.graph)):
+    if any(uses_external_data(tensor) for tensor in _tensors(graph.graph)):
         _stream_external_data(graph, source.parent, path.parent / DATA_FILE)
         onnx.save_model(graph, str(path))
         return path
@@ -273,17 +275,13 @@ def _tensors(graph: Any) -> Iterator[Any]:
                 yield from _tensors(subgraph)
 
 
-def _external(tensor: Any) -> bool:
-    return tensor.HasField("data_location") and tensor.data_location == tensor.EXTERNAL
-
-
 def _stream_external_data(graph: Any, source: Path, data_path: Path) -> None:
     """Append each external tensor's bytes (read from under `source`) to `data_path`; re-point the tensor there."""
-    from onnx.external_data_helper import ExternalDataInfo
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
     root = source.resolve()
     with open(data_path, "wb") as data:
-        for tensor in filter(_external, _tensors(graph.graph)):
+        for tensor in filter(uses_external_data, _tensors(graph.graph)):
             info = ExternalDataInfo(tensor)
             where = (root / info.location).resolve()
             if not where.is_relative_to(root):

@@ -141,10 +141,11 @@ def _calibrate(
 ) -> Path:
     """The activation ranges of `source` over `feeds`, as onnxruntime's calibration cache (a JSON file).
 
-    A step of its own, as quantize_static would run it: given the feeds, quantize_static holds its loaded graph
-    while the calibrator holds another copy and an inference session (killed at 18 GB at SD1.5 size); from the
-    cache it loads one graph. The calibrator keeps a min and a max per tensor and feed, not the tensors, so no
-    cap is needed (its CalibMaxIntermediateOutputs cap discards what was collected: onnxruntime 1.32).
+    A step of its own, as quantize_static would run it: given the feeds, quantize_static keeps its loaded graph
+    while the calibrator loads another copy and runs an inference session; from the cache it loads one graph.
+    The calibrator stores a min and a max per tensor and feed, so no cap is needed (its CalibMaxIntermediateOutputs
+    cap discards what was collected: onnxruntime 1.32). Its session's memory during a call still grows with the
+    input: over 18 GB for SD1.5 at a 64x64 latent, split or not; calibrate big models on small inputs.
     """
     calibrate = require("onnxruntime.quantization.calibrate")
     calibrator = calibrate.create_calibrator(
