@@ -265,3 +265,20 @@ def test_router_figure_is_written(tmp_path):
     summary = router_summary([_one_hot([[0, 1, 2]] * 3, 4, 0.8), _one_hot([[0, 1, 3]] * 3, 4, 0.6)], TASKS)
     path = router_figure(summary, tmp_path / "figures" / "router.png")
     assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_lists_per_layer_divergence_and_counts():
+    from mtu.reproduce.plan import Run
+    from mtu.reproduce.report import _router_table
+
+    same = _one_hot([[2, 2, 2]] * 3, 4, 0.9)  # every task on expert 2: specialised cells, zero divergence
+    distinct = _one_hot([[0, 1, 2]] * 3, 4, 0.9)
+    summary = router_summary([same, distinct], TASKS)
+    runs = [Run("mtu", tuple(TASKS), 4, seed) for seed in (0, 1)]
+    lines = _router_table(summary, runs)
+    rows = [line for line in lines if line.startswith("| ") and "layer" not in line]
+    assert len(rows) == len(LAYERS)
+    cells = rows[0].strip("| ").split(" | ")
+    assert cells[1] == "0.000" and float(cells[2]) == pytest.approx(js_divergence(distinct[LAYERS[0]]), abs=1e-3)
+    assert cells[3:] == ["3/3", "3/3"]
+    assert "9 of 9 (seed 0), 9 of 9 (seed 1)" in lines[0] and "of the 9 such in every seed, 3 pick" in lines[0]

@@ -139,8 +139,38 @@ def _router(records, tables, tasks, figures: Path) -> tuple[list[str], str]:
     weights = [{name: np.array(w) for name, w in records[r]["routing"].items()} for r in runs]
     summary = router_summary(weights, list(tasks))
     figure = router_figure(summary, figures / "router_layers.png")
-    return [f"![router per layer]({figures.name}/{figure.name})", "", f"Verdict: **{summary['verdict']}**."], summary[
-        "verdict"
+    lines = [f"![router per layer]({figures.name}/{figure.name})", "", *_router_table(summary, runs), ""]
+    return lines + [f"Verdict: **{summary['verdict']}**: {summary['reason']}."], summary["verdict"]
+
+
+def _router_table(summary: dict, runs: list) -> list[str]:
+    """Per layer and seed: the across-task Jensen-Shannon divergence (bits; 0 = every task routes alike) and
+    how many tasks give one expert >= the threshold (the figure shows which expert and how much)."""
+    from mtu.evaluation.analysis import short_layer_name
+
+    seeds, tasks = summary["seeds"], summary["tasks"]
+    header = (
+        ["layer"]
+        + [f"JS s{run.seed} (bits)" for run in runs]
+        + [f"tasks >= {summary['threshold']} s{run.seed}" for run in runs]
+    )
+    rows = []
+    for index, layer in enumerate(summary["layers"]):
+        js = [f"{max(seed['js'][index], 0.0):.3f}" for seed in seeds]  # max: -0.000 from rounding
+        counts = [f"{sum(w >= summary['threshold'] for w in seed['top'][index])}/{len(tasks)}" for seed in seeds]
+        rows.append("| " + " | ".join([short_layer_name(layer), *js, *counts]) + " |")
+    agreement = summary["agreement"]
+    total = len(summary["layers"]) * len(tasks)
+    return [
+        f"Cells (layer, task) with a top weight >= {summary['threshold']}: "
+        + ", ".join(f"{count} of {total} (seed {run.seed})" for count, run in zip(summary["specialised_cells"], runs))
+        + f"; of the {agreement['cells']} such in every seed, {agreement['agreeing']} pick the same expert in all"
+        " seeds. JS: the across-task Jensen-Shannon divergence of a layer's router rows, in bits (0: every task"
+        " routes alike; at most log2 min(tasks, experts), for tasks on disjoint experts).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *rows,
     ]
 
 
