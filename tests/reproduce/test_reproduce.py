@@ -127,3 +127,14 @@ def test_quickstart_scores_the_shipped_model_on_the_same_examples(tiny_config, t
     metrics = json.loads((tmp_path / "qs" / "metrics.json").read_text())
     assert metrics["shipped"] == metrics["after"]  # the same model on the same examples scores the same
     assert "shapes-mtu, same examples" in report.read_text() and (tmp_path / "qs" / "shipped-edit.png").is_file()
+
+
+def test_report_figures_folder_keeps_only_what_the_report_shows(tmp_path):
+    from mtu.reproduce.report import _remove_unused_figures
+
+    figures = tmp_path / "RESULTS_figures"
+    figures.mkdir()
+    for name in ("router_layers.png", "router.png", "notes.txt"):
+        (figures / name).write_bytes(b"x")
+    _remove_unused_figures(figures, "![router per layer](RESULTS_figures/router_layers.png)")
+    assert sorted(p.name for p in figures.iterdir()) == ["notes.txt", "router_layers.png"]

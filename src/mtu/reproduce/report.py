@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from mtu.outputs import write_text_atomic
 from mtu.reproduce.claims import (
     claim_line,
     group,
@@ -237,8 +238,17 @@ def write_report(path: Path, tables: dict, records: dict, base: dict, context: d
         *_adding(records, tables.get("adding", []), tasks, samples),
         *_figures(records, tables, tasks, figures),
     ]
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    _remove_unused_figures(figures, "\n".join(lines))
     return path
+
+
+def _remove_unused_figures(figures: Path, text: str) -> None:
+    """Delete the PNGs of `figures` that the report no longer shows (a section renamed or gone since the
+    last report), so the folder holds exactly the report's figures."""
+    for png in figures.glob("*.png"):
+        if f"({figures.name}/{png.name})" not in text:
+            png.unlink()
 
 
 def _preamble(base: dict, context: dict, missing: list[str]) -> list[str]:
