@@ -157,7 +157,7 @@ def _router_table(summary: dict, runs: list) -> list[str]:
     )
     rows = []
     for index, layer in enumerate(summary["layers"]):
-        js = [f"{max(seed['js'][index], 0.0):.3f}" for seed in seeds]  # max: -0.000 from rounding
+        js = [f"{round(seed['js'][index], 3) or 0.0:.3f}" for seed in seeds]  # or: rounding gives -0.0
         counts = [f"{sum(w >= summary['threshold'] for w in seed['top'][index])}/{len(tasks)}" for seed in seeds]
         rows.append("| " + " | ".join([short_layer_name(layer), *js, *counts]) + " |")
     agreement = summary["agreement"]
