@@ -238,8 +238,9 @@ def write_report(path: Path, tables: dict, records: dict, base: dict, context: d
         *_adding(records, tables.get("adding", []), tasks, samples),
         *_figures(records, tables, tasks, figures),
     ]
-    write_text_atomic(path, "\n".join(lines) + "\n")
-    _remove_unused_figures(figures, "\n".join(lines))
+    text = "\n".join(lines) + "\n"
+    write_text_atomic(path, text)
+    _remove_unused_figures(figures, text)
     return path
 
 
