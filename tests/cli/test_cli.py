@@ -93,3 +93,26 @@ def test_errors_are_one_line_messages(workspace, capsys):
     assert "neither a local folder nor a shipped model name" in capsys.readouterr().err
     with pytest.raises(ValueError):
         main(["--debug", *argv])
+
+
+def test_cli_drops_only_the_torchvision_fallback_warning():
+    # The CLI filters one known-harmless transformers warning at its source logger; any other message of that
+    # logger must still reach its handlers.
+    import logging
+
+    from mtu.cli.main import quiet_known_noise
+
+    quiet_known_noise()
+    quiet_known_noise()  # idempotent: one filter, however often main runs in a process
+    source = logging.getLogger("transformers.utils.import_utils")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    source.addHandler(handler)
+    try:
+        source.warning("`CLIPImageProcessor` requires torchvision (not installed); falling back to `X` for ...")
+        source.warning("some other transformers warning")
+    finally:
+        source.removeHandler(handler)
+    assert seen == ["some other transformers warning"]
+    assert sum(type(f).__name__ == "DropTorchvisionFallback" for f in source.filters) == 1

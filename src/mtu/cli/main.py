@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # Errors whose message says what went wrong by itself (refusals, missing files, bad settings).
@@ -33,6 +34,25 @@ COMMAND_MODULES = [
     "reproduce",
     "serve",
 ]
+
+
+# transformers >= 5 warns, for every image processor a pipeline's model_index.json names, that it falls back to
+# the PIL backend without torchvision. mtu never runs those processors (no safety checker), and torchvision is
+# not a dependency: the line is noise on every command that loads a pipeline. Only that message is dropped;
+# transformers' other warnings stay (set_verbosity_error would hide them all).
+TORCHVISION_FALLBACK = "requires torchvision (not installed); falling back to"
+
+
+class DropTorchvisionFallback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return TORCHVISION_FALLBACK not in record.getMessage()
+
+
+def quiet_known_noise() -> None:
+    """Drop the torchvision-fallback warning at its source logger; idempotent (main may run twice in-process)."""
+    source = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, DropTorchvisionFallback) for f in source.filters):
+        source.addFilter(DropTorchvisionFallback())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +103,7 @@ def describe(error: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_known_noise()
     try:
         if args.command in TUNED_ALLOCATOR:
             from mtu.runtime import tune_allocator
