@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import PIL.Image
 import pytest
 from diffusers import DiffusionPipeline, StableDiffusionInpaintPipeline, StableDiffusionInstructPix2PixPipeline
 
-from mtu.cli.main import main
+from mtu.cli.main import main, quiet_known_noise
 from tests.helpers import generate_argv, upcycle_tiny_sd_pipeline
 
 
@@ -98,10 +99,6 @@ def test_errors_are_one_line_messages(workspace, capsys):
 def test_cli_drops_only_the_torchvision_fallback_warning():
     # The CLI filters one known-harmless transformers warning at its source logger; any other message of that
     # logger must still reach its handlers.
-    import logging
-
-    from mtu.cli.main import quiet_known_noise
-
     quiet_known_noise()
     quiet_known_noise()  # idempotent: one filter, however often main runs in a process
     source = logging.getLogger("transformers.utils.import_utils")

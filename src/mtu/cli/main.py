@@ -36,10 +36,10 @@ COMMAND_MODULES = [
 ]
 
 
-# transformers >= 5 warns, for every image processor a pipeline's model_index.json names, that it falls back to
-# the PIL backend without torchvision. mtu never runs those processors (no safety checker), and torchvision is
-# not a dependency: the line is noise on every command that loads a pipeline. Only that message is dropped;
-# transformers' other warnings stay (set_verbosity_error would hide them all).
+# transformers >= 5 warns, when diffusers resolves a pipeline's component classes, that its image processors
+# fall back to the PIL backend without torchvision. mtu never runs those processors (no safety checker), and
+# torchvision is not a dependency: two lines of noise on every command that loads a pipeline. Only that message
+# is dropped; transformers' other warnings stay (set_verbosity_error would hide them all).
 TORCHVISION_FALLBACK = "requires torchvision (not installed); falling back to"
 
 
