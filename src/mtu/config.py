@@ -213,6 +213,10 @@ class MTUConfig:
         num_experts: experts each FFN is split into; must divide every targeted FFN's hidden size.
         router_hidden_dim: width of each layer's router MLP (task embedding -> expert logits).
         task_embedding_dim: size of the learnable per-task embedding fed to every router.
+        router_bias: whether each router's last layer has a bias (the paper's router: True). False leaves no
+            router parameter whose update is the same for every task (`mtu.layers.TaskRouter`).
+        gate_dropout: training only: probability of dropping an expert from a router's mixture (the rest
+            renormalised); 0 turns it off. Inference never drops.
         target_modules: regular expressions (full match on module names) selecting which diffusers
             `FeedForward`s to upcycle; None targets every `FeedForward`.
         base_model_name_or_path: where the base denoiser comes from (informational, saved with the weights).
@@ -223,6 +227,8 @@ class MTUConfig:
     num_experts: int = 4
     router_hidden_dim: int = 64
     task_embedding_dim: int = 64
+    router_bias: bool = True
+    gate_dropout: float = 0.0
     target_modules: list[str] | None = None
     base_model_name_or_path: str | None = None
     base_model_class: str | None = None
@@ -243,6 +249,11 @@ class MTUConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.router_bias, bool):
+            raise ValueError(f"router_bias must be true or false, got {self.router_bias!r}")
+        dropout = self.gate_dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"gate_dropout must be a probability in [0, 1), got {dropout!r}")
         if isinstance(self.target_modules, str):
             self.target_modules = [self.target_modules]
         patterns = self.target_modules

@@ -231,6 +231,18 @@ class MTUModel(nn.Module):
             if isinstance(module, MTUFeedForward)
         }
 
+    def router_z_loss(self, tasks: Sequence[str]) -> torch.Tensor:
+        """ST-MoE's router z-loss for a batch of `tasks` (one name per sample): the mean over upcycled FFNs and
+        samples of logsumexp(logits)^2. A router's input is only its task's embedding, so this needs no forward."""
+        names = sorted(set(tasks))
+        embeddings = torch.stack([self.task_embeddings[name] for name in names])
+        counts = torch.tensor([list(tasks).count(name) for name in names], dtype=embeddings.dtype)
+        routers = [module.router for module in self.base_model.modules() if isinstance(module, MTUFeedForward)]
+        if not routers:
+            return embeddings.new_zeros(())
+        per_task = torch.stack([router.logits(embeddings).logsumexp(dim=-1) ** 2 for router in routers]).mean(dim=0)
+        return (per_task * counts.to(per_task.device)).sum() / counts.sum()
+
     def parameter_report(self) -> ParameterReport:
         """Total and trainable parameters, split into experts, routers, task parts and the frozen rest."""
         counts: dict[str, int] = defaultdict(int)

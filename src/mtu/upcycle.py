@@ -169,7 +169,13 @@ def _inject(model: nn.Module, config: MTUConfig, experts: bool) -> MTUModel:
     norms = [find_pre_ffn_norm(model, name) for name in targets]
     for name in targets if experts else []:
         layer = MTUFeedForward(
-            model.get_submodule(name), config.num_experts, config.task_embedding_dim, config.router_hidden_dim, context
+            model.get_submodule(name),
+            config.num_experts,
+            config.task_embedding_dim,
+            config.router_hidden_dim,
+            context,
+            router_bias=config.router_bias,
+            gate_dropout=config.gate_dropout,
         )
         _replace(model, name, layer)
     for name in filter(None, norms):

@@ -48,6 +48,15 @@ def _pilot_options(parser: argparse.ArgumentParser) -> None:
         "learning-rate setting); writes reproduction/pilot.json",
     )
     pilot.add_argument(
+        "--router-pilot",
+        action="store_true",
+        help="run protocol v3's multi-task pilot instead (MTU on the four paper tasks per router recipe, on "
+        "validation; chooses the router recipe); writes reproduction/router_pilot.json",
+    )
+    pilot.add_argument(
+        "--router-recipes", default=None, help="--router-pilot: comma-separated recipe names to run (default all)"
+    )
+    pilot.add_argument(
         "--time-limit", type=float, default=None, help="--pilot: seconds; no chunk starts that would end later"
     )
     pilot.add_argument(
@@ -74,8 +83,12 @@ def run(args: argparse.Namespace) -> None:
     from mtu.reproduce.pilot import REPRODUCE_CONFIG
     from mtu.reproduce.plan import SCOPES
 
+    if args.pilot and args.router_pilot:
+        raise ValueError("--pilot and --router-pilot are two different pilots: pass one")
     if args.pilot:
         return run_pilot(args)
+    if args.router_pilot:
+        return run_router_pilot(args)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
@@ -94,6 +107,28 @@ def run(args: argparse.Namespace) -> None:
         scope=SCOPES[args.scope],
     )
     print(f"wrote {report}")
+
+
+def run_router_pilot(args: argparse.Namespace) -> None:
+    from mtu.reproduce.pilot import REPRODUCE_CONFIG
+    from mtu.reproduce.router_pilot import RECORD_FILE, run_router_pilot
+
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    results = args.results if args.results != Path("RESULTS.md") else RECORD_FILE
+    recipes = tuple(r.strip() for r in args.router_recipes.split(",") if r.strip()) if args.router_recipes else None
+    record = run_router_pilot(
+        args.out / "router-pilot",
+        args.config or REPRODUCE_CONFIG,
+        results,
+        quick=args.quick,
+        jobs=args.jobs,
+        device=args.device,
+        time_limit=args.time_limit,
+        recipes=recipes,
+    )
+    choice = record["choice"]
+    print(f"wrote {results}: router recipe {choice['recipe'] or '(none yet)'} ({choice['reason']})")
 
 
 def run_pilot(args: argparse.Namespace) -> None:

@@ -4,6 +4,7 @@
 - `paper_metrics`: FID, CLIP score, CLIP directional similarity, LPIPS, PSNR, SSIM from local weights.
 - `user_eval`: an MTU model on a user's JSONL dataset (`mtu eval --benchmark folder`).
 - `analysis`: deviation ranks (the paper's Fig. 2) and router specialisation (Fig. 5).
+- `router_health`: per-layer across-task JS, dead and saturated routers (is the model still routing by task?).
 
 Importing this package stays light; the names below from the other modules load on first use.
 """
@@ -16,6 +17,7 @@ _LAZY = {
     "evaluate_folder": "mtu.evaluation.user_eval",
     "deviation_analysis": "mtu.evaluation.analysis",
     "router_analysis": "mtu.evaluation.analysis",
+    "router_health": "mtu.evaluation.router_health",
 }
 
 __all__ = ["pair_metrics", "t2i_accuracy", *_LAZY]

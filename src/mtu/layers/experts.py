@@ -43,6 +43,7 @@ class MTUFeedForward(nn.Module):
         num_experts: N; must divide the FFN's hidden size.
         task_embedding_dim, router_hidden_dim: router sizes.
         context: the model's shared `TaskContext`.
+        router_bias, gate_dropout: router options (`TaskRouter`).
     """
 
     def __init__(
@@ -52,6 +53,8 @@ class MTUFeedForward(nn.Module):
         task_embedding_dim: int,
         router_hidden_dim: int,
         context: TaskContext,
+        router_bias: bool = True,
+        gate_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         hidden_size = feedforward_hidden_size(feedforward)
@@ -61,18 +64,18 @@ class MTUFeedForward(nn.Module):
         self.num_experts = num_experts
         self.expert_size = hidden_size // num_experts
         proj_out = feedforward.net[2]
-        self.router = TaskRouter(task_embedding_dim, router_hidden_dim, num_experts).to(
+        self.router = TaskRouter(task_embedding_dim, router_hidden_dim, num_experts, router_bias, gate_dropout).to(
             device=proj_out.weight.device, dtype=proj_out.weight.dtype
         )
         self._context = context
 
     def expert_weights(self, task_embedding: torch.Tensor) -> torch.Tensor:
-        """(B, E) task embeddings -> (B, N) router weights."""
-        return self.router(task_embedding)
+        """(B, E) task embeddings -> (B, N) router weights (no gate dropout: what inference uses)."""
+        return self.router.probabilities(task_embedding)
 
     def hidden_scale(self, task_embedding: torch.Tensor) -> torch.Tensor:
-        """(B, E) -> (B, d_ff): N * w_i repeated over expert i's hidden units."""
-        return (self.num_experts * self.expert_weights(task_embedding)).repeat_interleave(self.expert_size, dim=-1)
+        """(B, E) -> (B, d_ff): N * w_i repeated over expert i's hidden units (gate dropout in training)."""
+        return (self.num_experts * self.router(task_embedding)).repeat_interleave(self.expert_size, dim=-1)
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         batch = self._context.current(hidden_states.shape[0])
@@ -115,6 +118,7 @@ class MTUFeedForward(nn.Module):
     def fold(self, task_embedding: torch.Tensor) -> nn.Module:
         """A plain `FeedForward` equal to this layer for one task ((E,) embedding): the scale folded into W_out."""
         feedforward = copy.deepcopy(self.base_layer)
-        scale = self.hidden_scale(task_embedding[None])[0]
+        weights = self.expert_weights(task_embedding[None])[0]  # never gate dropout, even in training mode
+        scale = (self.num_experts * weights).repeat_interleave(self.expert_size)
         feedforward.net[2].weight.mul_(scale.to(feedforward.net[2].weight.dtype))
         return feedforward

@@ -119,14 +119,48 @@ class TaskRouter(nn.Module):
 
     The last layer starts at zero, so every expert gets weight 1/N and the upcycled FFN is exactly
     the pre-trained one at initialisation.
+
+    Args:
+        embedding_dim, hidden_dim, num_experts: sizes of the two-layer MLP (the paper's router).
+        bias: whether the last layer has a bias (the paper's router does). Without it, no router parameter
+            gets the same update from every task: at step 0 the zero-initialised last layer's bias is the
+            only parameter with a gradient that does not depend on the task, and Adam moves it as fast as
+            any other (the suspected mechanism of task-blind, dead or saturated routers; issue 27).
+        gate_dropout: in training only, each expert's weight is set to 0 with this probability and the rest
+            renormalised (Zhao et al., RecSys 2019: it keeps a gate from polarising onto one expert).
     """
 
-    def __init__(self, embedding_dim: int, hidden_dim: int, num_experts: int) -> None:
+    def __init__(
+        self, embedding_dim: int, hidden_dim: int, num_experts: int, bias: bool = True, gate_dropout: float = 0.0
+    ) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(embedding_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, num_experts))
+        self.net = nn.Sequential(
+            nn.Linear(embedding_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, num_experts, bias=bias)
+        )
         nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        if bias:
+            nn.init.zeros_(self.net[-1].bias)
+        self.gate_dropout = gate_dropout
+
+    def logits(self, task_embedding: torch.Tensor) -> torch.Tensor:
+        """(B, E) -> (B, N) expert logits."""
+        return self.net(task_embedding)
+
+    def hidden_preactivations(self, task_embedding: torch.Tensor) -> torch.Tensor:
+        """(B, E) -> (B, hidden): the first layer's output before SiLU (router health reads it)."""
+        return self.net[0](task_embedding)
+
+    def probabilities(self, task_embedding: torch.Tensor) -> torch.Tensor:
+        """(B, E) -> (B, N) softmax weights, without gate dropout: what inference, folding and export use."""
+        return self.logits(task_embedding).softmax(dim=-1)
 
     def forward(self, task_embedding: torch.Tensor) -> torch.Tensor:
         # (B, E) -> (B, N)
-        return self.net(task_embedding).softmax(dim=-1)
+        weights = self.probabilities(task_embedding)
+        if not (self.training and self.gate_dropout > 0 and weights.shape[-1] > 1):
+            return weights
+        keep = torch.rand_like(weights) >= self.gate_dropout
+        # A row that would lose every expert keeps them all: a zero row has nothing to renormalise.
+        keep = keep | ~keep.any(dim=-1, keepdim=True)
+        kept = weights * keep
+        return kept / kept.sum(dim=-1, keepdim=True)

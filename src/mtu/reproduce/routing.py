@@ -30,20 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from mtu.evaluation.analysis import short_layer_name
+from mtu.evaluation.router_health import js_divergence
 
 THRESHOLD = 0.5  # top router weight from which a (layer, task) cell counts as specialised
 _ROW_TOLERANCE = 1e-2  # softmax rows stored in low precision do not sum to exactly 1
-
-
-def _entropy_bits(p: np.ndarray) -> np.ndarray:
-    """Shannon entropy in bits along the last axis, with 0 log 0 = 0."""
-    logs = np.log2(np.where(p > 0, p, 1.0))
-    return -(p * logs).sum(axis=-1)
-
-
-def js_divergence(rows: np.ndarray) -> float:
-    """Generalised Jensen-Shannon divergence (bits) of the (T, N) distributions, equal weights."""
-    return float(max(_entropy_bits(rows.mean(axis=0)) - _entropy_bits(rows).mean(), 0.0))
 
 
 def _check(weights_by_seed: Sequence[Mapping], task_names: Sequence[str]) -> list[str]:

@@ -37,6 +37,8 @@ def mtu_config_of(config: TrainConfig) -> MTUConfig:
         num_experts=section.num_experts,
         router_hidden_dim=section.router_hidden_dim,
         task_embedding_dim=section.task_embedding_dim,
+        router_bias=section.router_bias,
+        gate_dropout=section.gate_dropout,
         target_modules=section.target_modules,
         base_model_name_or_path=config.model,
     )

@@ -15,11 +15,13 @@ CACHE_MODES = ("none", "latents")
 
 @dataclass
 class MTUSection:
-    """MTU layer sizes (see `mtu.MTUConfig`)."""
+    """MTU layer sizes and router options (see `mtu.MTUConfig`)."""
 
     num_experts: int = 4
     router_hidden_dim: int = 64
     task_embedding_dim: int = 64
+    router_bias: bool = True
+    gate_dropout: float = 0.0
     target_modules: list[str] | None = None
 
     def problems(self) -> list[str]:
@@ -28,6 +30,13 @@ class MTUSection:
             for name in ("num_experts", "router_hidden_dim", "task_embedding_dim")
             if not is_int(getattr(self, name)) or getattr(self, name) < 1
         ]
+        need(found, isinstance(self.router_bias, bool), f"mtu.router_bias: must be true or false, got {self.router_bias!r}")
+        dropout = self.gate_dropout
+        need(
+            found,
+            is_number(dropout) and 0 <= dropout < 1,
+            f"mtu.gate_dropout: must be a probability in [0, 1) (0 turns it off), got {dropout!r}",
+        )
         targets = self.target_modules
         if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
             found.append(f"mtu.target_modules: expected a list of regular expressions or null, got {targets!r}")
@@ -128,6 +137,9 @@ class TrainSection:
         gradient_checkpointing: recompute activations in the backward pass (less memory, ~30% slower).
         ema_decay: keep an exponential moving average of the trainable weights (null: none); the final
             model folder holds the EMA weights.
+        router_z_loss: weight of the router z-loss (ST-MoE, Zoph et al. 2022): the mean over upcycled FFNs and
+            samples of logsumexp(router logits)^2, added to the diffusion loss; it keeps logits small, against
+            routers saturating on one expert. 0 turns it off.
         lr_multipliers: regular expression over trainable parameter names -> factor on learning_rate (the
             first match wins), e.g. {"conv_in|task_embedding|router": 10.0}: a zero-initialised input
             pathway or router can learn faster than the experts copied from the base.
@@ -146,6 +158,7 @@ class TrainSection:
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     ema_decay: float | None = None
+    router_z_loss: float = 0.0
     lr_multipliers: dict[str, float] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
@@ -174,6 +187,8 @@ class TrainSection:
         need(found, isinstance(checkpointing, bool), message)
         if self.ema_decay is not None and (not is_number(self.ema_decay) or not 0 < self.ema_decay < 1):
             found.append(f"train.ema_decay: must be in (0, 1) or null, got {self.ema_decay!r}")
+        z_loss_ok = is_number(self.router_z_loss) and 0 <= self.router_z_loss < float("inf")
+        need(found, z_loss_ok, f"train.router_z_loss: must be a finite number >= 0 (0 turns it off), got {self.router_z_loss!r}")
         return found
 
 

@@ -42,6 +42,14 @@ def train_batch(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return ((prediction.float() - target.float()) ** 2).mean(dim=(1, 2, 3)), task_ids
 
 
+def router_penalty(run: Run, task_ids: torch.Tensor) -> torch.Tensor | float:
+    """`train.router_z_loss` x the router z-loss of the batch's tasks (0 when off or the model has no routers)."""
+    weight = run.config.train.router_z_loss
+    if not weight or not hasattr(run.unwrapped, "router_z_loss"):
+        return 0.0
+    return weight * run.unwrapped.router_z_loss([run.task_names[task] for task in task_ids.tolist()])
+
+
 def noised(run: Run, encoded: dict, seeds) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(noisy latents, what the denoiser should predict, timesteps) of a batch, drawn from its per-sample seeds.
 
@@ -78,7 +86,7 @@ def optimizer_step(run: Run, micro: list[dict]) -> dict:
         last = index == len(micro) - 1
         with nullcontext() if last else accelerator.no_sync(run.model):
             losses, task_ids = train_batch(run, batch)
-            accelerator.backward(losses.mean() / len(micro))
+            accelerator.backward((losses.mean() + router_penalty(run, task_ids)) / len(micro))
         sums[: len(tasks)].index_add_(0, task_ids, losses.detach().double().cpu())
         sums[len(tasks) : 2 * len(tasks)].index_add_(0, task_ids, torch.ones(len(task_ids), dtype=torch.float64))
         sums[-2] += len(batch["skipped"])
