@@ -20,6 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model", help="MTU folder, `mtu train` run's model/, base pipeline folder, or shipped name (shapes-base)"
     )
     parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")
+    parser.add_argument(
+        "--routing",
+        action="store_true",
+        help="MTU models: print the per-layer router table (state, across-task JS, each task's top expert)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.set_defaults(func=run)
 
 
@@ -27,15 +33,36 @@ def run(args: argparse.Namespace) -> None:
     from mtu.loading import inspect_model
 
     source = inspect_model(args.model)
+    if source.kind == "base" and args.base is not None:
+        raise ValueError(f"--base: {args.model} is a base pipeline itself (--base is for MTU folders and runs)")
+    if args.json:
+        print(json.dumps(describe_json(source, args.base, args.routing), indent=1))
+        return
     print(f"folder: {source.path.resolve()}")
     if source.kind == "base":
-        if args.base is not None:
-            raise ValueError(f"--base: {args.model} is a base pipeline itself (--base is for MTU folders and runs)")
         describe_pipeline(source.path / "model_index.json")
     elif source.has_experts:
-        describe_mtu(source, args.base)
+        describe_mtu(source, args.base, args.routing)
     else:
         describe_baseline(source, args.base)
+
+
+def describe_json(source, base: str | None, routing: bool) -> dict:
+    """The same facts as the text, as one object (router health: the summary; per layer with --routing)."""
+    info = {"folder": str(source.path.resolve()), "kind": source.kind}
+    if source.kind == "base":
+        index = json.loads((source.path / "model_index.json").read_text())
+        return {**info, "pipeline": index.get("_class_name")}
+    config = source.config()
+    info.update(method=source.method, tasks=config.task_names, base=config.base_model_name_or_path)
+    model = _load(source, base)
+    report = model.parameter_report()
+    info.update(parameters=report.total, trainable=report.trainable)
+    if source.has_experts:
+        health = _health(model)
+        info.update(num_experts=config.num_experts, router_bias=config.router_bias)
+        info["router_health"] = health.to_dict() if routing else health.summary()
+    return info
 
 
 def describe_pipeline(index_path) -> None:
@@ -47,12 +74,24 @@ def describe_pipeline(index_path) -> None:
             print(f"  {name:<16} {value[0]}.{value[1]}")
 
 
-def describe_mtu(source, base: str | None) -> None:
+def describe_mtu(source, base: str | None, routing: bool = False) -> None:
     config = source.config()
     trained = f" (trained with `mtu train`, method {source.method})" if source.method else ""
     print(f"MTU model{trained}: {config.num_experts} experts per FFN, base {config.base_model_name_or_path}")
     _print_tasks(config)
-    print(_load(source, base).parameter_report())
+    model = _load(source, base)
+    print(model.parameter_report())
+    health = _health(model)
+    print(health.summary_line())
+    if routing:
+        print(health.table())
+
+
+def _health(model):
+    """Router health over every task the model serves (DESIGN.md section 1)."""
+    from mtu.evaluation.router_health import router_health
+
+    return router_health(model)
 
 
 def describe_baseline(source, base: str | None) -> None:

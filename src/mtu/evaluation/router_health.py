@@ -8,7 +8,7 @@ Per upcycled FFN and task: the router's expert weights, its top weight and that 
   JS >= `TASK_DEPENDENT_JS` bits;
 - *dead*: every hidden unit of the router is off for every task (SiLU pre-activation <= `DEAD_PREACTIVATION`,
   where |SiLU| < 0.015), so the output is the last layer's bias, one vector for every task;
-- *saturated*: one expert gets >= `SATURATED_WEIGHT` for every task: the layer runs 1/N of its FFN, x N, for all.
+- *saturated*: the same expert gets >= `SATURATED_WEIGHT` for every task: the layer runs 1/N of its FFN, x N, for all.
 
 A dead or saturated router turns MTU into a shared fine-tune; training warns when one appears
 (`mtu.training.feedback`), `mtu info` prints the summary, and reproduction records and model cards carry it.
@@ -79,7 +79,9 @@ def layer_health(name: str, weights: np.ndarray, preactivations: np.ndarray | No
     if weights.ndim != 2 or weights.shape[0] < 1:
         raise ValueError(f"layer {name}: expected (num_tasks, num_experts) router weights, got shape {weights.shape}")
     dead = preactivations is not None and bool(np.all(np.asarray(preactivations) <= DEAD_PREACTIVATION))
-    saturated = bool(np.all(weights.max(axis=1) >= SATURATED_WEIGHT))
+    # One expert for every task: tasks saturated on *different* experts are routing by task, not collapsed.
+    one_expert = len(set(weights.argmax(axis=1).tolist())) == 1
+    saturated = one_expert and bool(np.all(weights.max(axis=1) >= SATURATED_WEIGHT))
     return LayerHealth(name, weights, js_divergence(weights), dead, saturated)
 
 

@@ -68,6 +68,7 @@ class MTUFeedForward(nn.Module):
             device=proj_out.weight.device, dtype=proj_out.weight.dtype
         )
         self._context = context
+        self.train(feedforward.training)  # an eval-mode base stays in eval mode: no gate dropout at inference
 
     def expert_weights(self, task_embedding: torch.Tensor) -> torch.Tensor:
         """(B, E) task embeddings -> (B, N) router weights (no gate dropout: what inference uses)."""

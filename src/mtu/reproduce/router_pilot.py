@@ -51,7 +51,9 @@ class Recipe:
 # The declared order (pre-registered): the paper's router first, then one change at a time on the no-bias router.
 CANDIDATES = (
     Recipe("paper-1x", {}, "the paper's router; routers and task embeddings at the base rate (v2 had x10)"),
-    Recipe("nobias", {"mtu.router_bias": False}, "no shared last-layer bias: no router update is the same for all tasks"),
+    Recipe(
+        "nobias", {"mtu.router_bias": False}, "no shared last-layer bias: no router update is the same for all tasks"
+    ),
     Recipe(
         "nobias-gatedrop",
         {"mtu.router_bias": False, "mtu.gate_dropout": 0.1},
@@ -175,7 +177,9 @@ def base_t2i_score(base_model: str, pilot: dict, device: str) -> float:
     pipe = MTUPipeline.from_pretrained(base_model, config=MTUConfig(tasks=["t2i"])).to(device)
     pipe.set_progress_bar_config(disable=True)
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": pilot["eval_steps"]}
-    return evaluate_mtu_task(pipe, "t2i", pilot["eval_samples"], VALIDATION_SEED, batch_size=32, **sampler)["all_correct"]
+    return evaluate_mtu_task(pipe, "t2i", pilot["eval_samples"], VALIDATION_SEED, batch_size=32, **sampler)[
+        "all_correct"
+    ]
 
 
 def run_router_pilot(out: str | Path, config: str | Path, results: str | Path = RECORD_FILE, quick: bool = False,

@@ -240,7 +240,11 @@ def run_once(run: Run, folder: Path, records: Path, base: dict[str, Any], settin
     if run.method == "full":
         record["layer_deviations"] = _layer_deviations(base["model"], pipe, run.tasks[0])
     if run.method == "mtu":
+        from mtu.evaluation.router_health import router_health
+
         record["routing"] = {name: w.tolist() for name, w in pipe.unet.routing_weights().items()}
+        over = [task for task in run.tasks if task in PAPER_TASKS] or list(run.tasks)  # as RESULTS.md's Fig. 5
+        record["router_health"] = router_health(pipe.unet, over).summary()
     if run.extends is not None:
         from mtu.reproduce.adding import old_tasks_difference
 

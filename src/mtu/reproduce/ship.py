@@ -91,8 +91,24 @@ def model_card(record: dict, baselines: dict[str, dict], context: dict) -> str:
             "with the right colour, shape and cell; PSNR compares with the exact target (per image, capped at 60 dB).",
             "A task is learned where both beat the baseline; RESULTS.md holds the protocol's bar and the claims.",
             "",
+            *_health_lines(record.get("router_health")),
         ]
     )
+
+
+def _health_lines(health: dict | None) -> list[str]:
+    """The card's router-health paragraph (DESIGN.md section 1), from the record's summary."""
+    if not health:
+        return []
+    return [
+        "## Router health",
+        "",
+        f"Over {', '.join(health['tasks'])}: {health['task_dependent']} of {health['layers']} upcycled FFN layers "
+        f"route by task (across-task Jensen-Shannon divergence >= {health['js_threshold_bits']} bits), "
+        f"{health['dead']} dead, {health['saturated']} saturated on one expert for every task; "
+        f"mean JS {health['mean_js_bits']:.3f} bits. `mtu info shapes-mtu --routing` prints the per-layer table.",
+        "",
+    ]
 
 
 def _num(value: float | None, digits: int) -> str:

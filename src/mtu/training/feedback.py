@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from contextlib import nullcontext
@@ -11,9 +12,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mtu.baselines import ADAPTER_METHODS, activate
+from mtu.evaluation.router_health import router_health
+from mtu.layers import MTUFeedForward
 from mtu.training.run import Run
 
 LOG_FILE = "train_log.jsonl"
+logger = logging.getLogger(__name__)
 
 
 class Feedback:
@@ -33,6 +37,8 @@ class Feedback:
             file=sys.stderr,
         )
         self.smoothed: dict[str, float] = {}  # per-task loss, exponentially smoothed, for the bar
+        self.has_routers = any(isinstance(m, MTUFeedForward) for m in run.unwrapped.modules())
+        self.warned: set[tuple[str, str]] = set()  # (layer, state): each collapse is reported once
 
     def record(self, result: dict) -> None:
         step = self.run.progress.step
@@ -54,10 +60,33 @@ class Feedback:
             seconds_per_step=elapsed / max(step - self.start_step, 1),
         )
         self.window.clear()
+        values.update(self._router_health(step))
         self.run.accelerator.log(values, step=step)
         if self.run.accelerator.is_main_process:
             with open(self.run.output_dir / LOG_FILE, "a") as handle:
                 handle.write(json.dumps({"step": step, **values}) + "\n")
+
+    def _router_health(self, step: int) -> dict[str, float]:
+        """Router health at this step (logged as router/*), warning once per layer that dies or saturates."""
+        if not self.has_routers:
+            return {}
+        health = router_health(self.run.unwrapped)
+        for layer in health.layers:
+            if layer.state in ("dead", "saturated") and (layer.name, layer.state) not in self.warned:
+                self.warned.add((layer.name, layer.state))
+                what = (
+                    "its hidden units are off for every task"
+                    if layer.dead
+                    else "one expert gets >= 0.99 for every task"
+                )
+                logger.warning(
+                    "step %d: the router of %s is %s (%s): that layer no longer routes by task. Lower the router "
+                    "learning rate (train.lr_multipliers), or try mtu.router_bias: false, mtu.gate_dropout or "
+                    "train.router_z_loss (docs/training.md, router health)",
+                    step, layer.name, layer.state, what,
+                )  # fmt: skip
+        summary = health.summary()
+        return {f"router/{key}": float(summary[key]) for key in ("task_dependent", "dead", "saturated", "mean_js_bits")}
 
     def close(self) -> None:
         self.bar.close()

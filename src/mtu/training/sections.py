@@ -30,7 +30,11 @@ class MTUSection:
             for name in ("num_experts", "router_hidden_dim", "task_embedding_dim")
             if not is_int(getattr(self, name)) or getattr(self, name) < 1
         ]
-        need(found, isinstance(self.router_bias, bool), f"mtu.router_bias: must be true or false, got {self.router_bias!r}")
+        need(
+            found,
+            isinstance(self.router_bias, bool),
+            f"mtu.router_bias: must be true or false, got {self.router_bias!r}",
+        )
         dropout = self.gate_dropout
         need(
             found,
@@ -188,7 +192,11 @@ class TrainSection:
         if self.ema_decay is not None and (not is_number(self.ema_decay) or not 0 < self.ema_decay < 1):
             found.append(f"train.ema_decay: must be in (0, 1) or null, got {self.ema_decay!r}")
         z_loss_ok = is_number(self.router_z_loss) and 0 <= self.router_z_loss < float("inf")
-        need(found, z_loss_ok, f"train.router_z_loss: must be a finite number >= 0 (0 turns it off), got {self.router_z_loss!r}")
+        need(
+            found,
+            z_loss_ok,
+            f"train.router_z_loss: must be a finite number >= 0 (0 turns it off), got {self.router_z_loss!r}",
+        )
         return found
 
 
