@@ -88,14 +88,32 @@ def test_same_seed_reproduces_and_another_seed_differs():
     assert paired_bootstrap(a, b, seed=11)["low"] != paired_bootstrap(a, b, seed=12)["low"]
 
 
-def test_unequal_seed_counts_pair_by_example_only():
+def test_misaligned_seeds_raise_unless_unpaired_is_explicit():
+    # Issue 33: a seed missing on one side used to switch silently to unpaired resampling.
     rng = np.random.default_rng(8)
     difficulty = 5.0 * rng.standard_normal(256)
     a = difficulty + _noisy(rng, 3, 256, 1.0, 0.3)
     b = difficulty + _noisy(rng, 2, 256, 0.0, 0.3)
-    result = paired_bootstrap(a, b)
-    assert result["difference"] == pytest.approx(a.mean() - b.mean())
+    with pytest.raises(ValueError, match="a has 3 seeds but b has 2: .*paired=False"):
+        paired_bootstrap(a, b)
+    with pytest.raises(ValueError, match="3 seeds but b has 2"):
+        compare([{"psnr": row} for row in a], [{"psnr": row} for row in b], "psnr")
+    result = paired_bootstrap(a, b, paired=False)  # examples still paired, seeds resampled on their own
+    assert result["paired"] is False and result["difference"] == pytest.approx(a.mean() - b.mean())
     assert 0.5 < result["low"] < result["high"] < 1.5
+    unpaired = compare([{"psnr": row} for row in a], [{"psnr": row} for row in b], "psnr", paired=False)
+    assert unpaired["paired"] is False and unpaired["per_seed"] is None  # no seed of b goes with seed s of a
+
+
+def test_a_one_row_reference_pairs_with_every_seed():
+    # A method without training seeds (a no-learning baseline): paired and unpaired resampling agree.
+    rng = np.random.default_rng(13)
+    a, reference = _noisy(rng, 3, 256, 1.0), _noisy(rng, 1, 256)
+    paired, unpaired = paired_bootstrap(a, reference), paired_bootstrap(a, reference, paired=False)
+    assert paired["paired"] and paired["low"] == pytest.approx(unpaired["low"])
+    assert paired["high"] == pytest.approx(unpaired["high"])
+    result = compare([{"psnr": row} for row in a], [{"psnr": reference[0]}], "psnr")
+    assert result["per_seed"] == pytest.approx((a.mean(axis=1) - reference.mean()).tolist())
 
 
 def test_bad_inputs_raise():
@@ -111,7 +129,7 @@ def test_bootstrap_is_fast():
     rng = np.random.default_rng(9)
     a, b = _noisy(rng, 3, 256), _noisy(rng, 3, 256)
     start = time.perf_counter()
-    paired_bootstrap(a, b, resamples=2000)
+    paired_bootstrap(a, b)  # RESAMPLES: the report computes a few dozen of these
     assert time.perf_counter() - start < 1.0
 
 
