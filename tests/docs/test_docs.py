@@ -470,6 +470,21 @@ QUOTES = [
         r"beside the ([\d.]+) GFLOPs of an SD1\.5 call at 512 px \(BENCHMARKS\.md §3\)",
         lambda: [bench_cell("3.", 1, "SD1.5", "base GFLOPs", {"latent x batch": "64x64 x 1"})],
     ),
+    # --help texts
+    Quote(
+        "mtu --help",
+        r"a training step then took ([\d.]+)x its time alone, against ([\d.]+)x with every core, BENCHMARKS\.md "
+        r"section 10",
+        lambda: [
+            bench_cell("10.", 0, "default, beside one busy process", "vs alone"),
+            bench_cell("10.", 0, "--threads 2 (torch's default), beside one busy process", "vs alone"),
+        ],
+    ),
+    Quote(
+        "mtu quickstart --help",
+        r"the whole quickstart took ([\d.]+) minutes on 2 idle CPU cores, README",
+        lambda: [quickstart_minutes()],
+    ),
     # configs
     Quote(
         "configs/shapes.yaml",
@@ -486,9 +501,25 @@ def test_readme_box_is_generated_from_the_records():
     )
 
 
+def help_text(command: str | None) -> str:
+    """`mtu --help` (command None) or `mtu <command> --help`, as printed (whitespace flattened)."""
+    parser = build_parser()
+    if command is not None:
+        parser = _subparsers(parser)[command]
+    return " ".join(parser.format_help().split())
+
+
+def page_text(page: str) -> str:
+    """A page's flattened text; "mtu --help" and "mtu <command> --help" are the command line's help."""
+    if page.startswith("mtu ") and page.endswith(" --help"):
+        words = page.split()
+        return help_text(words[1] if len(words) == 3 else None)
+    return flat(ROOT / page)
+
+
 @pytest.mark.parametrize("quote", QUOTES, ids=lambda quote: quote.id)
 def test_quoted_figure_equals_its_record(quote: Quote):
-    text = flat(ROOT / quote.page)
+    text = page_text(quote.page)
     matches = list(re.finditer(quote.pattern, text))
     assert matches, f"{quote.page}: the phrase {quote.pattern!r} is gone; update the page's figure or this check"
     expected = quote.values()
@@ -538,15 +569,18 @@ def chunks(text: str) -> list[str]:
     return out
 
 
+def quickstart_minutes() -> float:
+    """The quickstart's time by its report's clock, as README.md's one sourced statement gives it."""
+    return float(re.search(QUICKSTART_SOURCE, flat(figures.README)).group(1))
+
+
 def test_quickstart_time_has_one_source_and_every_quote_agrees():
     source = re.search(QUICKSTART_SOURCE, flat(figures.README))
     assert source, "README.md no longer states the quickstart's measured time with its source and date"
     minutes, wall = float(source.group(1)), int(source.group(2)) + int(source.group(3)) / 60
     assert abs(wall - minutes) < 0.5, "the report's clock and the wall-clock of one run cannot differ by minutes"
-    parser = build_parser()
-    (quickstart,) = [p for name, p in _subparsers(parser).items() if name == "quickstart"]
     texts = {relative(page): chunks(page.read_text()) for page in PAGES}
-    texts["mtu quickstart --help"] = [" ".join(quickstart.format_help().split())]
+    texts["mtu quickstart --help"] = [help_text("quickstart")]
     for where, units in texts.items():
         for unit in units:
             if "quickstart" not in unit:

@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         dest="global_threads",
         metavar="N",
-        help="torch CPU threads (default: the cores free at start, so a busy CPU does not slow "
-        "every step 10x; OMP_NUM_THREADS also sets it)",
+        help="torch CPU threads (default: the cores free at start: beside one busy process a training step "
+        "then took 1.47x its time alone, against 3.3x with every core, BENCHMARKS.md section 10; "
+        "OMP_NUM_THREADS also sets it)",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
