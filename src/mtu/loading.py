@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from mtu.baselines import AdapterSpec
     from mtu.model import MTUModel
+    from mtu.sampler import SamplerSettings
 
 METHOD_FILE = "training_method.json"  # `mtu train` writes it beside the MTU weights: the method and its adapter
 ADAPTERS_FILE = "adapters.safetensors"  # lora / ia3: every task's adapter weights
@@ -238,9 +239,16 @@ def check_weights(state_dict: dict, path: Path) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def save_trained(model: MTUModel, folder: str | Path, method: str, adapter: AdapterSpec | None = None) -> None:
+def save_trained(
+    model: MTUModel,
+    folder: str | Path,
+    method: str,
+    adapter: AdapterSpec | None = None,
+    sampler: SamplerSettings | None = None,
+) -> None:
     """Write a trained model of any method: MTU weights (`save_pretrained`), adapters or the whole denoiser if
-    the method has them, and `training_method.json` (what `inspect_model` reads)."""
+    the method has them, and `training_method.json` (what `inspect_model` reads); with `sampler`, also
+    `sampler.json` giving every task those settings (`mtu.sampler`)."""
     from safetensors.torch import save_file
 
     from mtu.baselines import adapter_parameters
@@ -256,6 +264,10 @@ def save_trained(model: MTUModel, folder: str | Path, method: str, adapter: Adap
         save_file(tensors, folder / DENOISER_FILE)
     info = {"method": method, "adapter": None if adapter is None else adapter.__dict__}
     write_text_atomic(folder / METHOD_FILE, json.dumps(info, indent=1) + "\n")
+    if sampler is not None:
+        from mtu.sampler import same_for_tasks, save_sampler
+
+        save_sampler(folder, same_for_tasks(model.task_names, sampler))
 
 
 def load_weights(model: MTUModel, folder: str | Path, method: str | None = None) -> None:

@@ -55,12 +55,13 @@ def test_ship_writes_weights_and_a_card_and_replaces_atomically(trained_mtu, tmp
     out.mkdir(parents=True)
     (out / "stale.txt").write_text("from an older ship")
     ship(trained_mtu, record, {"edit": {"psnr": 17.5, "all_correct": 0.0}}, context, out)
-    assert sorted(p.name for p in out.iterdir()) == sorted([*SHIPPED_FILES, "README.md"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*SHIPPED_FILES, "README.md", "sampler.json"])
     assert [p.name for p in out.parent.iterdir()] == ["shapes-mtu"]  # no staging or old folder left
     card = (out / "README.md").read_text()
     assert "| edit | 0.500 | 0.000 | 21.50 | 17.50 |" in card and "| t2i | 0.250 | — | — | — |" in card
     assert json.loads((out / "mtu_config.json").read_text())["num_experts"] == 2
-    MTUPipeline.from_pretrained(out)  # loads onto the base its config names
+    pipe = MTUPipeline.from_pretrained(out)  # loads onto the base its config names
+    assert pipe.samplers["edit"].num_inference_steps == 2  # the sampler it was evaluated with (issue 28)
 
 
 def test_shipped_name_resolves_only_when_shipped(monkeypatch, tmp_path):

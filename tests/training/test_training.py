@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from mtu.cli.main import main
+from mtu.sampler import load_sampler
 from mtu.training import TrainConfig, train
 from mtu.training.checkpoint import list_checkpoints
 from tests.helpers import save_tiny_sdxl_pipeline, write_gqa_inpaint_jsonl
@@ -126,6 +127,7 @@ def test_cli_trains_writes_samples_and_logs(tiny_model, tmp_path, capsys):
     assert grids == ["edit.png", "inpaint.png", "t2i.png"]
     assert list((run / "logs").rglob("events.out.tfevents.*"))
     assert (run / "model" / "mtu_config.json").is_file() and (run / "model" / "train_config.yaml").is_file()
+    assert load_sampler(run / "model")["edit"].num_inference_steps == 2  # its samples' sampler (issue 28)
     assert "seed: 3" in (run / "train_config.yaml").read_text()
 
 

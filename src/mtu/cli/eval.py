@@ -42,13 +42,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--num-samples", type=int, default=None, help="examples to score (default: shapes 256, folder all)"
     )
     parser.add_argument(
-        "--steps", type=int, default=None, help="denoising steps (default: shapes the model's sampler, folder 50)"
+        "--steps",
+        type=int,
+        default=None,
+        help="denoising steps (default: the model's stored sampler, else shapes 25, folder 50)",
     )
     parser.add_argument(
-        "--guidance", type=float, default=None, help="guidance scale (default: shapes the model's sampler, folder 7.5)"
+        "--guidance",
+        type=float,
+        default=None,
+        help="guidance scale (default: the model's stored sampler, else shapes 1, folder 7.5)",
     )
     parser.add_argument(
-        "--image-guidance", type=float, default=1.5, help="image guidance of edit/sr/remove (default 1.5)"
+        "--image-guidance",
+        type=float,
+        default=None,
+        help="image guidance of edit/sr/remove (default: the model's stored sampler, else 1.5)",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="examples per pipeline call (default: 16)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
@@ -151,12 +160,16 @@ def run_shapes(args: argparse.Namespace) -> dict:
 
 def _shared_options(args: argparse.Namespace) -> dict:
     """The options both benchmarks take, under their evaluators' names; an unset sampler option is left out, so
-    each evaluator keeps its own default (shapes: the model's sampler, folder: 50 steps at guidance 7.5)."""
-    sampler = {"num_inference_steps": args.steps, "guidance_scale": args.guidance}
+    each evaluator takes the model's stored sampler (`mtu.sampler`), else its own default (shapes: 25 steps at
+    guidance 1, folder: 50 steps at guidance 7.5)."""
+    sampler = {
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+        "image_guidance_scale": args.image_guidance,
+    }
     return {
         "task": args.task,
         "seed": args.seed,
-        "image_guidance_scale": args.image_guidance,
         "batch_size": args.batch_size,
         "device": args.device,
         **{key: value for key, value in sampler.items() if value is not None},

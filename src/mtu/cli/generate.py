@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtu.sampler import SamplerSettings
+
+# What a model without stored sampler settings (`mtu.sampler`) runs with: the Shapes sampler, as before.
+FALLBACK_SAMPLER = SamplerSettings(num_inference_steps=25, guidance_scale=1.0, image_guidance_scale=1.5)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help="run a task of an MTU model and write PNGs")
@@ -20,9 +25,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt", default="", help="caption or instruction")
     parser.add_argument("--image", type=Path, default=None, help="input image file (image tasks)")
     parser.add_argument("--mask", type=Path, default=None, help="mask image file (inpaint): white = fill")
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    parser.add_argument("--guidance", type=float, default=1.0, help="text guidance scale (default 1: off)")
-    parser.add_argument("--image-guidance", type=float, default=1.5, help="image guidance for edit/sr/remove")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="denoising steps (default: the model's stored sampler, else 25)"
+    )
+    parser.add_argument(
+        "--guidance", type=float, default=None, help="text guidance (default: the model's stored sampler, else 1: off)"
+    )
+    parser.add_argument(
+        "--image-guidance",
+        type=float,
+        default=None,
+        help="image guidance of edit/sr/remove (default: the model's stored sampler, else 1.5)",
+    )
     parser.add_argument("--num-images", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNGs (default outputs/)")
@@ -40,7 +54,8 @@ def check_arguments(args: argparse.Namespace) -> list[Path]:
     """Everything that can be refused without the model; returns the PNG paths to write."""
     from mtu.limits import MAX_IMAGES, check_count, check_steps, check_text
 
-    check_steps(args.steps, "--steps")
+    if args.steps is not None:
+        check_steps(args.steps, "--steps")
     check_count("--num-images", args.num_images, MAX_IMAGES)
     check_text(args.prompt, "--prompt")
     paths = [args.out / f"{args.task}-{args.seed}-{index}.png" for index in range(args.num_images)]
@@ -72,14 +87,17 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     pipe = load_pipeline(args)
+    sampler = pipe.sampler_for(args.task, FALLBACK_SAMPLER).replace(
+        num_inference_steps=args.steps, guidance_scale=args.guidance, image_guidance_scale=args.image_guidance
+    )
     result = pipe(
         args.task,
         args.prompt,
         image=image,
         mask_image=mask,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        image_guidance_scale=args.image_guidance,
+        num_inference_steps=sampler.num_inference_steps,
+        guidance_scale=sampler.guidance_scale,
+        image_guidance_scale=sampler.image_guidance_scale,
         num_images_per_prompt=args.num_images,
         generator=torch.Generator().manual_seed(args.seed),
     )

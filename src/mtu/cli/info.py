@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 
 from mtu.config import MTUConfig
 
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> None:
         describe_mtu(source, args.base, args.routing)
     else:
         describe_baseline(source, args.base)
+    if source.kind != "base":
+        describe_sampler(source)
 
 
 def describe_json(source, base: str | None, routing: bool) -> dict:
@@ -55,6 +58,7 @@ def describe_json(source, base: str | None, routing: bool) -> dict:
         return {**info, "pipeline": index.get("_class_name")}
     config = source.config()
     info.update(method=source.method, tasks=config.task_names, base=config.base_model_name_or_path)
+    info["sampler"] = {task: asdict(settings) for task, settings in _samplers(source).items()}
     model = _load(source, base)
     report = model.parameter_report()
     info.update(parameters=report.total, trainable=report.trainable)
@@ -104,6 +108,25 @@ def describe_baseline(source, base: str | None) -> None:
     model = _load(source, base)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"parameters: {sum(p.numel() for p in model.parameters()):,} total, {trained:,} trained")
+
+
+def _samplers(source) -> dict:
+    """The sampler settings stored with the model, by task (`mtu.sampler`); {} when it stores none."""
+    from mtu.sampler import load_sampler
+
+    return load_sampler(source.path, source.config().task_names)
+
+
+def describe_sampler(source) -> None:
+    """Each task's stored sampler: what `MTUPipeline`, generate, serve and eval run it with when not told."""
+    samplers = _samplers(source)
+    if not samplers:
+        print("sampler: none stored (each caller's defaults: MTUPipeline 50 steps at guidance 7.5, the commands 25 "
+              "steps at guidance 1)")  # fmt: skip
+        return
+    print("sampler (the defaults of MTUPipeline, mtu generate, serve and eval):")
+    for task in source.config().task_names:
+        print(f"  task {task:<10} {samplers[task].describe() if task in samplers else 'none stored'}")
 
 
 def _load(source, base: str | None):

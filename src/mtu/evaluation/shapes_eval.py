@@ -14,8 +14,11 @@ from mtu.assets import SHAPES_BASE_SAMPLER
 from mtu.config import BUILTIN_TASKS
 from mtu.data.shapes.tasks import TASKS, TaskExample, evaluation_set
 from mtu.evaluation.shapes_metrics import pair_metrics, t2i_accuracy
+from mtu.sampler import SamplerSettings
 
 IMAGE_ONLY_SUFFIX = " (image only)"
+# What a model without stored sampler settings is evaluated with.
+SHAPES_SAMPLER = SamplerSettings(**SHAPES_BASE_SAMPLER, image_guidance_scale=1.5)
 
 
 def scored_image_only(task: str) -> bool:
@@ -187,7 +190,7 @@ def evaluate_shapes(
     seed: int,
     num_inference_steps: int | None = None,
     guidance_scale: float | None = None,
-    image_guidance_scale: float = 1.5,
+    image_guidance_scale: float | None = None,
     batch_size: int = 16,
     device: str | None = None,
     prompt: bool = True,
@@ -201,8 +204,8 @@ def evaluate_shapes(
             model card scores it: `evaluate_t2i`, one generator across batches).
         task: one of `TASKS`, served by the model.
         num_samples, seed, batch_size: see `evaluate_t2i` / `evaluate_mtu_task`.
-        num_inference_steps, guidance_scale: sampler settings; None takes `SHAPES_BASE_SAMPLER`'s.
-        image_guidance_scale: image guidance of edit/sr/remove.
+        num_inference_steps, guidance_scale, image_guidance_scale: sampler settings; None takes the model's
+            stored ones for the task (`mtu.sampler`), else `SHAPES_BASE_SAMPLER`'s (image guidance 1.5).
         device: torch device; None picks "cuda" when available.
         prompt: False scores the image tasks with empty prompts (see `example_request`).
 
@@ -218,17 +221,19 @@ def evaluate_shapes(
     source = inspect_model(model)  # refusals before any weights load
     if task not in source.task_names():
         raise ValueError(f"{model} does not serve task {task!r}; it serves {source.task_names()}")
-    sampler = dict(SHAPES_BASE_SAMPLER)
-    if num_inference_steps is not None:
-        sampler["num_inference_steps"] = num_inference_steps
-    if guidance_scale is not None:
-        sampler["guidance_scale"] = guidance_scale
     pipeline = MTUPipeline.from_pretrained(model).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # The model's stored sampler for the task (`mtu.sampler`), else the Shapes one; the caller's values win.
+    sampler = pipeline.sampler_for(task, SHAPES_SAMPLER).replace(
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        image_guidance_scale=image_guidance_scale,
+    )
+    steps = {"num_inference_steps": sampler.num_inference_steps, "guidance_scale": sampler.guidance_scale}
     if source.kind == "base" and BUILTIN_TASKS[task].conditioning == "none":
         pipeline.set_progress_bar_config(disable=True)
         run = functools.partial(pipeline, task)  # called the stock way: run(prompt=[...], generator=...)
-        metrics = evaluate_t2i(run, num_samples, seed, batch_size=batch_size, **sampler)
+        metrics = evaluate_t2i(run, num_samples, seed, batch_size=batch_size, **steps)
     else:
-        guidance = {"image_guidance_scale": image_guidance_scale}
-        metrics = evaluate_mtu_task(pipeline, task, num_samples, seed, batch_size, prompt=prompt, **guidance, **sampler)
+        guidance = {"image_guidance_scale": sampler.image_guidance_scale}
+        metrics = evaluate_mtu_task(pipeline, task, num_samples, seed, batch_size, prompt=prompt, **guidance, **steps)
     return {**metrics, "task": task, "model": str(model)}

@@ -311,9 +311,9 @@ def evaluate_folder(
     num_samples: int | None = None,
     seed: int = 0,
     resolution: int | None = None,
-    num_inference_steps: int = 50,
-    guidance_scale: float = 7.5,
-    image_guidance_scale: float = 1.5,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
+    image_guidance_scale: float | None = None,
     batch_size: int = 8,
     device: str | None = None,
 ) -> dict:
@@ -329,7 +329,8 @@ def evaluate_folder(
         num_samples: the first `num_samples` records; None: all.
         seed: seeds each example's noise, sr degradation noise and inpaint masks.
         resolution: square output size; None: the model's native size.
-        num_inference_steps, guidance_scale, image_guidance_scale: sampler settings.
+        num_inference_steps, guidance_scale, image_guidance_scale: sampler settings; None takes the model's
+            stored ones for the task (`mtu.sampler`), else 50 steps, guidance 7.5, image guidance 1.5.
         batch_size: examples per denoising loop.
         device: torch device; None picks cuda when available.
 
@@ -355,7 +356,13 @@ def evaluate_folder(
             f"{task} needs a resolution divisible by {spec.upscale} (the low-res input is 1/{spec.upscale}), got {size}"
         )
     examples = [prepare_example(spec, r, root, size, np.random.default_rng((seed, i))) for i, r in enumerate(records)]
-    sampler = {"guidance_scale": guidance_scale, "image_guidance_scale": image_guidance_scale}
+    stored = pipeline.sampler_for(task).replace(
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        image_guidance_scale=image_guidance_scale,
+    )
+    num_inference_steps = stored.num_inference_steps
+    sampler = {"guidance_scale": stored.guidance_scale, "image_guidance_scale": stored.image_guidance_scale}
     outputs = generate(pipeline, task, examples, size, seed, batch_size, num_inference_steps, **sampler)
     del pipeline  # free the denoiser before the feature networks load
     values = compute_metrics(chosen, eval_batch(task, records, examples, outputs), load_networks(paths, device))
@@ -372,12 +379,13 @@ def evaluate_folder(
     }
 
 
-def _check_settings(num_samples: int | None, batch_size: int, steps: int, resolution: int | None) -> None:
+def _check_settings(num_samples: int | None, batch_size: int, steps: int | None, resolution: int | None) -> None:
     from mtu.limits import check_side, check_steps
 
     if (num_samples is not None and num_samples < 1) or batch_size < 1:
         raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}")
-    check_steps(steps)
+    if steps is not None:  # None: the model's stored steps
+        check_steps(steps)
     if resolution is not None:  # 0 is refused, not taken for "the model's size"
         check_side("resolution", resolution)
 

@@ -37,11 +37,12 @@ from mtu.pipelines.requests import (
     guidance_plan,
     sdxl_conditioning,
 )
+from mtu.pipelines.sampling import StoredSamplers
 
 __all__ = ["MTUPipeline", "MTUPipelineOutput", "MTURequest"]
 
 
-class MTUPipeline(DiffusionPipeline):
+class MTUPipeline(DiffusionPipeline, StoredSamplers):
     """Every task of an MTU model through one diffusers pipeline (SD 1.x/2.x and SDXL layouts).
 
     Example:
@@ -66,6 +67,7 @@ class MTUPipeline(DiffusionPipeline):
             text_encoder_2=text_encoder_2,
             tokenizer_2=tokenizer_2,
         )
+        self.samplers = {}  # per-task stored sampler settings (`mtu.sampler`); from_pretrained reads the model's
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.mask_processor = VaeImageProcessor(
@@ -95,6 +97,7 @@ class MTUPipeline(DiffusionPipeline):
                   `config` (default: the five built-in tasks, 4 experts); untrained, every task computes
                   what the base model computes;
                 - an MTU folder (`mtu upcycle`, `mtu add-task`, `MTUModel.save_pretrained`) or "shapes-mtu";
+                its stored sampler settings (`sampler.json`, `mtu.sampler`) become each task's defaults;
                 - an `mtu train` run's model/ folder of any method (mtu, single-task, add-task, lora, ia3,
                   full). A lora / ia3 model switches adapters per task: one task per denoising loop.
             base: the base pipeline of an MTU folder or run (default: the one its config names).
@@ -107,6 +110,7 @@ class MTUPipeline(DiffusionPipeline):
             >>> MTUPipeline.from_pretrained("runs/lora/model")("edit", "make it blue", image=picture)
         """
         from mtu.loading import inspect_model, load
+        from mtu.sampler import load_sampler
         from mtu.upcycle import upcycle
 
         source = inspect_model(pretrained_model_name_or_path)
@@ -119,7 +123,10 @@ class MTUPipeline(DiffusionPipeline):
             unet = upcycle(parts["unet"], dataclasses.replace(config, base_model_name_or_path=named)).eval()
         else:
             unet = load(parts["unet"], source.path, allow_pickle=allow_pickle)
-        return cls.from_stock(parts, unet)
+        pipe = cls.from_stock(parts, unet)
+        if source.kind != "base":
+            pipe.use_samplers(load_sampler(source.path, unet.task_names), scheduler_given="scheduler" in kwargs)
+        return pipe
 
     @classmethod
     def from_base(
@@ -155,13 +162,14 @@ class MTUPipeline(DiffusionPipeline):
         task: str,
         prompt: str | list[str] = "",
         *,
-        num_inference_steps: int = 50,
+        num_inference_steps: int | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         eta: float = 0.0,
         **request: Any,
     ):
-        """Run one task. Arguments are those of `MTURequest` plus the loop settings.
+        """Run one task. Arguments are those of `MTURequest` plus the loop settings; sampler settings left out
+        are the task's stored ones (`pipe.samplers`), else 50 steps at guidance 7.5.
 
         Returns:
             `MTUPipelineOutput` with `images` (PIL list, numpy array, torch tensor or latents per `output_type`).
@@ -178,16 +186,22 @@ class MTUPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def run_batch(
-        self, requests: list[MTURequest], num_inference_steps: int = 50, output_type: str = "pil", eta: float = 0.0
+        self,
+        requests: list[MTURequest],
+        num_inference_steps: int | None = None,
+        output_type: str = "pil",
+        eta: float = 0.0,
     ) -> list[Any]:
         """Run requests of any tasks through one denoising loop; returns each request's images, in order.
 
         With a deterministic scheduler (DDIM with eta=0, the default of the shipped model), each request's
         images equal those of a separate call with the same generator. A lora / ia3 model (`mixes_tasks`
-        False) runs requests of one task per call, through that task's adapter.
+        False) runs requests of one task per call, through that task's adapter. `num_inference_steps` None
+        takes the tasks' stored steps (`pipe.samplers`), else 50; the loop runs with the tasks' stored scheduler.
         """
-        check_steps(num_inference_steps)
         requests = [self.check_inputs(request) for request in requests]
+        tasks = [request.task for request in requests]
+        num_inference_steps = check_steps(self.loop_steps(tasks, num_inference_steps))
         sizes = {(r.height, r.width) for r in requests}
         if len(sizes) > 1:
             raise ValueError(
@@ -195,8 +209,9 @@ class MTUPipeline(DiffusionPipeline):
             )
         self._switch_adapters(requests)
         device = self._execution_device
-        plans = [self.prepare_request(request, device) for request in requests]
-        latents = self.denoise(plans, num_inference_steps, eta, device)
+        with self.task_scheduler(tasks):
+            plans = [self.prepare_request(request, device) for request in requests]
+            latents = self.denoise(plans, num_inference_steps, eta, device)
         return self.decode(plans, latents, output_type)
 
     def _switch_adapters(self, requests: list[MTURequest]) -> None:
@@ -214,9 +229,11 @@ class MTUPipeline(DiffusionPipeline):
         activate(self.unet, tasks[0])
 
     def check_inputs(self, request: MTURequest) -> MTURequest:
-        """Validate a request and fill in its output size before any compute; ValueError naming the fix."""
+        """Validate a request and fill in its output size and left-out guidance before any compute; ValueError
+        naming the fix."""
         default_size = self.unet.config.sample_size * self.vae_scale_factor
-        return check_request(request, self.unet.mtu_config.tasks, default_size, self.vae_scale_factor)
+        request = check_request(request, self.unet.mtu_config.tasks, default_size, self.vae_scale_factor)
+        return self.fill_guidance(request)
 
     def encode_prompt(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Text states (B, L, D) and, for SDXL, pooled embeddings (B, D2), as the stock pipelines compute them."""

@@ -30,8 +30,10 @@ class MTURequest:
         image: the input image(s) of image tasks (for "sr", the low-resolution image).
         mask_image: for "inpaint": white (1) where pixels are to be generated.
         negative_prompt: what the unconditional branch of guidance sees ("" when None).
-        guidance_scale: text guidance; guidance is off at <= 1.
-        image_guidance_scale: image guidance of edit/sr/remove (InstructPix2Pix); needs >= 1 to guide.
+        guidance_scale: text guidance; guidance is off at <= 1. None: the task's stored setting
+            (`mtu.sampler`), else 7.5.
+        image_guidance_scale: image guidance of edit/sr/remove (InstructPix2Pix); needs >= 1 to guide. None: the
+            task's stored setting, else 1.5.
         num_images_per_prompt: images per prompt.
         generator: seeds the initial noise (and the inpaint VAE sample), as in diffusers.
         height, width: output size; by default the model's for t2i, the input image's for image tasks,
@@ -46,8 +48,8 @@ class MTURequest:
     image: PipelineImageInput | None = None
     mask_image: PipelineImageInput | None = None
     negative_prompt: str | list[str] | None = None
-    guidance_scale: float = 7.5
-    image_guidance_scale: float = 1.5
+    guidance_scale: float | None = None
+    image_guidance_scale: float | None = None
     num_images_per_prompt: int = 1
     generator: torch.Generator | None = None
     height: int | None = None

@@ -64,8 +64,11 @@ class ChatApp:
         guidance: float,
         image_guidance: float,
         seed: float,
+        stored: bool = False,
     ):
         """Chat callback: show the request at once, then the answer (an image, or why there is none).
+
+        `stored`: run with each task's stored sampler settings (`mtu.sampler`), not the sliders' steps and guidance.
 
         Yields (conversation, request box, current image); the last result becomes the current image.
         """
@@ -82,7 +85,10 @@ class ChatApp:
         history.append({"role": "user", "content": ([text] if text else []) + attached if attached else text})
         yield history + [{"role": "assistant", "content": "working…"}], clear_box, gr.skip()
         try:
-            reply = self.service.run(text, image, mask, task, _settings(steps, guidance, image_guidance, seed))
+            settings = _settings(steps, guidance, image_guidance, seed)
+            if stored:
+                settings = Settings(seed=settings.seed)  # None: the task's stored settings
+            reply = self.service.run(text, image, mask, task, settings)
         except Exception as error:  # noqa: BLE001 - whatever happens, the user reads why in the chat
             if not isinstance(error, RequestError):
                 logger.exception("request failed")
@@ -170,7 +176,8 @@ def build_app(
         service: what answers the requests.
         model_name: shown in the introduction.
         examples: example requests (default: ones the Shapes model knows).
-        defaults: the settings the page starts with.
+        defaults: the settings the page's sliders start with, and use; None: the first task's stored sampler,
+            with each task's stored settings used until the user unticks the box.
     """
     app = ChatApp(service)
     limits = service.limits
@@ -180,7 +187,9 @@ def build_app(
             with gr.Column(scale=3):
                 chat, box = _conversation()
             with gr.Column(scale=2):
-                editor, controls, clear = _current_image_and_controls(service, defaults or Settings())
+                # The sliders start at the first task's stored settings (what "auto" runs a caption with).
+                start = service.settings_for(service.tasks[0], defaults or Settings())
+                editor, controls, clear = _current_image_and_controls(service, start, use_stored=defaults is None)
         gr.Examples(
             [[{"text": text, "files": []}] for text in examples or SHAPES_EXAMPLES],
             inputs=[box],
@@ -217,7 +226,9 @@ def _conversation() -> tuple[gr.Chatbot, gr.MultimodalTextbox]:
     return chat, box
 
 
-def _current_image_and_controls(service: ChatService, defaults: Settings) -> tuple[gr.ImageEditor, list, gr.Button]:
+def _current_image_and_controls(
+    service: ChatService, defaults: Settings, use_stored: bool = True
+) -> tuple[gr.ImageEditor, list, gr.Button]:
     """The right column: the current image, then (task, steps, guidance, image guidance, seed) and a reset."""
     editor = gr.ImageEditor(
         label="Current image (paint to mark an area to fill)",
@@ -238,8 +249,11 @@ def _current_image_and_controls(service: ChatService, defaults: Settings) -> tup
             0, 5, value=defaults.image_guidance, step=0.1, label="Image guidance (edit, sr, remove)"
         )
         seed = gr.Number(value=defaults.seed, precision=0, label="Seed (-1: random)")
+        stored = gr.Checkbox(
+            value=use_stored, label="Use each task's stored steps and guidance (untick to use the sliders)"
+        )
     clear = gr.Button("New conversation")
-    return editor, [task, steps, guidance, image_guidance, seed], clear
+    return editor, [task, steps, guidance, image_guidance, seed, stored], clear
 
 
 def _label(service: ChatService, task: str) -> str:

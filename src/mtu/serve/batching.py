@@ -47,10 +47,12 @@ class _Job:
     request: MTURequest
     steps: int
     future: Future
+    scheduler: str | None = None  # the scheduler its task is stored with (`MTUPipeline.scheduler_name`)
 
     def key(self, by_task: bool = False) -> tuple:
-        """What requests must share to share a loop: (height, width, steps), and the task if `by_task`."""
-        return self.request.height, self.request.width, self.steps, self.request.task if by_task else None
+        """What requests must share to share a loop: (height, width, steps, scheduler), and the task if `by_task`."""
+        task = self.request.task if by_task else None
+        return self.request.height, self.request.width, self.steps, self.scheduler, task
 
 
 _STOP = object()
@@ -119,7 +121,8 @@ class BatchWorker:
             request = self.pipe.check_inputs(request)  # fills in the output size that grouping needs
         except ValueError as error:
             raise RequestError(str(error)) from None
-        job = _Job(request, steps, Future())
+        scheduler_name = getattr(self.pipe, "scheduler_name", None)
+        job = _Job(request, steps, Future(), scheduler_name(request.task) if scheduler_name else None)
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -172,7 +175,7 @@ class BatchWorker:
             return
         seconds = time.perf_counter() - start
         tasks = tuple(job.request.task for job in jobs)
-        height, width, steps, _ = jobs[0].key()
+        height, width, steps, *_ = jobs[0].key()
         logger.info(
             "ran %d request(s) %s at %dx%d, %d steps, in %.2f s", len(jobs), tasks, width, height, steps, seconds
         )

@@ -45,7 +45,7 @@ def serve(
         model, base: what to serve (see `load_pipeline`).
         host, port: where; 127.0.0.1 serves this machine only.
         limits: what the server accepts (`ServeLimits`).
-        defaults: the page's initial `Settings` (default: the Shapes model's sampler settings).
+        defaults: the page's initial `Settings` (default: the model's stored sampler settings, else the Shapes one).
         block: serve until interrupted; False returns at once with the server running in the background.
 
     Returns:

@@ -12,17 +12,21 @@ import torch
 
 from mtu.assets import SHAPES_BASE_SAMPLER
 from mtu.pipelines import MTURequest
+from mtu.sampler import SamplerSettings
 from mtu.serve.batching import BatchWorker
 from mtu.serve.guess import guess_task
 from mtu.serve.limits import RequestError, ServeLimits
 
 AUTO = "auto"
 MAX_GUIDANCE = 30.0
+# What a task without stored sampler settings (`mtu.sampler`) is served with: the Shapes sampler.
+FALLBACK_SAMPLER = SamplerSettings(**SHAPES_BASE_SAMPLER, image_guidance_scale=1.5)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Sampler settings of one request.
+    """Sampler settings of one request; None takes the task's stored setting (`mtu.sampler`), else the Shapes
+    sampler's (25 steps, guidance 1, image guidance 1.5).
 
     Args:
         steps: denoising steps.
@@ -31,9 +35,9 @@ class Settings:
         seed: seed of the initial noise; negative draws a random one.
     """
 
-    steps: int = SHAPES_BASE_SAMPLER["num_inference_steps"]
-    guidance: float = SHAPES_BASE_SAMPLER["guidance_scale"]
-    image_guidance: float = 1.5
+    steps: int | None = None
+    guidance: float | None = None
+    image_guidance: float | None = None
     seed: int = 0
 
 
@@ -106,6 +110,7 @@ class ChatService:
         if not text and image is None:
             raise RequestError("type a request: a caption such as 'a red circle at the top left', or attach an image")
         name, guessed = self.choose_task(text, task, image, mask)
+        settings = self.settings_for(name, settings)
         self._check_settings(settings)
         seed = settings.seed if settings.seed >= 0 else random.randrange(2**31)
         request = self.build_request(name, text, image, mask, settings, seed)
@@ -118,6 +123,16 @@ class ChatService:
                 f"no result within {self.limits.timeout_s:.0f} s (the server is busy): try again, or with fewer steps"
             ) from None
         return Reply(result.images[0], name, guessed, seed, int(settings.steps), result.batch_tasks, result.seconds)
+
+    def settings_for(self, task: str, settings: Settings = Settings()) -> Settings:
+        """`settings` with what it leaves out (None) taken from `task`'s stored sampler, else the Shapes one."""
+        stored = self.pipe.sampler_for(task, FALLBACK_SAMPLER)
+        return Settings(
+            stored.num_inference_steps if settings.steps is None else settings.steps,
+            stored.guidance_scale if settings.guidance is None else settings.guidance,
+            stored.image_guidance_scale if settings.image_guidance is None else settings.image_guidance,
+            settings.seed,
+        )
 
     def build_request(self, task: str, text: str, image, mask, settings: Settings, seed: int) -> MTURequest:
         """Check the inputs of `task`, resize them to the size it runs at, and make the request."""

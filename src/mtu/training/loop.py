@@ -34,6 +34,7 @@ from mtu.training.run import (
     restore,
     tracker_config,
 )
+from mtu.training.sampling import training_sampler
 from mtu.training.sources import open_source
 from mtu.training.step import NonFiniteLoss, optimizer_step
 
@@ -169,7 +170,8 @@ def _save_final(run: Run) -> Path | None:
     folder = run.output_dir / MODEL_DIR
     if run.accelerator.is_main_process:
         with run.ema.swapped() if run.ema else nullcontext():
-            save_trained(run.unwrapped, folder, run.config.method, run.adapter)
+            sampler = training_sampler(run.config.logging)  # what its samples used: the model's default sampler
+            save_trained(run.unwrapped, folder, run.config.method, run.adapter, sampler)
         (folder / CONFIG_FILE).write_text(config_text(run.config))
     run.accelerator.wait_for_everyone()
     return folder

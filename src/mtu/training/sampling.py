@@ -11,6 +11,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from mtu.sampler import SamplerSettings
 from mtu.training.components import Components
 from mtu.training.pairs import Pair
 
@@ -27,6 +28,13 @@ def pipeline_for(model, components: Components):
     pipeline = MTUPipeline(vae=components.vae, unet=model, scheduler=scheduler, **encoders, **tokenizers)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+def training_sampler(logging_section) -> SamplerSettings:
+    """The sampler of the training samples (DDIM, `logging`'s steps and guidance): stored with the finished
+    model as every task's default (`mtu.sampler`)."""
+    section = logging_section
+    return SamplerSettings("DDIMScheduler", section.sample_steps, section.guidance_scale, section.image_guidance_scale)
 
 
 def request(pair: Pair, index: int, resolution: int, **sampler):
