@@ -13,36 +13,39 @@ per sample, which adapter switching (LoRA) cannot do. Requests are checked and p
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.image_processor import VaeImageProcessor
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 from diffusers.utils.torch_utils import randn_tensor
 
 from mtu.conditioning import conditioning_channels, denoiser_input, latent_mask, mask_image
-from mtu.config import MTUConfig
 from mtu.limits import check_steps
 from mtu.model import MTUModel, concat_task_inputs
 from mtu.pipelines.inputs import tokenize
+from mtu.pipelines.loaders import MTULoaderMixin
 from mtu.pipelines.requests import (
     MTUPipelineOutput,
     MTURequest,
     Plan,
+    check_latents,
     check_request,
     guidance_plan,
+    per_image_generators,
     sdxl_conditioning,
+    step_end_callback,
 )
 from mtu.pipelines.sampling import StoredSamplers
 
 __all__ = ["MTUPipeline", "MTUPipelineOutput", "MTURequest"]
 
 
-class MTUPipeline(DiffusionPipeline, StoredSamplers):
+class MTUPipeline(MTULoaderMixin, DiffusionPipeline, StoredSamplers):
     """Every task of an MTU model through one diffusers pipeline (SD 1.x/2.x and SDXL layouts).
 
     Example:
@@ -80,79 +83,6 @@ class MTUPipeline(DiffusionPipeline, StoredSamplers):
         if not isinstance(unet, MTUModel):
             raise ValueError(f"unet must be an MTUModel (from mtu.upcycle or mtu.load), got {type(unet).__name__}")
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | Path,
-        base: str | Path | None = None,
-        config: MTUConfig | None = None,
-        allow_pickle: bool = False,
-        **kwargs: Any,
-    ) -> MTUPipeline:
-        """Load any model `mtu` knows (`mtu.loading`), on the base pipeline's text encoders, VAE and scheduler.
-
-        Args:
-            pretrained_model_name_or_path: a folder or shipped name:
-                - a base pipeline (a diffusers folder, "shapes-base"): its denoiser upcycled afresh with
-                  `config` (default: the five built-in tasks, 4 experts); untrained, every task computes
-                  what the base model computes;
-                - an MTU folder (`mtu upcycle`, `mtu add-task`, `MTUModel.save_pretrained`) or "shapes-mtu";
-                its stored sampler settings (`sampler.json`, `mtu.sampler`) become each task's defaults;
-                - an `mtu train` run's model/ folder of any method (mtu, single-task, add-task, lora, ia3,
-                  full). A lora / ia3 model switches adapters per task: one task per denoising loop.
-            base: the base pipeline of an MTU folder or run (default: the one its config names).
-            config: the `MTUConfig` of a fresh upcycle (base pipelines only).
-            allow_pickle: accept a legacy `mtu_model.bin` (see `mtu.load`).
-            kwargs: passed to `DiffusionPipeline.from_pretrained` (e.g. torch_dtype).
-
-        Example:
-            >>> MTUPipeline.from_pretrained("shapes-base", config=MTUConfig(tasks=["t2i", "edit"]))
-            >>> MTUPipeline.from_pretrained("runs/lora/model")("edit", "make it blue", image=picture)
-        """
-        from mtu.loading import inspect_model, load
-        from mtu.sampler import load_sampler
-        from mtu.upcycle import upcycle
-
-        source = inspect_model(pretrained_model_name_or_path)
-        if config is not None and source.kind != "base":
-            raise ValueError(f"{source.name} is {source.label}, not a base pipeline: a config upcycles a base")
-        parts = DiffusionPipeline.from_pretrained(source.base_reference(base), **kwargs).components
-        if source.kind == "base":
-            config = config or MTUConfig()
-            named = config.base_model_name_or_path or str(pretrained_model_name_or_path)
-            unet = upcycle(parts["unet"], dataclasses.replace(config, base_model_name_or_path=named)).eval()
-        else:
-            unet = load(parts["unet"], source.path, allow_pickle=allow_pickle)
-        pipe = cls.from_stock(parts, unet)
-        if source.kind != "base":
-            pipe.use_samplers(load_sampler(source.path, unet.task_names), scheduler_given="scheduler" in kwargs)
-        return pipe
-
-    @classmethod
-    def from_base(
-        cls,
-        base: str | Path,
-        mtu_model: str | Path | None = None,
-        config: MTUConfig | None = None,
-        allow_pickle: bool = False,
-        **kwargs: Any,
-    ) -> MTUPipeline:
-        """`from_pretrained(mtu_model, base=base)`, or `from_pretrained(base, config=config)` without `mtu_model`."""
-        if mtu_model is not None:
-            return cls.from_pretrained(mtu_model, base=base, config=config, allow_pickle=allow_pickle, **kwargs)
-        return cls.from_pretrained(base, config=config, allow_pickle=allow_pickle, **kwargs)
-
-    @classmethod
-    def from_mtu(cls, mtu_model: str | Path, base: str | Path | None = None, **kwargs: Any) -> MTUPipeline:
-        """`from_pretrained(mtu_model, base=base)`: kept for callers written before it."""
-        return cls.from_pretrained(mtu_model, base=base, **kwargs)
-
-    @classmethod
-    def from_stock(cls, components: dict[str, Any], unet: torch.nn.Module) -> MTUPipeline:
-        """An MTUPipeline of a stock pipeline's `components` around the MTU denoiser `unet`."""
-        names = ("vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
-        return cls(unet=unet, **{name: components.get(name) for name in names})
-
     @property
     def is_sdxl(self) -> bool:
         return self.text_encoder_2 is not None
@@ -160,22 +90,102 @@ class MTUPipeline(DiffusionPipeline, StoredSamplers):
     def __call__(
         self,
         task: str,
-        prompt: str | list[str] = "",
-        *,
+        prompt: str | list[str] | None = None,
+        image: PipelineImageInput | None = None,
+        mask_image: PipelineImageInput | None = None,
+        height: int | None = None,
+        width: int | None = None,
         num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        image_guidance_scale: float | None = None,
+        negative_prompt: str | list[str] | None = None,
+        num_images_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        eta: float = 0.0,
-        **request: Any,
-    ):
-        """Run one task. Arguments are those of `MTURequest` plus the loop settings; sampler settings left out
-        are the task's stored ones (`pipe.samplers`), else 50 steps at guidance 7.5.
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        upscale: int | None = None,
+        preserve_unmasked: bool = True,
+    ) -> MTUPipelineOutput | tuple:
+        """Run one task; the arguments mean what they mean in diffusers' Stable Diffusion pipelines.
+
+        Sampler settings left as None take the task's stored ones (`pipe.samplers`, from the model's
+        `sampler.json`), else diffusers' defaults (50 steps, guidance 7.5, image guidance 1.5).
+
+        Args:
+            task: a task of the model (`pipe.unet.task_names`): "t2i", "edit", "sr", "remove", "inpaint", ...
+            prompt: the caption or instruction, one or one per image; None: `prompt_embeds`, else "" (sr and
+                inpaint work from the image; their prompt is optional).
+            image: the input image(s) of image tasks (for sr, the low-resolution image): PIL, numpy or torch.
+            mask_image: inpaint: white (1) where pixels are to be generated, the size of `image`.
+            height, width: output size; default: the model's for t2i, the input's (times `upscale` for sr).
+            num_inference_steps: denoising steps.
+            guidance_scale: text classifier-free guidance; on when > 1.
+            image_guidance_scale: image guidance of edit / sr / remove (InstructPix2Pix); on when >= 1 and
+                `guidance_scale` > 1.
+            negative_prompt: what guidance steers away from ("" when None); ignored without guidance.
+            num_images_per_prompt: images per prompt.
+            eta: DDIM's eta (only DDIM uses it).
+            generator: a `torch.Generator`, or one per image, making the noise (and inpaint's VAE sample)
+                deterministic.
+            latents: initial noise, (batch x images per prompt, latent channels, height / f, width / f) for the
+                VAE's factor f; scaled by the scheduler's `init_noise_sigma` like diffusers does; default: drawn
+                with `generator`.
+            prompt_embeds: text encoder states (batch, tokens, width) instead of `prompt` (SD 1.x / 2.x layout).
+            negative_prompt_embeds: states instead of `negative_prompt`, the shape of `prompt_embeds`.
+            output_type: "pil", "np", "pt" or "latent".
+            return_dict: return an `MTUPipelineOutput` rather than a tuple `(images,)`.
+            callback_on_step_end: called after each step as `callback_on_step_end(pipe, step, timestep,
+                callback_kwargs)`; it returns a dict, whose "latents" (if any) replace the loop's. A diffusers
+                `PipelineCallback` works too; set `pipe._interrupt = True` in it to stop early.
+            callback_on_step_end_tensor_inputs: the tensors `callback_kwargs` holds; only ["latents"] (default).
+            upscale: sr (tasks whose `TaskSpec.upscale` > 1): the scale when height / width are not given.
+            preserve_unmasked: inpaint: paste the input pixels outside the mask back.
 
         Returns:
-            `MTUPipelineOutput` with `images` (PIL list, numpy array, torch tensor or latents per `output_type`).
+            `MTUPipelineOutput` with `images` (PIL list, numpy array, torch tensor or latents per `output_type`),
+            or `(images,)` when `return_dict` is False.
+
+        Example:
+            >>> pipe("edit", "make the red circle blue", image=picture).images[0]  # the task's stored sampler
+            >>> pipe("t2i", "a red circle", num_inference_steps=10, generator=torch.Generator().manual_seed(0))
         """
-        images = self.run_batch([MTURequest(task, prompt, **request)], num_inference_steps, output_type, eta)[0]
+        request = MTURequest(
+            task,
+            prompt,
+            image=image,
+            mask_image=mask_image,
+            negative_prompt=negative_prompt,
+            guidance_scale=guidance_scale,
+            image_guidance_scale=image_guidance_scale,
+            num_images_per_prompt=num_images_per_prompt,
+            generator=generator,
+            height=height,
+            width=width,
+            upscale=upscale,
+            preserve_unmasked=preserve_unmasked,
+            latents=latents,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+        )
+        step_end = (callback_on_step_end, callback_on_step_end_tensor_inputs)
+        images = self.run_batch([request], num_inference_steps, output_type, eta, *step_end)[0]
         return MTUPipelineOutput(images=images) if return_dict else (images,)
+
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` (e.g. in `callback_on_step_end`) to skip the remaining steps."""
+        return getattr(self, "_interrupt", False)
+
+    @property
+    def num_timesteps(self) -> int:
+        """Steps of the running (or last) loop, as diffusers' callbacks read it."""
+        return getattr(self, "_num_timesteps", 0)
 
     @property
     def mixes_tasks(self) -> bool:
@@ -191,6 +201,8 @@ class MTUPipeline(DiffusionPipeline, StoredSamplers):
         num_inference_steps: int | None = None,
         output_type: str = "pil",
         eta: float = 0.0,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> list[Any]:
         """Run requests of any tasks through one denoising loop; returns each request's images, in order.
 
@@ -198,7 +210,9 @@ class MTUPipeline(DiffusionPipeline, StoredSamplers):
         images equal those of a separate call with the same generator. A lora / ia3 model (`mixes_tasks`
         False) runs requests of one task per call, through that task's adapter. `num_inference_steps` None
         takes the tasks' stored steps (`pipe.samplers`), else 50; the loop runs with the tasks' stored scheduler.
+        `callback_on_step_end` is `__call__`'s, called with the latents of the whole batch.
         """
+        callback = step_end_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         requests = [self.check_inputs(request) for request in requests]
         tasks = [request.task for request in requests]
         num_inference_steps = check_steps(self.loop_steps(tasks, num_inference_steps))
@@ -211,7 +225,7 @@ class MTUPipeline(DiffusionPipeline, StoredSamplers):
         device = self._execution_device
         with self.task_scheduler(tasks):
             plans = [self.prepare_request(request, device) for request in requests]
-            latents = self.denoise(plans, num_inference_steps, eta, device)
+            latents = self.denoise(plans, num_inference_steps, eta, device, callback)
         return self.decode(plans, latents, output_type)
 
     def _switch_adapters(self, requests: list[MTURequest]) -> None:
@@ -233,6 +247,10 @@ class MTUPipeline(DiffusionPipeline, StoredSamplers):
         naming the fix."""
         default_size = self.unet.config.sample_size * self.vae_scale_factor
         request = check_request(request, self.unet.mtu_config.tasks, default_size, self.vae_scale_factor)
+        if request.prompt_embeds is not None and self.is_sdxl:
+            raise ValueError("prompt_embeds: an SDXL-layout model also needs pooled text embeddings; pass prompt")
+        latent_shape = (self.vae.config.latent_channels, request.height // self.vae_scale_factor)
+        check_latents(request, (*latent_shape, request.width // self.vae_scale_factor))
         return self.fill_guidance(request)
 
     def encode_prompt(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -261,34 +279,32 @@ class MTUPipeline(DiffusionPipeline, StoredSamplers):
     def prepare_request(self, request: MTURequest, device: torch.device) -> Plan:
         """Encode text, draw the noise, encode the conditioning, and decide the guidance copies."""
         spec = self.unet.mtu_config.tasks[self.unet.task_names.index(request.task)]
-        per_prompt = request.num_images_per_prompt
-        prompts = request.prompts
-        text, pooled = self.encode_prompt(prompts, device)
-        negative, negative_pooled = self._negative_text(request, len(prompts), device)
+        per_prompt, count = request.num_images_per_prompt, request.batch_size
+        text, pooled, negative, negative_pooled = self._text_states(request, device)
         text, negative = text.repeat_interleave(per_prompt, 0), negative.repeat_interleave(per_prompt, 0)
-        batch = len(prompts) * per_prompt
         dtype = self.unet.dtype
         shape = (
-            batch,
+            count * per_prompt,
             self.vae.config.latent_channels,
             request.height // self.vae_scale_factor,
             request.width // self.vae_scale_factor,
         )
-        latents = (
-            randn_tensor(shape, generator=request.generator, device=device, dtype=dtype)
-            * self.scheduler.init_noise_sigma
-        )
+        if request.latents is None:
+            latents = randn_tensor(shape, generator=request.generator, device=device, dtype=dtype)
+        else:
+            latents = request.latents.to(device=device, dtype=dtype)
+        latents = latents * self.scheduler.init_noise_sigma  # as diffusers' prepare_latents, given or drawn
 
         condition = mask = paste = None
         if spec.conditioning != "none":
-            image = self._preprocess_images(request, len(prompts)).to(device=device, dtype=dtype)
+            image = self._preprocess_images(request, count).to(device=device, dtype=dtype)
         if spec.conditioning == "image":
             condition = retrieve_latents(self.vae.encode(image), sample_mode="argmax")
         elif spec.conditioning == "masked_image":
             pixel_mask = self.mask_processor.preprocess(request.mask_image, height=request.height, width=request.width)
-            pixel_mask = self._broadcast(pixel_mask, len(prompts)).to(device=device, dtype=dtype)
+            pixel_mask = self._broadcast(pixel_mask, count).to(device=device, dtype=dtype)
             # Sampled with the generator after the noise, in the stock inpainting pipeline's order.
-            condition = retrieve_latents(self.vae.encode(mask_image(image, pixel_mask)), generator=request.generator)
+            condition = self._sample_latents(mask_image(image, pixel_mask), request.generator)
             condition = condition * self.vae.config.scaling_factor
             mask = latent_mask(pixel_mask, shape[-2:])
             paste = (image, (pixel_mask >= 0.5).to(dtype)) if request.preserve_unmasked else None
@@ -306,6 +322,24 @@ class MTUPipeline(DiffusionPipeline, StoredSamplers):
             plan.added_cond = sdxl_conditioning(plan, pooled, negative_pooled, dtype, device)
         return plan
 
+    def _text_states(self, request: MTURequest, device: torch.device) -> tuple:
+        """(text, pooled, negative, negative pooled) per prompt: given embeddings, or encoded prompts."""
+        if request.prompt_embeds is not None:
+            text, pooled = request.prompt_embeds.to(device=device, dtype=self.text_encoder.dtype), None
+        else:
+            text, pooled = self.encode_prompt(request.prompts, device)
+        if request.negative_prompt_embeds is not None:
+            return text, pooled, request.negative_prompt_embeds.to(device=device, dtype=text.dtype), None
+        return text, pooled, *self._negative_text(request, request.batch_size, device)
+
+    def _sample_latents(self, image: torch.Tensor, generator) -> torch.Tensor:
+        """A VAE sample of each image; one generator per image when given a list (the stock inpaint pipeline's
+        `_encode_vae_image`)."""
+        if not isinstance(generator, list):
+            return retrieve_latents(self.vae.encode(image), generator=generator)
+        samples = [retrieve_latents(self.vae.encode(one[None]), generator=g) for one, g in zip(image, generator)]
+        return torch.cat(samples)
+
     def _preprocess_images(self, request: MTURequest, count: int) -> torch.Tensor:
         image = self.image_processor.preprocess(request.image, height=request.height, width=request.width)
         return self._broadcast(image, count)
@@ -314,16 +348,24 @@ class MTUPipeline(DiffusionPipeline, StoredSamplers):
     def _broadcast(tensor: torch.Tensor, count: int) -> torch.Tensor:
         return tensor.expand(count, *tensor.shape[1:]) if tensor.shape[0] == 1 else tensor
 
-    def denoise(self, plans: list[Plan], num_inference_steps: int, eta: float, device: torch.device) -> torch.Tensor:
-        """One loop for all requests: each step runs every request's guidance copies in one denoiser call."""
+    def denoise(
+        self, plans: list[Plan], num_inference_steps: int, eta: float, device: torch.device, callback=None
+    ) -> torch.Tensor:
+        """One loop for all requests: each step runs every request's guidance copies in one denoiser call.
+
+        `callback(pipe, step, timestep, latents)` (`step_end_callback`) may replace the latents after each step.
+        """
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self._num_timesteps, self._interrupt = len(self.scheduler.timesteps), False
         latents = torch.cat([plan.latents for plan in plans])
         sizes = [plan.latents.shape[0] for plan in plans]
         text = torch.cat([plan.text for plan in plans]).to(self.unet.dtype)
         tasks = [plan.request.task for plan in plans for _ in range(plan.copies * plan.latents.shape[0])]
         added = {key: torch.cat([plan.added_cond[key] for plan in plans]) for key in plans[0].added_cond}
         step_kwargs = self._step_kwargs(plans, eta)
-        for t in self.progress_bar(self.scheduler.timesteps):
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            if self.interrupt:
+                continue
             inputs = []
             for plan, plan_latents in zip(plans, latents.split(sizes)):
                 scaled = self.scheduler.scale_model_input(torch.cat([plan_latents] * plan.copies), t)
@@ -339,6 +381,8 @@ class MTUPipeline(DiffusionPipeline, StoredSamplers):
             chunks = noise.split([plan.copies * size for plan, size in zip(plans, sizes)])
             guided = torch.cat([plan.combine(chunk) for plan, chunk in zip(plans, chunks)])
             latents = self.scheduler.step(guided, t, latents, **step_kwargs, return_dict=False)[0]
+            if callback is not None:
+                latents = callback(self, i, t, latents)
         return latents
 
     def _step_kwargs(self, plans: list[Plan], eta: float) -> dict[str, Any]:
@@ -348,7 +392,7 @@ class MTUPipeline(DiffusionPipeline, StoredSamplers):
             if len(plans) == 1:
                 kwargs["generator"] = plans[0].request.generator
             elif all(plan.request.generator is not None for plan in plans):
-                kwargs["generator"] = [plan.request.generator for plan in plans for _ in range(plan.latents.shape[0])]
+                kwargs["generator"] = [g for plan in plans for g in per_image_generators(plan)]
         return kwargs
 
     def decode(self, plans: list[Plan], latents: torch.Tensor, output_type: str) -> list[Any]:

@@ -26,7 +26,7 @@ class MTURequest:
 
     Args:
         task: a task of the model ("t2i", "edit", "sr", "remove", "inpaint", or your own).
-        prompt: text (caption or instruction), one string or one per image.
+        prompt: text (caption or instruction), one string or one per image; None: "" (or `prompt_embeds`).
         image: the input image(s) of image tasks (for "sr", the low-resolution image).
         mask_image: for "inpaint": white (1) where pixels are to be generated.
         negative_prompt: what the unconditional branch of guidance sees ("" when None).
@@ -35,31 +35,44 @@ class MTURequest:
         image_guidance_scale: image guidance of edit/sr/remove (InstructPix2Pix); needs >= 1 to guide. None: the
             task's stored setting, else 1.5.
         num_images_per_prompt: images per prompt.
-        generator: seeds the initial noise (and the inpaint VAE sample), as in diffusers.
+        generator: seeds the initial noise (and the inpaint VAE sample), as in diffusers; a list: one per image.
         height, width: output size; by default the model's for t2i, the input image's for image tasks,
             and `upscale` x the input's for tasks that scale up (sr).
         upscale: tasks that scale up (`TaskSpec.upscale` > 1) only: the scale factor when height/width
             are not given; None takes the task's own.
         preserve_unmasked: "inpaint" only: paste back the input pixels outside the mask.
+        latents: initial noise (images, latent channels, height / f, width / f) instead of drawing it.
+        prompt_embeds, negative_prompt_embeds: text encoder states (prompts, tokens, width) instead of the
+            prompts (SD 1.x / 2.x layout).
     """
 
     task: str
-    prompt: str | list[str] = ""
+    prompt: str | list[str] | None = ""
     image: PipelineImageInput | None = None
     mask_image: PipelineImageInput | None = None
     negative_prompt: str | list[str] | None = None
     guidance_scale: float | None = None
     image_guidance_scale: float | None = None
     num_images_per_prompt: int = 1
-    generator: torch.Generator | None = None
+    generator: torch.Generator | list[torch.Generator] | None = None
     height: int | None = None
     width: int | None = None
     upscale: int | None = None
     preserve_unmasked: bool = True
+    latents: torch.Tensor | None = None
+    prompt_embeds: torch.Tensor | None = None
+    negative_prompt_embeds: torch.Tensor | None = None
 
     @property
     def prompts(self) -> list[str]:
+        if self.prompt is None:
+            return [""] * (1 if self.prompt_embeds is None else len(self.prompt_embeds))
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    @property
+    def batch_size(self) -> int:
+        """Prompts (or prompt embeddings) in the request; each makes `num_images_per_prompt` images."""
+        return len(self.prompts)
 
 
 @dataclass
@@ -94,6 +107,7 @@ def check_request(request: MTURequest, tasks: list[TaskSpec], default_size: int,
         raise ValueError(f"unknown task {request.task!r}; this model serves {names}")
     spec = tasks[names.index(request.task)]
     _check_images(request, spec, names)
+    _check_embeddings(request)
     prompts = request.prompts
     if request.image is not None and image_count(request.image) not in (1, len(prompts)):
         raise ValueError(
@@ -103,6 +117,9 @@ def check_request(request: MTURequest, tasks: list[TaskSpec], default_size: int,
         raise ValueError(f"got {len(request.negative_prompt)} negative prompts for {len(prompts)} prompts")
     if request.num_images_per_prompt < 1:
         raise ValueError(f"num_images_per_prompt must be >= 1, got {request.num_images_per_prompt}")
+    images = len(prompts) * request.num_images_per_prompt
+    if isinstance(request.generator, list) and len(request.generator) != images:
+        raise ValueError(f"got {len(request.generator)} generators for {images} images: pass one per image, or one")
     upscale = upscale_of(request, spec)
     height, width = output_size(request, upscale, default_size)
     if height % vae_factor or width % vae_factor:
@@ -113,6 +130,65 @@ def check_request(request: MTURequest, tasks: list[TaskSpec], default_size: int,
         )
     check_bounds(request, height, width, upscale)
     return replace(request, height=height, width=width)
+
+
+def _check_embeddings(request: MTURequest) -> None:
+    """Text given once, as text or as embeddings; embeddings (prompts, tokens, width), the negative's alike."""
+    for text, embeds in (("prompt", "prompt_embeds"), ("negative_prompt", "negative_prompt_embeds")):
+        if getattr(request, embeds) is not None and getattr(request, text) not in (None, ""):
+            raise ValueError(f"pass {text} or {embeds}, not both")
+    given = request.prompt_embeds
+    if given is not None and (not isinstance(given, torch.Tensor) or given.ndim != 3):
+        raise ValueError(f"prompt_embeds must be a (prompts, tokens, width) tensor, got {_shape(given)}")
+    negative = request.negative_prompt_embeds
+    if negative is not None and (given is None or negative.shape != given.shape):
+        raise ValueError(
+            f"negative_prompt_embeds {_shape(negative)} needs prompt_embeds of its shape, got {_shape(given)}"
+        )
+
+
+def _shape(value) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def check_latents(request: MTURequest, shape: tuple[int, int, int]) -> None:
+    """Given initial noise must be (images, *shape): the latent channels and size of the request's output."""
+    if request.latents is None:
+        return
+    expected = (request.batch_size * request.num_images_per_prompt, *shape)
+    if not isinstance(request.latents, torch.Tensor) or tuple(request.latents.shape) != expected:
+        raise ValueError(f"latents must be a tensor of shape {expected}, got {_shape(request.latents)}")
+
+
+def per_image_generators(plan: Plan) -> list:
+    """A request's generator for each of its images (a list already is one)."""
+    generator = plan.request.generator
+    return list(generator) if isinstance(generator, list) else [generator] * plan.latents.shape[0]
+
+
+def step_end_callback(callback, tensor_inputs: list[str] | None):
+    """`callback_on_step_end` as `(pipe, step, timestep, latents) -> latents`; None without one.
+
+    Only "latents" can be handed over: the loop's text states are per guidance copy and per request, not
+    diffusers' `prompt_embeds`.
+    """
+    if callback is None:
+        return None
+    from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+
+    if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
+        tensor_inputs = callback.tensor_inputs
+    names = list(tensor_inputs or ["latents"])
+    if names != ["latents"]:
+        raise ValueError(f"callback_on_step_end_tensor_inputs can only be ['latents'] in MTUPipeline, got {names}")
+    if not callable(callback):
+        raise ValueError(f"callback_on_step_end must be callable, got {type(callback).__name__}")
+
+    def call(pipe, step: int, timestep, latents: torch.Tensor) -> torch.Tensor:
+        outputs = callback(pipe, step, timestep, {"latents": latents})
+        return (outputs or {}).get("latents", latents)
+
+    return call
 
 
 def _check_images(request: MTURequest, spec: TaskSpec, names: list[str]) -> None:
