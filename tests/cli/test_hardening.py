@@ -206,6 +206,12 @@ def test_sixteen_bit_input_reaches_the_pipeline_scaled(workspace, monkeypatch):
     seen = {}
 
     class Recorder:
+        def to(self, device):
+            return self
+
+        def sampler_for(self, task, fallback):
+            return fallback
+
         def __call__(self, task, prompt, image=None, **kwargs):
             seen["image"] = image
             return type("Result", (), {"images": [PIL.Image.new("RGB", (16, 16))]})()

@@ -12,6 +12,7 @@ import json
 import sys
 
 from mtu.config import BUILTIN_TASKS
+from mtu.devices import add_options
 
 BENCHMARKS = ("shapes", "folder")
 TASK_CHOICES = tuple(BUILTIN_TASKS)  # the Shapes world makes every built-in task (mtu.data.shapes.tasks.TASKS)
@@ -61,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=16, help="examples per pipeline call (default: 16)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    add_options(parser, device=False)
     parser.add_argument("--json", action="store_true", help="print only the metrics as JSON on stdout")
     parser.add_argument(
         "--no-prompt",
@@ -172,6 +174,7 @@ def _shared_options(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "batch_size": args.batch_size,
         "device": args.device,
+        "dtype": args.dtype,
         **{key: value for key, value in sampler.items() if value is not None},
     }
 

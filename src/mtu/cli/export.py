@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtu.devices import add_options
+
 FORMATS = {
     "diffusers": "a stock diffusers pipeline folder (router folded: zero overhead)",
     "onnx": "an ONNX folder run by onnxruntime (mtu.deploy.OnnxPipeline, mtu generate --runtime onnx)",
@@ -35,12 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "calibration; int8-static: linear layers and convolutions, calibrated on Shapes "
         "(docs/deploy.md)",
     )
+    add_options(parser)
     parser.add_argument("--out", required=True, type=Path, help="new folder (a .safetensors file for single-file)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a model")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    from mtu.devices import check_placement, load_pipeline, refuse_for_onnx
     from mtu.loading import inspect_model
     from mtu.outputs import check_target
 
@@ -50,6 +54,9 @@ def run(args: argparse.Namespace) -> None:
         )
     if args.quantize and args.format != "onnx":
         raise ValueError(f"--quantize exists for --format onnx only (got --format {args.format})")
+    if args.format == "onnx":
+        refuse_for_onnx(args, "--format onnx")
+    check_placement(args.device, args.dtype)
     inspect_model(args.model).check_exportable()  # a lora / ia3 run has no one denoiser per task to write
     if args.format == "single-file":
         from mtu.deploy.files import check_file_target
@@ -57,9 +64,9 @@ def run(args: argparse.Namespace) -> None:
         check_file_target(args.out, args.overwrite)
     else:
         check_target(args.out, args.overwrite)  # before loading the model: a refusal costs nothing
-    from mtu.pipelines import MTUPipeline, export_pipeline
+    from mtu.pipelines import export_pipeline
 
-    pipe = MTUPipeline.from_pretrained(args.model, base=args.base)
+    pipe = load_pipeline(args.model, args.base, args.device, args.dtype)  # exported in that precision
     if args.format == "onnx":
         from mtu.deploy.onnx_export import export_onnx
 

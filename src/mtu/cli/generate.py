@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtu.devices import add_options
 from mtu.sampler import SamplerSettings
 
 # What a model without stored sampler settings (`mtu.sampler`) runs with: the Shapes sampler, as before.
@@ -41,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNGs (default outputs/)")
     parser.add_argument("--overwrite", action="store_true", help="replace PNGs of the same names in --out")
+    add_options(parser)
     parser.add_argument(
         "--runtime",
         choices=["torch", "onnx"],
@@ -69,10 +71,15 @@ def check_arguments(args: argparse.Namespace) -> list[Path]:
 
 def run(args: argparse.Namespace) -> None:
     from mtu.config import BUILTIN_TASKS
+    from mtu.devices import check_placement, refuse_for_onnx
     from mtu.images import open_image
     from mtu.limits import check_image_size
 
     paths = check_arguments(args)
+    if args.runtime == "onnx":
+        refuse_for_onnx(args, "--runtime onnx")
+    else:
+        check_placement(args.device, args.dtype)  # before the model loads
     image = open_image(args.image) if args.image is not None else None
     mask = open_image(args.mask, f"mask {args.mask}").convert("L") if args.mask is not None else None
     # A built-in task that scales up (sr: 4x a side) is refused before the model loads; a task of the
@@ -114,6 +121,6 @@ def load_pipeline(args: argparse.Namespace):
         from mtu.deploy.onnx_pipeline import OnnxPipeline
 
         return OnnxPipeline.from_onnx(args.model)
-    from mtu.pipelines import MTUPipeline
+    from mtu.devices import load_pipeline as load_placed
 
-    return MTUPipeline.from_pretrained(args.model, base=args.base)
+    return load_placed(args.model, args.base, args.device, args.dtype)

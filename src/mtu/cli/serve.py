@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mtu.devices import add_options, check_placement
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve a chat-style web demo of every task of an MTU model")
@@ -14,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "shipped name (default: the shipped Shapes MTU model, else shapes-base upcycled afresh)",
     )
     parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")
+    add_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--max-batch", type=int, default=4, help="most requests per denoising loop (default 4)")
@@ -31,7 +34,8 @@ def run(args: argparse.Namespace) -> None:
     except ImportError as error:
         raise RuntimeError(f"mtu serve needs the demo extra ({error}): pip install 'mtu-diffusion[demo]'") from None
 
+    check_placement(args.device, args.dtype)  # before the model loads
     limits = ServeLimits(
         max_steps=args.max_steps, timeout_s=args.timeout, max_queue=args.max_queue, max_batch=args.max_batch
     )
-    serve(args.model, args.base, host=args.host, port=args.port, limits=limits)
+    serve(args.model, args.base, host=args.host, port=args.port, limits=limits, device=args.device, dtype=args.dtype)

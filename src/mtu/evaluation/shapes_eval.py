@@ -194,6 +194,7 @@ def evaluate_shapes(
     batch_size: int = 16,
     device: str | None = None,
     prompt: bool = True,
+    dtype: str | None = None,
 ) -> dict:
     """Load `model` (`MTUPipeline.from_pretrained`) and evaluate it on one Shapes task.
 
@@ -208,12 +209,13 @@ def evaluate_shapes(
             stored ones for the task (`mtu.sampler`), else `SHAPES_BASE_SAMPLER`'s (image guidance 1.5).
         device: torch device; None picks "cuda" when available.
         prompt: False scores the image tasks with empty prompts (see `example_request`).
+        dtype: "float32" (None), "bfloat16" or "float16" (`mtu.devices`).
 
     Returns:
         The metrics dict, with ``task`` and ``model`` added.
     """
+    from mtu.devices import load_pipeline
     from mtu.loading import inspect_model
-    from mtu.pipelines import MTUPipeline
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid options: {list(TASKS)}")
@@ -221,7 +223,7 @@ def evaluate_shapes(
     source = inspect_model(model)  # refusals before any weights load
     if task not in source.task_names():
         raise ValueError(f"{model} does not serve task {task!r}; it serves {source.task_names()}")
-    pipeline = MTUPipeline.from_pretrained(model).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pipeline = load_pipeline(model, device=device, dtype=dtype)
     # The model's stored sampler for the task (`mtu.sampler`), else the Shapes one; the caller's values win.
     sampler = pipeline.sampler_for(task, SHAPES_SAMPLER).replace(
         num_inference_steps=num_inference_steps,

@@ -316,6 +316,7 @@ def evaluate_folder(
     image_guidance_scale: float | None = None,
     batch_size: int = 8,
     device: str | None = None,
+    dtype: str | None = None,
 ) -> dict:
     """Run a model on a user dataset and score it with the task's paper metrics.
 
@@ -333,6 +334,7 @@ def evaluate_folder(
             stored ones for the task (`mtu.sampler`), else 50 steps, guidance 7.5, image guidance 1.5.
         batch_size: examples per denoising loop.
         device: torch device; None picks cuda when available.
+        dtype: "float32" (None), "bfloat16" or "float16" (`mtu.devices`).
 
     Returns:
         ``{"task", "model", "data", "num_samples", "seed", "resolution", "sampler", "metrics": {name: value},
@@ -349,7 +351,7 @@ def evaluate_folder(
         raise ValueError(f"FID needs at least 2 examples, the data has {len(records)}")
     paths = find_networks(chosen, inception=inception, lpips_path=lpips, clip=clip)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipeline, spec = _load_model(model, task, device)
+    pipeline, spec = _load_model(model, task, device, dtype)
     size = resolution or pipeline.unet.config.sample_size * pipeline.vae_scale_factor
     if size % spec.upscale:
         raise ValueError(
@@ -390,14 +392,14 @@ def _check_settings(num_samples: int | None, batch_size: int, steps: int | None,
         check_side("resolution", resolution)
 
 
-def _load_model(model: str | Path, task: str, device: str) -> tuple[Any, Any]:
+def _load_model(model: str | Path, task: str, device: str, dtype: str | None = None) -> tuple[Any, Any]:
     """The pipeline of any model the loader takes (`MTUPipeline.from_pretrained`) and `task`'s spec in it."""
+    from mtu.devices import load_pipeline
     from mtu.loading import inspect_model
-    from mtu.pipelines import MTUPipeline
 
     source = inspect_model(model)  # the task is checked before any weights load
     if task not in source.task_names():
         raise ValueError(f"{model} does not serve task {task!r}; it serves {source.task_names()}")
-    pipeline = MTUPipeline.from_pretrained(model).to(device)
+    pipeline = load_pipeline(model, device=device, dtype=dtype)
     config = pipeline.unet.mtu_config
     return pipeline, config.tasks[config.task_index(task)]

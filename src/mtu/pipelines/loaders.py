@@ -38,11 +38,14 @@ class MTULoaderMixin:
             base: the base pipeline of an MTU folder or run (default: the one its config names).
             config: the `MTUConfig` of a fresh upcycle (base pipelines only).
             allow_pickle: accept a legacy `mtu_model.bin` (see `mtu.load`).
-            kwargs: passed to `DiffusionPipeline.from_pretrained` (e.g. torch_dtype).
+            kwargs: passed to `DiffusionPipeline.from_pretrained`. `torch_dtype=` (or, in newer diffusers,
+                `dtype=`) loads every component, MTU's own layers too, in that precision; move the pipeline with
+                `pipe.to("cuda")` as any diffusers pipeline.
 
         Example:
             >>> MTUPipeline.from_pretrained("shapes-base", config=MTUConfig(tasks=["t2i", "edit"]))
             >>> MTUPipeline.from_pretrained("runs/lora/model")("edit", "make it blue", image=picture)
+            >>> MTUPipeline.from_pretrained("shapes-mtu", torch_dtype=torch.bfloat16).to("cuda")
         """
         from mtu.loading import inspect_model, load
         from mtu.sampler import load_sampler
@@ -51,6 +54,7 @@ class MTULoaderMixin:
         source = inspect_model(pretrained_model_name_or_path)
         if config is not None and source.kind != "base":
             raise ValueError(f"{source.name} is {source.label}, not a base pipeline: a config upcycles a base")
+        dtype = _dtype_keyword(kwargs)
         parts = DiffusionPipeline.from_pretrained(source.base_reference(base), **kwargs).components
         if source.kind == "base":
             config = config or MTUConfig()
@@ -61,7 +65,7 @@ class MTULoaderMixin:
         pipe = cls.from_stock(parts, unet)
         if source.kind != "base":
             pipe.use_samplers(load_sampler(source.path, unet.task_names), scheduler_given="scheduler" in kwargs)
-        return pipe
+        return pipe if dtype is None else pipe.to(dtype=dtype)  # MTU's routers and task layers too
 
     @classmethod
     def from_base(
@@ -87,3 +91,18 @@ class MTULoaderMixin:
         """An MTUPipeline of a stock pipeline's `components` around the MTU denoiser `unet`."""
         names = ("vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
         return cls(unet=unet, **{name: components.get(name) for name in names})
+
+
+def _dtype_keyword(kwargs: dict[str, Any]) -> torch.dtype | None:
+    """The precision asked for as `torch_dtype=` or `dtype=`, put back under the name this diffusers takes
+    (newer diffusers deprecate `torch_dtype`, older ones know only it)."""
+    given = {key: kwargs.pop(key) for key in ("torch_dtype", "dtype") if key in kwargs}
+    if len(given) > 1:
+        raise ValueError("pass torch_dtype= or dtype=, not both")
+    if not given:
+        return None
+    from diffusers.utils import deprecation_utils
+
+    dtype = next(iter(given.values()))
+    kwargs["dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"] = dtype
+    return dtype

@@ -8,7 +8,9 @@ from mtu.assets import SHIPPED_MTU_NAME, shipped_mtu
 from mtu.serve.limits import ServeLimits
 
 
-def load_pipeline(model: str | Path | None = None, base: str | Path | None = None):
+def load_pipeline(
+    model: str | Path | None = None, base: str | Path | None = None, device: str | None = None, dtype: str | None = None
+):
     """The `MTUPipeline` to serve, and a name to show for it.
 
     Args:
@@ -17,9 +19,11 @@ def load_pipeline(model: str | Path | None = None, base: str | Path | None = Non
             afresh: untrained, every task acts as the base model). None: the shipped Shapes MTU model when
             there is one, else `base` (default "shapes-base") upcycled afresh.
         base: the base pipeline of an MTU folder or run (default: the one its config names).
+        device, dtype: where and in what precision it runs (`mtu.devices`; default: cuda when available,
+            float32).
     """
+    from mtu.devices import load_pipeline as load_placed
     from mtu.loading import inspect_model
-    from mtu.pipelines import MTUPipeline
 
     if model is None and shipped_mtu() is not None:
         model, base = SHIPPED_MTU_NAME, base or "shapes-base"
@@ -27,7 +31,7 @@ def load_pipeline(model: str | Path | None = None, base: str | Path | None = Non
         model, base = base or "shapes-base", None
     source = inspect_model(model)
     name = f"{model} (upcycled, untrained)" if source.kind == "base" else str(model)
-    return MTUPipeline.from_pretrained(model, base=base), name
+    return load_placed(model, base, device, dtype), name
 
 
 def serve(
@@ -38,6 +42,8 @@ def serve(
     limits: ServeLimits | None = None,
     defaults=None,
     block: bool = True,
+    device: str | None = None,
+    dtype: str | None = None,
 ):
     """Load the model and serve the demo page at http://host:port.
 
@@ -47,6 +53,7 @@ def serve(
         limits: what the server accepts (`ServeLimits`).
         defaults: the page's initial `Settings` (default: the model's stored sampler settings, else the Shapes one).
         block: serve until interrupted; False returns at once with the server running in the background.
+        device, dtype: where and in what precision the model runs (see `load_pipeline`).
 
     Returns:
         (demo, service) when `block` is False (the server runs in a background thread; call
@@ -55,7 +62,7 @@ def serve(
     from mtu.serve.app import build_app, launch_options
     from mtu.serve.service import ChatService
 
-    pipe, name = load_pipeline(model, base)
+    pipe, name = load_pipeline(model, base, device, dtype)
     pipe.set_progress_bar_config(disable=True)
     service = ChatService(pipe, limits).start()
     demo = build_app(service, name, defaults=defaults)
