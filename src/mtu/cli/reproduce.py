@@ -14,7 +14,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="folder of training state and models")
     parser.add_argument("--results", type=Path, default=Path("RESULTS.md"), help="report to write")
     parser.add_argument(
-        "--records", type=Path, default=Path("reproduction/runs"), help="committed folder of run records"
+        "--records",
+        type=Path,
+        default=None,
+        help="committed folder of run records (default: reproduction/runs for v2, reproduction/runs-v3 for v3)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("v2", "v3"),
+        default="v2",
+        help="v2: the committed report's protocol; v3: MTU runs re-run with the router pilot's recipe, other "
+        "methods' records reused from v2 (docs/reproduction.md)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="one seed, N in {1, 4}, no pairs, tiny budgets: a smoke test"
@@ -105,6 +115,7 @@ def run(args: argparse.Namespace) -> None:
         device=args.device,
         report_only=args.report_only,
         scope=SCOPES[args.scope],
+        protocol=args.protocol,
     )
     print(f"wrote {report}")
 

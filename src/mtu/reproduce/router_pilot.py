@@ -124,7 +124,8 @@ def run_recipe(recipe: Recipe, folder: Path, base: dict, pilot: dict, device: st
             step, checkpoint = summary["step"], Path(summary["checkpoint"])
         if step % pilot["every"] and step < config.train.max_steps:
             raise RunInterrupted(f"router pilot {recipe.name} stopped at step {step}; run it again to resume")
-        record["curve"][str(step)] = score_point(Path(checkpoint) / "model", pilot, device)
+        if str(step) not in record["curve"]:  # a curve copied without its checkpoint is re-trained, not re-scored
+            record["curve"][str(step)] = score_point(Path(checkpoint) / "model", pilot, device)
         chunk_seconds = time.perf_counter() - started
         record["seconds"] += chunk_seconds
         write_text_atomic(curve_file, json.dumps(record, indent=1))

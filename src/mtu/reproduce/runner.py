@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 from mtu.assets import SHIPPED_MTU
 from mtu.config import MTUConfig, write_text_atomic
 from mtu.reproduce.plan import CPU_BUDGET, PAPER_TASKS, Run, Scope, build_plan, cut_runs, unique_runs
+from mtu.reproduce.protocol import PROTOCOLS
 from mtu.reproduce.ship import SHIPPED_RUN
 
-RECORDS = Path("reproduction") / "runs"
+RECORDS = Path("reproduction") / "runs"  # protocol v2's (`mtu.reproduce.protocol` knows v3's)
 SHIPPED_DIR = SHIPPED_MTU
 QUICK_SETTINGS = {"per_task": 2, "eval_samples": 4, "eval_steps": 2}
 FULL_SETTINGS = {"per_task": None, "eval_samples": 256, "eval_steps": 25}  # per_task: the pilot's S
@@ -43,7 +44,7 @@ def reproduce(
     per_task: int | None = None,
     eval_samples: int | None = None,
     results: str | Path = "RESULTS.md",
-    records: str | Path = RECORDS,
+    records: str | Path | None = None,
     tasks: tuple[str, ...] = PAPER_TASKS,
     eval_steps: int | None = None,
     jobs: int = 1,
@@ -52,6 +53,7 @@ def reproduce(
     pilot: str | Path | None = None,
     scope: Scope = CPU_BUDGET,
     ship_to: str | Path | None = SHIPPED_DIR,
+    protocol: str = "v2",
 ) -> Path:
     """Run (or reuse) every run of the plan and write the results report; returns its path.
 
@@ -63,7 +65,7 @@ def reproduce(
         per_task: S, optimizer steps per task (default: the pilot's choice in `pilot`).
         eval_samples: test examples per task (>= 256 for the protocol).
         results: the report (figures go next to it, in `<stem>_figures/`).
-        records: the committed folder of run records.
+        records: the committed folder of run records (default: the protocol's, `mtu.reproduce.protocol`).
         tasks: the tasks whose claims are checked (t2i and at least one more).
         eval_steps: denoising steps of the evaluation sampler.
         jobs: runs trained at once, each in its own process, in priority order (the model to ship,
@@ -76,6 +78,8 @@ def reproduce(
             `plan.CPU_BUDGET`: what fits ~16 CPU-hours); the report lists the runs cut.
         ship_to: where `ship.SHIPPED_RUN` is written as the shipped `shapes-mtu` when it finishes
             (None: nowhere; never with `quick`).
+        protocol: "v2" or "v3" (docs/reproduction.md): v3 re-runs the MTU runs with the router pilot's recipe
+            into its own records and reuses v2's records of the other methods.
     """
     from mtu.reproduce.report import write_report
 
@@ -85,14 +89,19 @@ def reproduce(
     base = yaml.safe_load(Path(config).read_text())
     if setting is not None:
         base = _with_setting(base, setting)
-    out, records = Path(out), Path(records)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; valid: {sorted(PROTOCOLS)}")
+    proto = PROTOCOLS[protocol](**({"records": Path(records)} if records is not None else {}))
+    # v3's MTU runs share v2's names: their training state must not resume v2's checkpoints.
+    out, records = (Path(out) if proto.name == "v2" else Path(out) / proto.name), proto.records
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     queue = run_queue(tables)
     settings["setting"] = setting.name if setting else None
     settings["ship_to"] = None if quick or ship_to is None else str(ship_to)
+    settings["protocol"] = proto
     started = time.perf_counter()
     if report_only:
-        found = {run: _read_json(records / f"{run.name}.json") for run in queue}
+        found = {run: _read_json(proto.record_file(run)) for run in queue}
         metrics = {run: record for run, record in found.items() if record is not None}
     else:
         calls = [(run_once, (run, out / run.name, records, base, settings, device)) for run in queue]
@@ -104,7 +113,7 @@ def reproduce(
         metrics = dict(zip(queue, done))
     elapsed = time.perf_counter() - started
     context = {"settings": settings, "setting": setting, "pilot": pilot_record, "seconds": elapsed,
-               "out": str(out), "records": str(records), "scope": scope.name,
+               "out": str(out), "records": str(records), "scope": scope.name, "protocol": proto,
                "cut": [] if quick else [run.name for run in cut_runs(tables, tasks)]}  # fmt: skip
     return write_report(Path(results), tables, metrics, base, context)
 
@@ -221,9 +230,10 @@ def lora_rank(run: Run, base: dict[str, Any], folder: Path) -> int:
 
 def run_once(run: Run, folder: Path, records: Path, base: dict[str, Any], settings: dict, device: str = "cpu") -> dict:
     """Train (resuming) and score one run on `device`, unless its record exists; returns the record."""
+    found = settings["protocol"].record_file(run) if "protocol" in settings else records / f"{run.name}.json"
+    if found.is_file():
+        return json.loads(found.read_text())
     record_file = records / f"{run.name}.json"
-    if record_file.is_file():
-        return json.loads(record_file.read_text())
     started = time.perf_counter()
     record: dict[str, Any] = {"run": run.name, "device": str(device), "steps": run.steps(settings["per_task"])}
     if run.extends is not None:
@@ -263,6 +273,10 @@ def train_run(run: Run, folder: Path, base: dict[str, Any], settings: dict) -> P
     """Train `run` into `folder` (resuming from its checkpoint when there is one); its model folder."""
     from mtu.training import train
 
+    if "protocol" in settings:  # v3: the router pilot's recipe for MTU runs
+        from mtu.training.config import apply_overrides
+
+        base = apply_overrides(base, settings["protocol"].overrides(run))
     config = train_config(run, base, folder, settings["per_task"])
     resume = "latest" if (folder / "train" / "checkpoints").is_dir() else None
     summary = train(config, resume=resume)
