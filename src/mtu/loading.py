@@ -11,19 +11,20 @@
 `inspect_model` says which one a reference is without reading weights (what the commands check before
 they load anything); `MTUPipeline.from_pretrained` loads any of them as a pipeline, `load` (`mtu.load`)
 onto a denoiser you loaded yourself; `save_trained` writes a run's folder. Base models named inside a
-config or by `base=` resolve through `resolve_base`, which also leaves hub ids to diffusers.
+config or by `base=` resolve through `resolve_base`. Every reference (a shipped name, a local folder, a hub id
+"org/name" from huggingface_hub's cache) is resolved by `mtu.assets.resolve_model_path`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtu.assets import SHIPPED_MODELS, resolve_model_path
+from mtu.assets import resolve_model_path
 from mtu.config import CONFIG_NAME, MTUConfig
+from mtu.hub import is_hub_id  # noqa: F401 - the training config checks model names with it from here
 
 if TYPE_CHECKING:
     import torch
@@ -42,20 +43,10 @@ EXPERT_METHODS = ("mtu", "single-task", "add-task")
 ADAPTER_METHODS = ("lora", "ia3")  # per-task adapters: one task per forward
 NO_EXPERTS = (*ADAPTER_METHODS, "full")  # the baselines (`mtu.baselines`): task layers, no experts to route
 
-# A string that can only be a hub repository id ("org/name"), not a local path.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
-def is_hub_id(value: str) -> bool:
-    """True for "org/name" strings that do not exist locally: they are left to the hub client to resolve."""
-    return bool(_HUB_ID.fullmatch(value)) and not Path(value).exists()
-
 
 def resolve_base(reference: str | Path) -> str:
-    """The one resolution of a base model reference: a shipped name to its folder, a local folder as it is,
-    an "org/name" hub id unchanged (diffusers loads it from its cache). FileNotFoundError otherwise."""
-    if isinstance(reference, str) and is_hub_id(reference) and reference not in SHIPPED_MODELS:
-        return reference
+    """The folder of a base model reference (`resolve_model_path`: a shipped name, a local folder, or a hub id
+    from huggingface_hub's cache), as a string for diffusers. FileNotFoundError otherwise."""
     return str(resolve_model_path(reference))
 
 

@@ -24,11 +24,12 @@ SHAPES_BASE_SAMPLER = {"num_inference_steps": 25, "guidance_scale": 1.0}
 
 
 def resolve_model_path(name_or_path: str | Path) -> Path:
-    """Return the folder of a shipped model name (e.g. ``"shapes-base"``) or of a local path.
+    """The folder of a model reference, the one place every model name is resolved, tried in this order:
+    a shipped name (``"shapes-base"``), a local folder, then a Hugging Face Hub id (``"org/name"``: its
+    cached snapshot, else downloaded unless ``HF_HUB_OFFLINE`` is set; `mtu.hub`).
 
     Raises:
-        FileNotFoundError: neither a shipped name nor an existing folder (the message lists the names, or says
-            the path is a file).
+        FileNotFoundError: none of them (the message says what was tried, or that the path is a file).
     """
     key = str(name_or_path)
     if key == SHIPPED_MTU_NAME:
@@ -48,9 +49,13 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
         return path
     path = Path(name_or_path).expanduser()
     if not path.exists():
+        from mtu.hub import hub_folder, is_hub_id
+
+        if isinstance(name_or_path, str) and is_hub_id(name_or_path):
+            return hub_folder(name_or_path)
         raise FileNotFoundError(
-            f"model {key!r} is neither a local folder nor a shipped model name; shipped names: "
-            f"{sorted([*SHIPPED_MODELS, SHIPPED_MTU_NAME])}"
+            f"model {key!r} is neither a local folder nor a shipped model name "
+            f"({', '.join(sorted([*SHIPPED_MODELS, SHIPPED_MTU_NAME]))}) nor a Hugging Face Hub id (org/name)"
         )
     if not path.is_dir():
         # FileNotFoundError like a missing path, so callers catching that (training config checks) catch this too.

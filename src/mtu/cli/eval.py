@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         required=True,
         help="an `mtu train` run's model/ folder (any method), an MTU folder, "
-        "or a base pipeline folder / shipped name (upcycled afresh)",
+        "or a base pipeline folder / shipped name (upcycled afresh); any of them as a hub id (org/name)",
     )
     parser.add_argument("--seed", type=int, default=0, help="selects the held-out set and the sampling noise")
     parser.add_argument(

@@ -17,7 +17,9 @@ FORMATS = {
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="write one task as a stock diffusers pipeline, ONNX or a single file")
     parser.add_argument(
-        "--model", required=True, help="an MTU folder, an `mtu train` run's model/ (mtu, single-task, add-task, full)"
+        "--model",
+        required=True,
+        help="an MTU folder, an `mtu train` run's model/ (mtu, single-task, add-task, full), or its hub id (org/name)",
     )
     parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")
     parser.add_argument(

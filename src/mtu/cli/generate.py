@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         default="shapes-mtu",
         help="an MTU folder, an `mtu train` run's model/ (any method), a base pipeline (upcycled afresh: "
-        "untrained) or a shipped name (default shapes-mtu, the trained Shapes model); with --runtime onnx, "
+        "untrained), a shipped name (default shapes-mtu, the trained Shapes model) or a hub id (org/name, from the "
+        "Hugging Face cache; HF_HUB_OFFLINE=1 works with a filled cache); with --runtime onnx, "
         "an ONNX folder",
     )
     parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")

@@ -18,7 +18,8 @@ BASELINES = {
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("info", help="describe a model folder (tasks, experts, parameter counts)")
     parser.add_argument(
-        "model", help="MTU folder, `mtu train` run's model/, base pipeline folder, or shipped name (shapes-base)"
+        "model",
+        help="MTU folder, `mtu train` run's model/, base pipeline folder, shipped name or hub id (org/name)",
     )
     parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")
     parser.add_argument(

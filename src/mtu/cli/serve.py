@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         default=None,
         help="an MTU folder, an `mtu train` run's model/ (any method), a base pipeline (upcycled afresh) or a "
-        "shipped name (default: the shipped Shapes MTU model, else shapes-base upcycled afresh)",
+        "shipped name or a hub id (org/name) (default: the shipped Shapes MTU model, else shapes-base upcycled afresh)",
     )
     parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")
     add_options(parser)

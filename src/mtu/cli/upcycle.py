@@ -10,7 +10,9 @@ from mtu.config import MTUConfig
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("upcycle", help="upcycle a base model into an (untrained) MTU folder")
     parser.add_argument(
-        "--base", default="shapes-base", help="base pipeline folder or shipped name (default shapes-base)"
+        "--base",
+        default="shapes-base",
+        help="base pipeline folder, shipped name or hub id (org/name) (default shapes-base)",
     )
     parser.add_argument("--tasks", default="t2i,edit,sr,remove,inpaint", help="comma-separated built-in task names")
     parser.add_argument("--experts", type=int, default=4, help="experts per FFN (default 4)")
