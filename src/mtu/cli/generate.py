@@ -24,9 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")
     parser.add_argument("--task", required=True, help="t2i, edit, sr, remove, inpaint, ...")
-    parser.add_argument("--prompt", default="", help="caption or instruction")
+    parser.add_argument("--prompt", default=None, help="caption or instruction (default: empty)")
     parser.add_argument("--image", type=Path, default=None, help="input image file (image tasks)")
     parser.add_argument("--mask", type=Path, default=None, help="mask image file (inpaint): white = fill")
+    parser.add_argument(
+        "--example",
+        action="store_true",
+        help="the task's shipped example input and prompt (a 64x64 Shapes scene, its 16x16 copy for sr, a mask; "
+        "mtu/assets/examples): every task of the Shapes models in one command; --prompt/--image/--mask override it",
+    )
     parser.add_argument(
         "--steps", type=int, default=None, help="denoising steps (default: the model's stored sampler, else 25)"
     )
@@ -53,6 +59,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def apply_example(args: argparse.Namespace) -> None:
+    """With --example, fill in the prompt and inputs the user did not give from the task's shipped example."""
+    if not args.example:
+        args.prompt = args.prompt or ""
+        return
+    from mtu.examples import example_inputs
+
+    example = example_inputs(args.task)
+    args.prompt = example["prompt"] if args.prompt is None else args.prompt
+    args.image = args.image or example["image"]
+    args.mask = args.mask or example["mask"]
+
+
 def check_arguments(args: argparse.Namespace) -> list[Path]:
     """Everything that can be refused without the model; returns the PNG paths to write."""
     from mtu.limits import MAX_IMAGES, check_count, check_steps, check_text
@@ -76,6 +95,7 @@ def run(args: argparse.Namespace) -> None:
     from mtu.images import open_image
     from mtu.limits import check_image_size
 
+    apply_example(args)
     paths = check_arguments(args)
     if args.runtime == "onnx":
         refuse_for_onnx(args, "--runtime onnx")
