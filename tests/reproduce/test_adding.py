@@ -172,3 +172,22 @@ def test_add_task_retrains_a_missing_extended_model_without_rescoring_it(tiny_ba
     assert set(record["tasks"]) == {"colorize"} and set(extended["tasks"]) == {"t2i", "edit"}
     saved = json.loads((records / f"{run.name}.json").read_text())
     assert run_once(run, out / run.name, records, tiny_base, settings) == saved  # recorded: nothing re-run
+
+
+def test_a_missing_joint_seed_is_named_not_silently_unpaired():
+    runs = adding_runs(PAPER_TASKS, CPU_BUDGET)
+    rng = np.random.default_rng(0)
+    records = {}
+    for run in runs:
+        if run.method == "mtu" and run.seed == 2:
+            continue  # the joint run of seed 2 has no record
+        psnr = list(25.0 + 0.1 * rng.standard_normal(64))
+        extra = {"old_tasks_max_abs_difference": dict.fromkeys(PAPER_TASKS, 0.0),
+                 "extends": {"run": run.extends.name, "retrained": False}} if run.extends else {}  # fmt: skip
+        records[run] = _record(psnr, [1.0] * 32 + [0.0] * 32, **extra)
+    baseline = {"per_example": {"psnr": [18.0] * 64, "all_correct": [0.0] * 64}}
+    text = "\n".join(adding_section(records, runs, {"colorize": baseline}))
+    joint = next(line for line in text.splitlines() if line.startswith("| add-task - jointly from the start"))
+    assert joint.count("not compared (no scores from `mtu-n4-t2i+edit+sr+remove+colorize-s2`)") == 2
+    lora = next(line for line in text.splitlines() if line.startswith("| add-task - LoRA adapter"))
+    assert "not compared" not in lora and "not run yet" not in lora

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from mtu.data.shapes.baselines import BASELINES
-from mtu.reproduce.claims import cell, metrics_of, scores
+from mtu.reproduce.claims import aligned, cell, metrics_of, scores
 from mtu.reproduce.plan import Run
 
 OLD_TASK_INPUTS = 4  # random inputs per old task: a bit-identity check needs no more
@@ -106,11 +106,22 @@ def _task_table(records: dict, runs: list[Run], task: str, baseline: dict | None
         lines.append(f"| {label} | " + " | ".join(_mean_cell(found[method][m], m) for m in metrics) + " |")
     lines += ["", "| difference (add-task - other) [95% interval] | " + " | ".join(names) + " |"]
     lines.append("|---" * (len(names) + 1) + "|")
-    others = (("no-learning baseline", base), ("jointly from the start", found["mtu"]), ("LoRA adapter", found["lora"]))
-    for label, other in others:
-        texts = [_difference_cell(found["add-task"][m], other[m], m) for m in metrics]
+    texts = [_difference_cell(found["add-task"][m], base[m], m) for m in metrics]  # one row: a fixed reference
+    lines.append("| add-task - no-learning baseline | " + " | ".join(texts) + " |")
+    for label, method in (("jointly from the start", "mtu"), ("LoRA adapter", "lora")):
+        texts = [_paired_cell(records, groups["add-task"], groups[method], task, m) for m in metrics]
         lines.append(f"| add-task - {label} | " + " | ".join(texts) + " |")
     return lines
+
+
+def _paired_cell(records: dict, first: list[Run], second: list[Run], task: str, metric: str) -> str:
+    """A difference paired by seed id; a seed missing on either side is named, not silently unpaired."""
+    pairs = aligned(records, first, second, task, metric)
+    if any(all(row is None for row in rows) for rows in (pairs.first, pairs.second)):
+        return "not run yet"
+    if pairs.missing:
+        return "not compared (no scores from " + ", ".join(f"`{name}`" for name in pairs.missing) + ")"
+    return _difference_cell(pairs.first, pairs.second, metric)
 
 
 def _old_tasks(records: dict, runs: list[Run]) -> list[str]:
