@@ -104,6 +104,17 @@ class ModelFolder:
             raise ValueError(f"{self.name} does not name its base model: pass base=<base model folder> (--base)")
         return resolve_base(base)
 
+    def inputs(self, base: str | Path | None = None) -> list[Path]:
+        """The folders loading it reads: itself and, for an MTU folder or a run, its base pipeline when found.
+        A command's outputs must stay out of them (`mtu.outputs.check_not_source`)."""
+        found = [self.path]
+        if self.kind != "base":
+            try:
+                found.append(Path(self.base_reference(base)))
+            except (FileNotFoundError, ValueError):
+                pass  # no base to find: loading will say so, and nothing of it can be written over
+        return found
+
     def check_exportable(self) -> None:
         """Refuse, in one line, to fold a model whose tasks are adapters into a stock denoiser."""
         if self.method in ADAPTER_METHODS:

@@ -17,10 +17,11 @@ import numpy as np
 import PIL.Image
 import torch
 
-from mtu.assets import ASSETS_DIR, SHAPES_BASE_SAMPLER, shipped_mtu
+from mtu.assets import ASSETS_DIR, SHAPES_BASE_SAMPLER, resolve_model_path, shipped_mtu
 from mtu.config import DEFAULT_TASKS
 from mtu.evaluation.shapes_eval import IMAGE_ONLY_SUFFIX
 from mtu.evaluation.shapes_metrics import summary
+from mtu.outputs import check_not_source
 
 DEFAULT_CONFIG = ASSETS_DIR / "configs" / "shapes.yaml"
 TASKS = DEFAULT_TASKS  # the five tasks an MTUConfig serves by default
@@ -51,7 +52,6 @@ def quickstart(
     from mtu.training import load_config, train
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     overrides = {
         "output_dir": str(out / "run"),
@@ -61,7 +61,10 @@ def quickstart(
         "logging.sample_every": 0,
         "checkpoint.every": max(steps // 2, 1),
     }
-    training = load_config(config, overrides)
+    training = load_config(config, overrides)  # checks output_dir against the base model too
+    shipped = shipped_mtu() if shipped == "default" else shipped
+    check_not_source(out, [resolve_model_path(training.model), shipped])  # before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": eval_steps}
     before = _evaluate(_pipeline(training.model), eval_samples, seed, sampler)  # upcycled afresh: the base model
     model_dir = out / "run" / "model"
@@ -72,7 +75,6 @@ def quickstart(
     after = _evaluate(pipe, eval_samples, seed, sampler)
     grids = {task: _example_grid(pipe, task, out / f"examples-{task}.png", seed, sampler) for task in TASKS}
     router = _router_figure(pipe, out / "router.png")
-    shipped = shipped_mtu() if shipped == "default" else shipped
     full = None
     if shipped is not None:
         reference = _pipeline(shipped)

@@ -61,3 +61,18 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
         # FileNotFoundError like a missing path, so callers catching that (training config checks) catch this too.
         raise FileNotFoundError(f"model {key!r} is a file; a model is a folder (a diffusers pipeline or an MTU folder)")
     return path
+
+
+def local_model_path(reference: object) -> Path | None:
+    """The folder of a model reference if it is on this machine (`resolve_model_path` without downloading);
+    None otherwise. What the output checks compare with (`mtu.outputs.check_not_source`)."""
+    from mtu.hub import is_hub_id
+
+    if not isinstance(reference, (str, Path)) or not str(reference).strip():
+        return None
+    if isinstance(reference, str) and is_hub_id(reference) and not Path(reference).expanduser().exists():
+        return None  # a hub id: downloading it only to compare paths would be wrong
+    try:
+        return resolve_model_path(reference)
+    except (FileNotFoundError, ValueError):
+        return None

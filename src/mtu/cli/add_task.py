@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from mtu.outputs import output_path
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("add-task", help="add a task to an MTU model without changing the tasks it serves")
@@ -26,8 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--description", default="", help="one line describing a task of your own")
     parser.add_argument("--seed", type=int, default=0, help="seeds the new task's embedding (default 0)")
-    parser.add_argument("--out", required=True, help="new folder for the extended model")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a model")
+    parser.add_argument(
+        "--out", required=True, type=output_path, help="new folder for the extended model (never --model itself)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it holds a model mtu wrote")
     parser.set_defaults(func=run)
 
 
@@ -52,13 +56,13 @@ def parse_task(text: str, description: str = ""):
 
 
 def run(args: argparse.Namespace) -> None:
+    from mtu.loading import inspect_model
     from mtu.outputs import check_target, write_folder
 
     spec = parse_task(args.task, args.description)  # a bad name or conditioning costs no model load
-    check_target(args.out, args.overwrite)
-    from mtu.loading import inspect_model
-
-    inspect_model(args.model).check_extendable()  # the baselines have no experts to share with a new task
+    source = inspect_model(args.model)
+    check_target(args.out, args.overwrite, source.inputs(args.base))
+    source.check_extendable()  # the baselines have no experts to share with a new task
     import torch
 
     from mtu.pipelines import MTUPipeline

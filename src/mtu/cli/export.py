@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from mtu.devices import add_options
+from mtu.outputs import output_path
 
 FORMATS = {
     "diffusers": "a stock diffusers pipeline folder (router folded: zero overhead)",
@@ -40,8 +40,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(docs/deploy.md)",
     )
     add_options(parser)
-    parser.add_argument("--out", required=True, type=Path, help="new folder (a .safetensors file for single-file)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a model")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=output_path,
+        help="new folder (a .safetensors file for single-file); never inside --model or its base",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it holds an earlier mtu export (nothing else)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -59,13 +66,15 @@ def run(args: argparse.Namespace) -> None:
     if args.format == "onnx":
         refuse_for_onnx(args, "--format onnx")
     check_placement(args.device, args.dtype)
-    inspect_model(args.model).check_exportable()  # a lora / ia3 run has no one denoiser per task to write
+    source = inspect_model(args.model)
+    source.check_exportable()  # a lora / ia3 run has no one denoiser per task to write
+    # before loading the model: a refusal costs nothing
     if args.format == "single-file":
         from mtu.deploy.files import check_file_target
 
-        check_file_target(args.out, args.overwrite)
+        check_file_target(args.out, args.overwrite, source.inputs(args.base))
     else:
-        check_target(args.out, args.overwrite)  # before loading the model: a refusal costs nothing
+        check_target(args.out, args.overwrite, source.inputs(args.base))
     from mtu.pipelines import export_pipeline
 
     pipe = load_pipeline(args.model, args.base, args.device, args.dtype)  # exported in that precision

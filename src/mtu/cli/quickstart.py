@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtu.outputs import output_path
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("quickstart", help="upcycle shapes-base, train every task, evaluate, write a report")
-    parser.add_argument("--out", type=Path, default=Path("outputs/quickstart"), help="folder for the run and report")
+    parser.add_argument(
+        "--out", type=output_path, default=Path("outputs/quickstart"), help="folder for the run and report"
+    )
     parser.add_argument(
         "--steps",
         type=int,

@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtu.outputs import output_path
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("reproduce", help="re-check the paper's claims (tables, ablations, analyses)")
     parser.add_argument(
         "--config", type=Path, default=None, help="base training config (default: configs/reproduce.yaml)"
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="folder of training state and models")
-    parser.add_argument("--results", type=Path, default=Path("RESULTS.md"), help="report to write")
+    parser.add_argument(
+        "--out", type=output_path, default=Path("runs/reproduce"), help="folder of training state and models"
+    )
+    parser.add_argument("--results", type=output_path, default=Path("RESULTS.md"), help="report to write")
     parser.add_argument(
         "--records",
         type=Path,
@@ -95,6 +99,7 @@ def run(args: argparse.Namespace) -> None:
 
     if args.pilot and args.router_pilot:
         raise ValueError("--pilot and --router-pilot are two different pilots: pass one")
+    check_outputs(args, args.config or REPRODUCE_CONFIG)
     if args.pilot:
         return run_pilot(args)
     if args.router_pilot:
@@ -118,6 +123,22 @@ def run(args: argparse.Namespace) -> None:
         protocol=args.protocol,
     )
     print(f"wrote {report}")
+
+
+def check_outputs(args: argparse.Namespace, config: Path) -> None:
+    """--out and --results are never the model the runs train from (nor inside it, nor holding it)."""
+    import yaml
+
+    from mtu.assets import local_model_path
+    from mtu.outputs import check_not_source
+
+    try:
+        data = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return  # the runs report an unreadable config themselves
+    models = [local_model_path(data.get(key)) for key in ("model", "extends")] if isinstance(data, dict) else []
+    check_not_source(args.out, models)
+    check_not_source(args.results, models, "--results")
 
 
 def run_router_pilot(args: argparse.Namespace) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mtu.config import MTUConfig
+from mtu.outputs import output_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,15 +19,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--experts", type=int, default=4, help="experts per FFN (default 4)")
     parser.add_argument("--router-hidden-dim", type=int, default=64)
     parser.add_argument("--task-embedding-dim", type=int, default=64)
-    parser.add_argument("--out", required=True, help="folder to write mtu_config.json and mtu_model.safetensors to")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a model")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=output_path,
+        help="folder to write mtu_config.json and mtu_model.safetensors to (never inside --base)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it holds a model mtu wrote")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    from mtu.assets import resolve_model_path
     from mtu.outputs import check_target, write_folder
 
-    check_target(args.out, args.overwrite)  # before loading the base model: a refusal costs nothing
+    # before loading the base model: a refusal costs nothing
+    check_target(args.out, args.overwrite, [resolve_model_path(args.base)])
     from mtu.pipelines import MTUPipeline
 
     config = MTUConfig(

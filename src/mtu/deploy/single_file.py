@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from mtu.deploy.files import check_file_target
+from mtu.deploy.files import EXPORT_KEY, check_file_target
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -47,7 +47,7 @@ def export_single_file(pipe: Any, task: str, out: str | Path, overwrite: bool = 
             "original layout is not supported yet"
         )
     state = to_original_layout(pipe.unet.export(task), pipe.vae, pipe.text_encoder)
-    write_safetensors(state, out, {"format": "pt", "mtu_task": task})
+    write_safetensors(state, out, {"format": "pt", EXPORT_KEY: task})
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from diffusers import (
@@ -13,7 +14,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
 )
 
-from mtu.outputs import check_target, write_folder
+from mtu.outputs import EXPORT_INDEX_KEY, check_target, write_folder
 from mtu.pipelines.pipeline_mtu import MTUPipeline
 
 # conditioning -> (SD 1.x/2.x class, SDXL class) whose input layout the exported UNet has
@@ -41,4 +42,14 @@ def export_pipeline(pipe: MTUPipeline, task: str, out: str | Path, overwrite: bo
     else:
         parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     stock = stock_class(unet=pipe.unet.export(task), **parts)
-    return write_folder(out, stock.save_pretrained, overwrite)
+    return write_folder(out, lambda folder: _save_marked(stock, folder, task), overwrite)
+
+
+def _save_marked(stock, folder: Path, task: str) -> None:
+    """Save the stock pipeline, its model_index.json marked as mtu's (`mtu.outputs.EXPORT_INDEX_KEY`): --overwrite
+    may replace it later. diffusers skips keys starting with "_" when it loads a pipeline."""
+    stock.save_pretrained(folder)
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    index[EXPORT_INDEX_KEY] = {"task": task}
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")

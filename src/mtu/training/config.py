@@ -96,8 +96,9 @@ class TrainConfig:
         from mtu.training.extend import extends_problems
 
         found += extends_problems(self)
-        output_ok = isinstance(self.output_dir, str) and bool(self.output_dir)
+        output_ok = isinstance(self.output_dir, str) and bool(self.output_dir.strip())
         need(found, output_ok, f"output_dir: expected a path, got {self.output_dir!r}")
+        found += _output_problems(self.output_dir, [self.model, self.extends]) if output_ok else []
         seed_ok = self.seed is None or is_int(self.seed) and self.seed >= 0
         need(found, seed_ok, f"seed: must be an int >= 0 or null, got {self.seed!r}")
         if not self.tasks:
@@ -185,6 +186,26 @@ def _model_problems(model: str) -> list[str]:
         return [f"model: {model} is {source.label}; training starts from its base pipeline folder (model_index.json)"]
     if not (source.path / "unet").is_dir():
         return [f"model: {source.path} has no unet/: not a diffusers pipeline folder"]
+    return []
+
+
+def _output_problems(output_dir: str, models: list) -> list[str]:
+    """output_dir must not be, hold or lie inside a model the run reads, nor be a model folder at all: the run
+    writes checkpoints, logs and model/ into it."""
+    from mtu.assets import local_model_path
+    from mtu.outputs import MODEL_MARKERS, check_not_source
+
+    local = [local_model_path(model) for model in models]
+    try:
+        check_not_source(output_dir, local, "output_dir")
+    except ValueError as error:
+        return [str(error)]
+    marker = next((name for name in MODEL_MARKERS if (Path(output_dir) / name).is_file()), None)
+    if marker:
+        return [
+            f"output_dir: {output_dir} holds {marker}, so it is a model folder, not a run folder; the run would "
+            "write its checkpoints and logs into it: choose another output_dir"
+        ]
     return []
 
 
