@@ -1,4 +1,5 @@
-"""`mtu serve`: a web demo, one chat page for every task of an MTU model."""
+"""`mtu serve`: a web demo, one chat page for every task of an MTU model, and a typed HTTP API beside it
+(`POST /v1/generate`, schema at /v1/openapi.json; `mtu.serve.http_api`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-steps", type=int, default=100, help="most denoising steps a request may ask for")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a request may wait for its result")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="require this bearer token on the HTTP API (POST /v1/generate) and as the page's log-in password "
+        "(default: the MTU_SERVE_TOKEN variable, which keeps it out of the process list; unset: no token)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -38,4 +45,5 @@ def run(args: argparse.Namespace) -> None:
     limits = ServeLimits(
         max_steps=args.max_steps, timeout_s=args.timeout, max_queue=args.max_queue, max_batch=args.max_batch
     )
-    serve(args.model, args.base, host=args.host, port=args.port, limits=limits, device=args.device, dtype=args.dtype)
+    placement = {"device": args.device, "dtype": args.dtype}
+    serve(args.model, args.base, host=args.host, port=args.port, limits=limits, token=args.token, **placement)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import tempfile
 import uuid
 from pathlib import Path
@@ -262,9 +263,12 @@ def _label(service: ChatService, task: str) -> str:
     return TASK_LABELS.get(task) or (f"{task}: {description}" if description else task)
 
 
-def launch_options(limits: ServeLimits, host: str, port: int) -> dict[str, Any]:
-    """`gr.Blocks.launch` arguments: loopback by default, uploads capped, no share link."""
+def launch_options(limits: ServeLimits, host: str, port: int, token: str | None = None) -> dict[str, Any]:
+    """`gr.Blocks.launch` arguments: loopback by default, uploads capped, no share link; with a token, the page
+    asks for a log-in whose password is the token (any user name)."""
     return dict(
+        auth=None if token is None else (lambda user, password: secrets.compare_digest(password, token)),
+        auth_message="Log in with any user name and the server's token as the password.",
         server_name=host,
         server_port=port,
         max_file_size=limits.max_bytes,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mtu.assets import SHIPPED_MTU_NAME, shipped_mtu
 from mtu.serve.limits import ServeLimits
+
+TOKEN_VARIABLE = "MTU_SERVE_TOKEN"  # the token when `serve(token=...)` / `mtu serve --token` is not given
 
 
 def load_pipeline(
@@ -44,8 +47,10 @@ def serve(
     block: bool = True,
     device: str | None = None,
     dtype: str | None = None,
+    token: str | None = None,
 ):
-    """Load the model and serve the demo page at http://host:port.
+    """Load the model and serve the demo page at http://host:port, and beside it the HTTP API
+    (`POST /v1/generate`, `mtu.serve.http_api`) on the same model and batching worker.
 
     Args:
         model, base: what to serve (see `load_pipeline`).
@@ -54,23 +59,30 @@ def serve(
         defaults: the page's initial `Settings` (default: the model's stored sampler settings, else the Shapes one).
         block: serve until interrupted; False returns at once with the server running in the background.
         device, dtype: where and in what precision the model runs (see `load_pipeline`).
+        token: required by the API (`Authorization: Bearer <token>`) and the page (its log-in password);
+            None: the `MTU_SERVE_TOKEN` variable, else no token (anyone who reaches the port may use it).
 
     Returns:
         (demo, service) when `block` is False (the server runs in a background thread; call
         `demo.close()` and `service.stop()` to end it); blocks until interrupted otherwise.
     """
     from mtu.serve.app import build_app, launch_options
+    from mtu.serve.http_api import add_http_api
     from mtu.serve.service import ChatService
+
+    token = token or os.environ.get(TOKEN_VARIABLE) or None
 
     pipe, name = load_pipeline(model, base, device, dtype)
     pipe.set_progress_bar_config(disable=True)
     service = ChatService(pipe, limits).start()
     demo = build_app(service, name, defaults=defaults)
     try:
-        demo.launch(**launch_options(service.limits, host, port), prevent_thread_lock=not block)
+        demo.launch(**launch_options(service.limits, host, port, token), prevent_thread_lock=True)
+        add_http_api(demo.app, service, token)  # routes are looked up per request: added once the app exists
+        if not block:
+            return demo, service
+        demo.block_thread()  # until interrupted
     except BaseException:
         service.stop()
         raise
-    if not block:
-        return demo, service
     service.stop()

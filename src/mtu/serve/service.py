@@ -13,7 +13,7 @@ import torch
 from mtu.assets import SHAPES_BASE_SAMPLER
 from mtu.pipelines import MTURequest
 from mtu.sampler import SamplerSettings
-from mtu.serve.batching import BatchWorker
+from mtu.serve.batching import BatchWorker, ServerBusy
 from mtu.serve.guess import guess_task
 from mtu.serve.limits import RequestError, ServeLimits
 
@@ -119,7 +119,7 @@ class ChatService:
             result = future.result(timeout=self.limits.timeout_s)
         except FutureTimeout:
             future.cancel()  # dropped from the queue if it has not started; its images are discarded otherwise
-            raise RequestError(
+            raise ServerBusy(
                 f"no result within {self.limits.timeout_s:.0f} s (the server is busy): try again, or with fewer steps"
             ) from None
         return Reply(result.images[0], name, guessed, seed, int(settings.steps), result.batch_tasks, result.seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -32,21 +33,30 @@ def load_upload(source: str | os.PathLike | PIL.Image.Image, limits: ServeLimits
     size = path.stat().st_size if path.is_file() else None
     if size is None:
         raise RequestError(f"the upload {path.name!r} did not arrive: attach it again")
+    return _decode(path, path.name, size, limits)
+
+
+def load_upload_bytes(data: bytes, name: str, limits: ServeLimits) -> PIL.Image.Image:
+    """`load_upload` of an image received as bytes (the HTTP API's uploads and base64 fields), named `name`."""
+    return _decode(io.BytesIO(data), name, len(data), limits)
+
+
+def _decode(file, name: str, size: int, limits: ServeLimits) -> PIL.Image.Image:
     if size > limits.max_bytes:
         limit = _in_units(limits.max_bytes)
-        raise RequestError(f"{path.name} is {_in_units(size)}; the limit is {limit}: upload a smaller image")
+        raise RequestError(f"{name} is {_in_units(size)}; the limit is {limit}: upload a smaller image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
-            image = PIL.Image.open(path)
+            image = PIL.Image.open(file)
             _check_side(image.size, limits)  # before decoding: the header is enough
             image.load()
     except RequestError:
         raise
     except (PIL.UnidentifiedImageError, PIL.Image.DecompressionBombWarning, PIL.Image.DecompressionBombError):
-        raise RequestError(f"{path.name} is not an image this server reads ({_FORMATS} are)") from None
+        raise RequestError(f"{name} is not an image this server reads ({_FORMATS} are)") from None
     except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt files surface as any of these
-        raise RequestError(f"{path.name} could not be decoded ({error}): upload it again or as PNG") from None
+        raise RequestError(f"{name} could not be decoded ({error}): upload it again or as PNG") from None
     return to_rgb(image)
 
 
