@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mtu.model_sizes import check_bounds
 from mtu.outputs import write_text_atomic
 from mtu.version import __version__
 
@@ -306,6 +307,12 @@ class MTUConfig:
                 f"no MTU config at {path}; an MTU folder holds {CONFIG_NAME} (write it with save_pretrained)"
             )
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and "tasks" not in data:
+                # not the dataclass default: a folder's weights serve its own tasks, which the file must name
+                raise ValueError("no 'tasks': an MTU config lists the tasks its weights serve, in task-id order")
+            config = cls.from_dict(data)
         except ValueError as error:  # JSON and UTF-8 errors are ValueErrors too: name the file in all of them
             raise ValueError(f"{path}: {error}") from None
+        check_bounds(config, path)  # before anything is built from its sizes
+        return config

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from mtu.assets import resolve_model_path
 from mtu.config import CONFIG_NAME, MTUConfig
 from mtu.hub import is_hub_id  # noqa: F401 - the training config checks model names with it from here
+from mtu.model_sizes import check_sizes
 
 if TYPE_CHECKING:
     import torch
@@ -171,6 +172,7 @@ def load(base_model: nn.Module, path: str | Path, *, allow_pickle: bool = False)
             model/ folder of an `mtu train` run of any method.
         allow_pickle: also accept a legacy `mtu_model.bin` (unpickled with `weights_only=True`).
     """
+    from mtu.model import WEIGHTS_NAME
     from mtu.upcycle import upcycle
 
     source = inspect_model(path)
@@ -185,7 +187,10 @@ def load(base_model: nn.Module, path: str | Path, *, allow_pickle: bool = False)
             f"{source.path} was upcycled from a {config.base_model_class} "
             f"({config.base_model_name_or_path or 'unknown path'}), not a {type(base_model).__name__}"
         )
+    check_weight_sizes(source, config, base_model)  # before a tensor is made from the config's sizes
     state_dict = read_weights(source.path, allow_pickle)
+    if not (source.path / WEIGHTS_NAME).is_file():  # a legacy pickle has no header: its loaded shapes then
+        check_sizes(config, {key: tuple(value.shape) for key, value in state_dict.items()}, source.path, None)
     if source.has_experts:
         model = upcycle(base_model, config)
     else:
@@ -196,6 +201,24 @@ def load(base_model: nn.Module, path: str | Path, *, allow_pickle: bool = False)
     model.load_mtu_state_dict(state_dict)
     _load_baseline_weights(model, source.path, source.method)
     return model.eval()
+
+
+def check_weight_sizes(source: ModelFolder, config: MTUConfig, base_model: nn.Module) -> None:
+    """Every size `config` and the adapter ask for against the shapes in the weights' headers (`mtu.model_sizes`):
+    a folder builds a model only as large as its own weights."""
+    from mtu.model import WEIGHTS_NAME
+    from mtu.model_sizes import check_adapter, weight_shapes
+    from mtu.upcycle import find_input_conv
+
+    weights = source.path / WEIGHTS_NAME
+    if weights.is_file():
+        conv = base_model.get_submodule(find_input_conv(base_model))
+        check_sizes(config, weight_shapes(weights), weights, getattr(conv, "in_channels", None))
+    if source.adapter:
+        adapters = source.path / ADAPTERS_FILE
+        check_adapter(
+            source.adapter, weight_shapes(adapters) if adapters.is_file() else None, source.path / METHOD_FILE
+        )
 
 
 def read_weights(folder: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:

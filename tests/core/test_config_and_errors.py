@@ -222,8 +222,8 @@ def test_load_rejects_weights_from_another_config(tmp_path):
     config = MTUConfig.load(tmp_path)
     config.tasks = config.tasks[:1]
     config.save(tmp_path / "mtu_config.json")
-    with pytest.raises(ValueError, match="MTU weights do not match this model"):
-        mtu.load(tiny_sd_unet(), tmp_path)
+    with pytest.raises(ValueError, match="does not match its mtu_config.json: the weights hold embeddings of tasks"):
+        mtu.load(tiny_sd_unet(), tmp_path)  # from the header, before the model is built (issue 31)
 
 
 def test_routing_weights_are_uniform_at_init(model):

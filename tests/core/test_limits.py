@@ -109,7 +109,8 @@ def test_sixteen_bit_png_is_scaled_not_saturated(tmp_path):
     [
         ({"tasks": None}, "tasks must be a list"),
         ([1], "got a list"),
-        ({"target_modules": 5}, "target_modules must be a list"),
+        ({"tasks": ["t2i"], "target_modules": 5}, "target_modules must be a list"),
+        ({"num_experts": 4}, "no 'tasks': an MTU config lists the tasks"),
         ("{not json", "mtu_config.json: "),
     ],
 )

@@ -1,0 +1,146 @@
+"""Sizes a model file asks for, checked before any tensor is made.
+
+Loading builds the model from `mtu_config.json` first and copies the weights in after, so each size in that
+file (router_hidden_dim, task_embedding_dim, num_experts, the task count, a custom task's channels, an
+adapter's rank) is memory allocated on its word: `router_hidden_dim: 1000000000` asked for 256 GB in one
+tensor. A downloaded folder must not be able to do that. `check_bounds` refuses absurd values as the config
+is read (standard library only); `check_sizes` compares every size with the shapes in the weights file's
+header (`weight_shapes`: the safetensors header alone, no tensor read), so a model is only ever as large
+as its own weights.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+# Far above any real model (SD 1.5 upcycled: 64 / 64 / 4 / 5 tasks), far below what would exhaust memory.
+BOUNDS = {
+    "num_experts": 1024,
+    "router_hidden_dim": 65536,
+    "task_embedding_dim": 65536,
+    "tasks": 1024,
+    "extra_channels": 4096,
+    "rank": 65536,
+}
+_ROUTER = re.compile(r"\.router\.net\.(0|2)\.(weight|bias)$")
+_INPUT_CONV = re.compile(r"\.convs\.(\w+)\.weight$")
+
+
+def check_bounds(config: Any, where: Path | str) -> None:
+    """Refuse an MTU config (`mtu.config.MTUConfig`) whose sizes no real model has; `where` names the file."""
+    sizes = {name: getattr(config, name) for name in ("num_experts", "router_hidden_dim", "task_embedding_dim")}
+    sizes["tasks"] = len(config.tasks)
+    for task in config.tasks:
+        sizes[f"extra_channels of task {task.name!r}"] = task.extra_channels or 0
+    for name, value in sizes.items():
+        bound = BOUNDS[name.split(" ")[0]]
+        if value > bound:
+            raise ValueError(f"{where}: {name} = {value} is over {bound:,}; the file is damaged or not an MTU config")
+
+
+def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a safetensors file, from its header (nothing is read or allocated)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as weights:
+            return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except SafetensorError as error:  # truncated or not a safetensors file at all
+        raise ValueError(f"{path} is damaged or not a safetensors file ({error})") from None
+
+
+def check_sizes(config: Any, shapes: dict[str, tuple[int, ...]], where: Path, latent_channels: int | None) -> None:
+    """Every size of `config` against the saved weights' `shapes`, before the model is built from it.
+
+    Args:
+        config: the folder's `MTUConfig`.
+        shapes: `weight_shapes` of its weights file.
+        where: the weights file, for messages.
+        latent_channels: the base denoiser's input channels (each task's input conv is checked against
+            them); None skips that check.
+    """
+    problems = _embedding_problems(config, shapes) + _router_problems(config, shapes)
+    if latent_channels is not None:
+        problems += _input_conv_problems(config, shapes, latent_channels)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ValueError(
+            f"{where} does not match its mtu_config.json: {'; '.join(problems[:3])}{more}; the config or the "
+            "weights were edited or come from another model"
+        )
+
+
+def _embedding_problems(config: Any, shapes: dict) -> list[str]:
+    from mtu.model import LEGACY_EMBEDDING_KEY
+
+    names, width = config.task_names, config.task_embedding_dim
+    if LEGACY_EMBEDDING_KEY in shapes:
+        table = shapes[LEGACY_EMBEDDING_KEY]
+        wanted = (len(names), width)
+        return [] if table == wanted else [f"{LEGACY_EMBEDDING_KEY} is {table}, the config asks for {wanted}"]
+    prefix = "task_embeddings."
+    saved = {key.removeprefix(prefix): shape for key, shape in shapes.items() if key.startswith(prefix)}
+    if sorted(saved) != sorted(names):
+        return [f"the weights hold embeddings of tasks {sorted(saved)}, the config lists {names}"]
+    wrong = [name for name, shape in saved.items() if shape != (width,)]
+    return [f"{prefix}{name} is {saved[name]}, task_embedding_dim is {width}" for name in wrong]
+
+
+def _router_problems(config: Any, shapes: dict) -> list[str]:
+    hidden, width, experts = config.router_hidden_dim, config.task_embedding_dim, config.num_experts
+    expected = {
+        ("0", "weight"): (hidden, width),
+        ("0", "bias"): (hidden,),
+        ("2", "weight"): (experts, hidden),
+        ("2", "bias"): (experts,),
+    }
+    problems = []
+    for key, shape in shapes.items():
+        found = _ROUTER.search(key)
+        if found and shape != expected[found.groups()]:
+            problems.append(
+                f"{key} is {shape}, but router_hidden_dim {hidden}, task_embedding_dim {width} and num_experts "
+                f"{experts} make it {expected[found.groups()]}"
+            )
+    return problems
+
+
+def _input_conv_problems(config: Any, shapes: dict, latent_channels: int) -> list[str]:
+    saved = {}
+    for key, shape in shapes.items():
+        found = _INPUT_CONV.search(key)
+        if found and len(shape) == 4:
+            saved[found.group(1)] = shape[1]
+    if not saved:
+        return []  # a model without per-task input convs (none was upcycled): nothing to compare
+    problems = []
+    for task in config.tasks:
+        channels = task.input_channels(latent_channels)
+        if task.name not in saved:
+            problems.append(f"task {task.name!r} has no saved input conv")
+        elif saved[task.name] != channels:
+            problems.append(
+                f"task {task.name!r} takes {channels} input channels, its saved input conv {saved[task.name]}"
+            )
+    return problems
+
+
+def check_adapter(adapter: Any, shapes: dict[str, tuple[int, ...]] | None, where: Path) -> None:
+    """A lora / ia3 run's adapter fields (training_method.json): known keys, a bounded rank that matches
+    the saved LoRA matrices (`shapes`: `weight_shapes` of adapters.safetensors, None when absent)."""
+    from dataclasses import fields
+
+    from mtu.baselines import AdapterSpec
+
+    allowed = {field.name for field in fields(AdapterSpec)}
+    if not isinstance(adapter, dict) or set(adapter) - allowed:
+        raise ValueError(f"{where}: adapter must be an object of {sorted(allowed)}, got {adapter!r}")
+    rank = adapter.get("rank", 0)
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank <= BOUNDS["rank"]:
+        raise ValueError(f"{where}: adapter rank must be a whole number from 0 to {BOUNDS['rank']:,}, got {rank!r}")
+    wrong = [key for key, shape in (shapes or {}).items() if ".lora_A." in key and shape[:1] != (rank,)]
+    if wrong:
+        saved = shapes[wrong[0]]
+        raise ValueError(f"{where}: adapter rank {rank} does not match the saved LoRA weights ({wrong[0]} is {saved})")
