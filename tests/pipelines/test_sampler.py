@@ -132,3 +132,10 @@ def test_generate_serve_and_info_use_the_stored_settings(folder, pipe, capsys, m
 
 class _Images:
     images = []
+
+
+def test_add_task_keeps_the_old_tasks_stored_settings(folder, tmp_path):
+    assert main(["add-task", "--model", str(folder), "--task", "colorize", "--out", str(tmp_path / "more")]) == 0
+    assert load_sampler(tmp_path / "more", ["t2i", "edit", "sr", "remove", "inpaint", "colorize"]) == load_sampler(
+        folder
+    )

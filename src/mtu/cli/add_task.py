@@ -67,10 +67,18 @@ def run(args: argparse.Namespace) -> None:
 
     from mtu.pipelines import MTUPipeline
 
-    model = MTUPipeline.from_pretrained(args.model, base=args.base).unet
-    served = model.task_names
+    pipe = MTUPipeline.from_pretrained(args.model, base=args.base)
+    model, served = pipe.unet, pipe.unet.task_names
     model.add_task(spec, generator=torch.Generator().manual_seed(args.seed))
-    write_folder(args.out, model.save_pretrained, args.overwrite)  # whole: no stale files of a replaced folder
+
+    def write(folder):  # the old tasks keep their stored sampler (`mtu.sampler`); the new one has none yet
+        from mtu.sampler import save_sampler
+
+        model.save_pretrained(folder)
+        if pipe.samplers:
+            save_sampler(folder, pipe.samplers)
+
+    write_folder(args.out, write, args.overwrite)  # whole: no stale files of a replaced folder
     print(model.parameter_report())
     print(
         f"\nwrote {args.out}: {served} unchanged, plus {spec.name!r} ({spec.conditioning}), untrained; "
