@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,25 @@ PROMPTS = {
 }
 
 
+MAX_TASK_NAME = 32
+_TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def task_name(name: object) -> str:
+    """`name` NFKC-normalised if it is an ASCII identifier of at most `MAX_TASK_NAME` characters.
+
+    Normalising makes the full-width 'ｔ2i' the same name as 't2i' (and so a repeated one); ASCII keeps names
+    that look alike but differ (a Cyrillic 'е' in 'edit') out of file names, URLs and configs.
+    """
+    normal = unicodedata.normalize("NFKC", name) if isinstance(name, str) else None
+    if normal is None or not _TASK_NAME.fullmatch(normal) or len(normal) > MAX_TASK_NAME:
+        raise ValueError(
+            f"task name {name!r} must be an ASCII identifier (letters, digits and _, not starting with a digit) "
+            f"of at most {MAX_TASK_NAME} characters, such as 'edit' or 'depth2img'"
+        )
+    return normal
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A task is data: its name, how its conditioning enters the denoiser input, and how it treats its inputs.
@@ -43,7 +63,8 @@ class TaskSpec:
     here, so a task declared by a user gets the same treatment as a built-in one.
 
     Args:
-        name: identifier used in `model(..., task=name)`.
+        name: identifier used in `model(..., task=name)`: ASCII, at most 32 characters, NFKC-normalised
+            (`task_name`).
         conditioning: one of "none", "image", "masked_image", "custom" (see `CONDITIONINGS`). The channel
             count of the first three follows the base model's latent channels (4 for SD, 16 for SD3).
         extra_channels: for "custom" only: the number of channels appended after the noisy latent.
@@ -67,8 +88,7 @@ class TaskSpec:
     phrases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise ValueError(f"task name {self.name!r} must be a Python identifier such as 'edit' or 'depth2img'")
+        object.__setattr__(self, "name", task_name(self.name))  # frozen
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(
                 f"task {self.name!r}: conditioning {self.conditioning!r} is not one of {sorted(CONDITIONINGS)}"

@@ -59,8 +59,23 @@ def test_bad_config_values_are_named(kwargs, message):
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize("name", ["déblur", "еdit", "x" * 33, "2x", "", "a-b", None])
+def test_task_names_are_short_ascii_identifiers(name):  # issue 31
+    with pytest.raises(ValueError, match="must be an ASCII identifier .* of at most 32 characters"):
+        TaskSpec(name, "image")
+
+
+def test_a_name_equal_after_nfkc_normalisation_is_the_same_name():  # issue 31: full-width letters
+    assert TaskSpec("\uff54\uff12\uff49", "none").name == "t2i" and TaskSpec("x" * 32, "none").name == "x" * 32
+    with pytest.raises(ValueError, match=r"task names must be unique; repeated: \['t2i'\]"):
+        MTUConfig(tasks=["t2i", {"name": "\uff54\uff12\uff49", "conditioning": "none"}])
+    model = mtu.upcycle(tiny_sd_unet(), MTUConfig(tasks=["t2i"], num_experts=2))
+    with pytest.raises(ValueError, match="this model already serves 't2i'"):
+        model.add_task(TaskSpec("\uff54\uff12\uff49", "image"))
+
+
 def test_bad_task_specs():
-    with pytest.raises(ValueError, match="must be a Python identifier"):
+    with pytest.raises(ValueError, match="must be an ASCII identifier"):
         TaskSpec("my task", extra_channels=1)
     with pytest.raises(ValueError, match="a custom task needs extra_channels, an int >= 0, got -1"):
         TaskSpec("depth", extra_channels=-1)

@@ -89,3 +89,13 @@ def test_task_behaviour_comes_from_the_spec_not_the_name():
     assert own.spec("sr2").upscale == 2 and own.scale("sr2") == 2
     assert own.columns("sr2") == TaskConfig().columns("sr") == {"target": "image", "text": "caption"}
     assert TaskConfig(conditioning="image").spec("depth2img").upscale == 1
+
+
+def test_task_names_have_one_spelling(tiny_model, tmp_path):  # issue 31
+    data = config_dict(tiny_model, tmp_path / "run", tasks=("t2i",))
+    data["tasks"]["\uff54\uff12\uff49"] = {"source": {"type": "shapes"}}
+    data["tasks"]["x" * 33] = {"source": {"type": "shapes"}}
+    with pytest.raises(ValueError) as caught:
+        TrainConfig.from_dict(data)
+    assert "tasks.\uff54\uff12\uff49: write the task name as 't2i'" in str(caught.value)
+    assert "of at most 32 characters" in str(caught.value)

@@ -11,7 +11,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtu.config import BUILTIN_TASKS, CONDITIONINGS, TaskSpec
+from mtu.config import BUILTIN_TASKS, CONDITIONINGS, TaskSpec, task_name
 from mtu.loading import is_hub_id
 from mtu.training.checks import choice, is_int, is_number, need
 
@@ -123,8 +123,12 @@ class TaskConfig:
     def problems(self, name: str) -> list[str]:
         where = f"tasks.{name}"
         found: list[str] = []
-        if not isinstance(name, str) or not name.isidentifier():
-            return [f"{where}: a task name must be an identifier such as 'edit', got {name!r}"]
+        try:
+            normal = task_name(name)
+        except ValueError as error:
+            return [f"{where}: {error}"]
+        if normal != name:  # the key names the task everywhere (logs, checkpoints): one spelling only
+            return [f"{where}: write the task name as {normal!r}"]
         weight_ok = is_number(self.weight) and self.weight >= 0
         need(found, weight_ok, f"{where}.weight: must be a number >= 0, got {self.weight!r}")
         if name not in BUILTIN_TASKS and self.conditioning is None:
