@@ -32,9 +32,7 @@ def open_image(
             warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
             image = PIL.Image.open(path)
     except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as error:
-        # PIL refuses before the header's size reaches us; its message holds the pixel count.
-        found = re.search(r"\((\d+) pixels\)", str(error))
-        check_pixel_count(int(found.group(1)) if found else max_pixels(max_side) + 1, what=what, limit=max_side)
+        check_pixel_count(bomb_pixels(error) or max_pixels(max_side) + 1, what=what, limit=max_side)
         raise ValueError(f"refused: {what}: {error}") from None
     except (PIL.UnidentifiedImageError, OSError) as error:
         raise ValueError(f"cannot read {what}: {error}") from None
@@ -45,6 +43,12 @@ def open_image(
         except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt files raise any of these
             raise ValueError(f"cannot decode {what}: {error}") from None
         return to_rgb(image)
+
+
+def bomb_pixels(error: Exception) -> int | None:
+    """The pixel count in PIL's decompression-bomb error (PIL refuses before the header's size reaches us)."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return int(found.group(1)) if found else None
 
 
 def _allow_configured_size(max_side: int | None) -> None:

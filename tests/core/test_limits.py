@@ -19,7 +19,7 @@ from mtu.config import CONFIG_NAME, MTUConfig
 from mtu.images import open_image, to_rgb
 from mtu.limits import check_count, check_image_size, check_side, check_steps, check_text, max_side
 from mtu.model import WEIGHTS_NAME
-from mtu.outputs import check_target, write_folder, write_text_atomic
+from mtu.outputs import check_target, replace_folder, write_folder, write_text_atomic
 from mtu.pipelines import MTUPipeline, MTURequest
 from tests.core.tiny_models import tiny_sd_unet
 from tests.helpers import tiny_sd_components
@@ -188,6 +188,22 @@ def test_targets_are_refused_unless_overwrite_and_only_model_folders_are_replace
     write_folder(model, lambda folder: (folder / "model_index.json").write_text("{}"), overwrite=True)
     assert sorted(p.name for p in model.iterdir()) == ["model_index.json"]  # replaced whole: no stale file
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_replacing_through_a_symlink_leaves_nothing_behind(tmp_path):  # issue 31
+    real = tmp_path / "real"
+    write_folder(real, lambda folder: (folder / CONFIG_NAME).write_text("old"))
+    (tmp_path / "link").symlink_to(real)
+    write_folder(tmp_path / "link", lambda folder: (folder / CONFIG_NAME).write_text("new"), overwrite=True)
+    assert (tmp_path / "link").is_symlink() and (real / CONFIG_NAME).read_text() == "new"  # the link kept
+    other = tmp_path / "other"
+    other.mkdir()
+    (tmp_path / "link2").symlink_to(other)
+    new = tmp_path / "new"
+    new.mkdir()
+    replace_folder(new, tmp_path / "link2")  # a symlink out is moved aside and unlinked, its target untouched
+    assert not (tmp_path / "link2").is_symlink() and (tmp_path / "link2").is_dir() and other.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "link2", "other", "real"]  # no .replaced-*
 
 
 # --- the pipeline's checks ---------------------------------------------------------------------------------

@@ -79,6 +79,25 @@ def test_bad_uploads_get_a_message(tmp_path, name, write, message):
     assert str(tmp_path) not in str(info.value)  # no server paths in what the user reads
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG of `width` x `height` 1-bit pixels that holds only its header: a decompression bomb in 45 bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_a_bomb_upload_is_called_too_large(tmp_path):  # issue 31: it was "not an image this server reads"
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header(100_000, 100_000))
+    with pytest.raises(RequestError, match=r"bomb.png is too large \(10,000,000,000 pixels\); the limit is 64 pixels"):
+        load_upload(path, LIMITS)
+
+
 def test_a_missing_upload_gets_a_message(tmp_path):
     with pytest.raises(RequestError, match="did not arrive"):
         load_upload(tmp_path / "gone.png", LIMITS)

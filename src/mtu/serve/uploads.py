@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from mtu.images import to_rgb
+from mtu.images import bomb_pixels, to_rgb
 from mtu.serve.limits import RequestError, ServeLimits
 
 _FORMATS = "PNG, JPEG, WebP, GIF or BMP"
@@ -53,7 +53,13 @@ def _decode(file, name: str, size: int, limits: ServeLimits) -> PIL.Image.Image:
             image.load()
     except RequestError:
         raise
-    except (PIL.UnidentifiedImageError, PIL.Image.DecompressionBombWarning, PIL.Image.DecompressionBombError):
+    except (PIL.Image.DecompressionBombWarning, PIL.Image.DecompressionBombError) as error:
+        pixels = bomb_pixels(error)
+        counted = f" ({pixels:,} pixels)" if pixels else ""
+        raise RequestError(
+            f"{name} is too large{counted}; the limit is {limits.max_side} pixels a side: upload a smaller image"
+        ) from None
+    except PIL.UnidentifiedImageError:
         raise RequestError(f"{name} is not an image this server reads ({_FORMATS} are)") from None
     except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt files surface as any of these
         raise RequestError(f"{name} could not be decoded ({error}): upload it again or as PNG") from None
