@@ -20,6 +20,7 @@ MAX_SIDE_VARIABLE = "MTU_MAX_SIDE"
 MAX_STEPS = 1000
 # Images one call generates (prompts x images per prompt): each is a full denoising batch entry.
 MAX_IMAGES = 64
+MAX_PORT = 65535  # TCP ports are 16-bit
 # Training records are resized to the training resolution as they are read, so photos larger than the
 # inference limit are ordinary data (DIV2K is 2040 px wide): only bombs beyond this side are refused.
 TRAINING_MAX_SIDE = 8192

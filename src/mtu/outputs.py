@@ -82,6 +82,13 @@ def check_not_source(out: str | os.PathLike, sources: Iterable[str | os.PathLike
         )
 
 
+def check_parents(path: Path) -> None:
+    """Refuse a path under an existing file (`a.txt/out`), which no writer could make, before any work."""
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise FileExistsError(f"{blocking} is a file, so {path} cannot be made inside it: choose another path")
+
+
 def is_own_folder(path: Path) -> bool:
     """Whether `path` is a model folder mtu wrote: an MTU folder, or an `mtu export` (ONNX or diffusers)."""
     if (path / MODEL_MARKERS[0]).is_file():
@@ -109,6 +116,7 @@ def check_target(
         raise ValueError("the output path is empty (it would name the current folder); give the output's path")
     path = Path(path)
     check_not_source(path, sources)
+    check_parents(path)
     if path.is_symlink() and not path.exists():
         raise FileExistsError(
             f"{path} is a symlink to {os.readlink(path)}, which does not exist: fix or remove the link"

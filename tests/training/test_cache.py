@@ -137,6 +137,14 @@ def test_lr_multipliers_make_parameter_groups(tiny_model, tmp_path):
     assert not any("conv_in" in names[id(p)] or "router" in names[id(p)] for p in groups[1e-3])
     with pytest.raises(ValueError, match="lr_multipliers"):
         TrainConfig.from_dict(config_dict(tiny_model, tmp_path / "bad", train={"lr_multipliers": {"x": -1}}))
+    # issue 31: a bad pattern is named as the config loads; one matching nothing is refused before any step
+    with pytest.raises(ValueError, match=r"train.lr_multipliers: key 'router\(' is not a regular expression \(missing"):
+        TrainConfig.from_dict(config_dict(tiny_model, tmp_path / "bad", train={"lr_multipliers": {"router(": 2.0}}))
+    unmatched = TrainConfig.from_dict(
+        config_dict(tiny_model, tmp_path / "typo", train={"lr_multipliers": {"router": 2.0, "ruoter": 3.0}})
+    )
+    with pytest.raises(ValueError, match=r"\['ruoter'\] match no trainable parameter .* names such as \["):
+        build_run(unmatched, make_accelerator(unmatched))
 
 
 def test_a_task_can_train_without_its_prompt():

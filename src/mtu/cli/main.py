@@ -95,8 +95,37 @@ def check_device(device: str | None) -> None:
         raise ValueError(f"--device {device}: MPS is not available on this machine; use --device cpu")
 
 
+# What to do about an operating-system error, by errno name; the message names the path.
+OS_FIXES = {
+    "EACCES": "check its permissions, or choose another path",
+    "EPERM": "check its permissions, or choose another path",
+    "EROFS": "it is on a read-only file system: choose another path",
+    "ENOSPC": "the disk is full: free space or choose another disk",
+    "EDQUOT": "the disk quota is used up: free space or choose another disk",
+    "ENOTDIR": "a part of the path is a file, not a folder: choose another path",
+    "EISDIR": "it is a folder where a file is needed: choose another path",
+    "EEXIST": "it already exists: choose another path or remove it",
+    "ENOENT": "it does not exist: check the path",
+    "ENAMETOOLONG": "the name is too long: choose a shorter path",
+    "ELOOP": "it is a loop of symlinks: fix the link",
+}
+# What Ctrl-C leaves, by command: the others write whole outputs at the end (mtu.outputs), so nothing.
+INTERRUPTED = {
+    "train": "checkpoints already written are kept: --resume latest continues",
+    "quickstart": "the training checkpoints already written are kept: the same command continues",
+    "reproduce": "finished runs and checkpoints are kept: the same command continues",
+    "pretrain-shapes": "checkpoints already written are kept: the same command continues",
+    "generate": "only the PNGs listed above were written",
+}
+
+
 def describe(error: Exception) -> str:
     """One line for the user: the message of an expected error; type and message of anything else."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        import errno
+
+        fix = OS_FIXES.get(errno.errorcode.get(error.errno or 0, ""), "check the path")
+        return f"{error.filename}: {error.strerror.lower()}; {fix}"
     if isinstance(error, EXPECTED_ERRORS):
         return str(error)
     return f"{type(error).__name__}: {error} (unexpected; --debug shows the traceback)"
@@ -116,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
 
             configure_threads(getattr(args, "threads", None) or args.global_threads)
         result = args.func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        kept = INTERRUPTED.get(args.command, "nothing written")
+        print(f"\nmtu {args.command}: interrupted; {kept}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
     except Exception as error:  # a traceback helps no user; --debug shows it for reports
         if args.debug:
             raise

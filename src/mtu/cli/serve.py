@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")
     add_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--port", type=int, default=7860, help="port, 1 to 65535 (default 7860)")
     parser.add_argument("--max-batch", type=int, default=4, help="most requests per denoising loop (default 4)")
     parser.add_argument(
         "--max-queue", type=int, default=16, help="most waiting requests; more are refused (default 16)"
@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from mtu.limits import MAX_PORT, check_count
+
+    check_count("--port", args.port, MAX_PORT)  # before the model loads (99999 was an OverflowError after it)
     try:
         from mtu.serve import ServeLimits, serve
     except ImportError as error:

@@ -8,7 +8,7 @@ import struct
 from collections.abc import Iterable
 from pathlib import Path
 
-from mtu.outputs import check_not_source
+from mtu.outputs import check_not_source, check_parents
 
 EXPORT_KEY = "mtu_task"  # in the safetensors metadata of every single-file export: the file is mtu's own
 MAX_HEADER = 100_000_000  # the safetensors format's own limit on its JSON header
@@ -37,6 +37,7 @@ def check_file_target(out: str | Path, overwrite: bool, sources: Iterable[str | 
     if out.suffix != ".safetensors":
         raise ValueError(f"--out {out}: a single-file checkpoint is a .safetensors file (e.g. model-edit.safetensors)")
     check_not_source(out, sources)
+    check_parents(out)
     if out.is_dir():
         raise FileExistsError(f"{out} is a folder; a single-file checkpoint is one .safetensors file")
     if out.is_symlink() and not out.exists():

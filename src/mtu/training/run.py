@@ -149,14 +149,27 @@ def make_optimizer(model: torch.nn.Module, section) -> tuple[torch.optim.Optimiz
 
 
 def parameter_groups(model: torch.nn.Module, learning_rate: float, multipliers: dict[str, float]) -> list[dict]:
-    """AdamW groups: trainable parameters at `learning_rate` times the first matching multiplier (else 1)."""
+    """AdamW groups: trainable parameters at `learning_rate` times the first matching multiplier (else 1).
+
+    A multiplier that matches no trainable parameter is an error, before any step: a typo in its pattern would
+    otherwise train at the plain rate without a word.
+    """
     import re
 
     groups: dict[float, list] = {}
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            factor = next((f for pattern, f in multipliers.items() if re.search(pattern, name)), 1.0)
-            groups.setdefault(float(factor), []).append(parameter)
+    trainable = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+    used = set()
+    for name, parameter in trainable:
+        pattern = next((pattern for pattern in multipliers if re.search(pattern, name)), None)
+        used.add(pattern)
+        groups.setdefault(float(multipliers.get(pattern, 1.0)), []).append(parameter)
+    unused = [pattern for pattern in multipliers if pattern not in used]
+    if unused:
+        examples = [name for name, _ in trainable[:: max(len(trainable) // 3, 1)]][:3]
+        raise ValueError(
+            f"train.lr_multipliers: {unused} match no trainable parameter (or only ones an earlier key took); "
+            f"the patterns are searched in names such as {examples}: fix or remove these keys"
+        )
     return [{"params": params, "lr": learning_rate * factor} for factor, params in groups.items()]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass, field
 
 from mtu.training.checks import choice, int_at_least, is_int, is_number, need
@@ -172,6 +173,12 @@ class TrainSection:
             isinstance(k, str) and is_number(v) and v > 0 for k, v in multipliers.items()
         ):
             found.append(f"train.lr_multipliers: expected a mapping regex -> number > 0, got {multipliers!r}")
+        else:
+            for pattern in multipliers:  # compiled now, not after the model has loaded
+                try:
+                    re.compile(pattern)
+                except re.error as error:
+                    found.append(f"train.lr_multipliers: key {pattern!r} is not a regular expression ({error})")
         for name, low in (("max_steps", 1), ("gradient_accumulation_steps", 1), ("lr_warmup_steps", 0)):
             int_at_least(found, f"train.{name}", getattr(self, name), low)
         for name in ("learning_rate", "adam_epsilon"):

@@ -1,0 +1,52 @@
+"""Issue 31: errors come early and in one line naming the problem and its fix (no model is loaded here)."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+import mtu.cli.info
+from mtu.cli.main import describe, main
+
+
+def last_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mtu.cli.info, "run", interrupted)
+    assert main(["info", "shapes-base"]) == 130
+    assert last_line(capsys) == "mtu info: interrupted; nothing written"
+
+
+@pytest.mark.parametrize(
+    "code, fix",
+    [
+        (errno.EACCES, "permission denied; check its permissions, or choose another path"),
+        (errno.ENOSPC, "the disk is full: free space or choose another disk"),
+        (errno.ENOTDIR, "a part of the path is a file, not a folder"),
+    ],
+)
+def test_os_errors_name_the_path_and_the_fix(code, fix):
+    import os
+
+    line = describe(OSError(code, os.strerror(code), "/data/out/model"))
+    assert line.startswith("/data/out/model: ") and fix in line and "Errno" not in line
+
+
+def test_a_port_out_of_range_is_one_line(capsys):
+    assert main(["serve", "--port", "99999"]) == 1
+    assert last_line(capsys) == "mtu serve: error: --port must be a whole number from 1 to 65535, got 99999"
+
+
+def test_an_out_under_a_file_is_refused_before_loading(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    argv = ["upcycle", "--base", "shapes-base", "--out", str(tmp_path / "notes.txt" / "mtu")]
+    assert main(argv) == 1
+    assert f"{tmp_path / 'notes.txt'} is a file, so" in last_line(capsys)
