@@ -140,9 +140,11 @@ def _example_grid(pipe, task: str, path: Path, seed: int, sampler: dict) -> Path
 
 def _router_figure(pipe, path: Path) -> tuple[Path, str]:
     from mtu.evaluation.analysis import router_analysis
+    from mtu.evaluation.router_health import router_health
 
     analysis = router_analysis(pipe.unet.routing_weights(), pipe.unet.task_names)
-    return analysis.plot(path), analysis.summary()
+    # The health line first: whether the routers still route by task is what the weights are read for.
+    return analysis.plot(path), f"{router_health(pipe.unet).summary_line()}\n\n{analysis.summary()}"
 
 
 def _write_report(

@@ -99,6 +99,7 @@ def test_quickstart_writes_a_report(tiny_config, tmp_path):
     report = quickstart(tmp_path / "qs", steps=1, eval_samples=1, config=tiny_config, eval_steps=1, shipped=None)
     text = report.read_text()
     assert "| t2i |" in text and "| inpaint |" in text and "![router](router.png)" in text
+    assert "router health over " in text and "layers route by task" in text
     assert all(
         (tmp_path / "qs" / f"examples-{task}.png").is_file() for task in ("t2i", "edit", "sr", "remove", "inpaint")
     )
