@@ -94,3 +94,35 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def section(settings) -> "Section":
+    """BENCHMARKS.md's section: the load test on the shipped model (issue 28: nothing lost or mixed up)."""
+    from benchmarks.report import Section, Table, Target
+
+    requests, clients = (8, 4) if settings.quick else (50, 8)
+    found = run(settings.model or "shapes-mtu", requests, clients)
+    latency = found["latency_s"]
+    table = Table(
+        ["model", "requests (t2i, edit, sr, inpaint)", "clients", "p50 s", "p90 s", "p99 s", "max s", "wall s",
+         "requests per denoising loop", "failures", "mixed up"],
+        [[found["model"], found["requests"], found["clients"], latency["p50"], latency["p90"], latency["p99"],
+          found["max_latency_s"], found["wall_s"], found["mean_requests_per_loop"], found["failures"],
+          found["mixed_up"]]],
+    )  # fmt: skip
+    return Section(
+        key="http",
+        title="HTTP API under load (`mtu serve`, POST /v1/generate)",
+        method=(
+            "`python -m benchmarks.http_load`: the server on a loopback port, each distinct request run once alone "
+            "(its reference image), then all of them from several client threads at once, round-robin over four "
+            "tasks on the shipped example inputs, each with its own seed. Latency is per request, wall-clock, "
+            "queueing included; 'mixed up' counts responses that differ from their own request's reference image "
+            "by more than one grey level or carry another task."
+        ),
+        tables=[table],
+        targets=[
+            Target("failed requests", found["failures"], "<=", 0),
+            Target("responses mixed up", found["mixed_up"], "<=", 0),
+        ],
+    )
