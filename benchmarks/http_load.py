@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 import PIL.Image
 
+from benchmarks.report import Section, Table, Target
 from mtu.examples import example_inputs
 from mtu.serve import serve
 
@@ -96,10 +97,8 @@ if __name__ == "__main__":
     main()
 
 
-def section(settings) -> "Section":
+def section(settings) -> Section:
     """BENCHMARKS.md's section: the load test on the shipped model (issue 28: nothing lost or mixed up)."""
-    from benchmarks.report import Section, Table, Target
-
     requests, clients = (8, 4) if settings.quick else (50, 8)
     found = run(settings.model or "shapes-mtu", requests, clients)
     latency = found["latency_s"]
