@@ -12,6 +12,7 @@ This module imports only the standard library: the command line checks arguments
 from __future__ import annotations
 
 import math
+import numbers
 import os
 
 DEFAULT_MAX_SIDE = 1024
@@ -21,6 +22,31 @@ MAX_STEPS = 1000
 # Images one call generates (prompts x images per prompt): each is a full denoising batch entry.
 MAX_IMAGES = 64
 MAX_PORT = 65535  # TCP ports are 16-bit
+WAIT_S = (0.001, 86400.0)  # seconds a server waits for a result: finite (inf never gave a request up), a day at most
+# Guidance scales: SD's text guidance is 7.5, InstructPix2Pix's image guidance 1.5; <= 1 turns guidance off.
+# Far above any useful value, and finite: `--guidance inf` gave an all-black image with exit 0.
+MAX_GUIDANCE = 30.0
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's signed 64-bit range
+MAX_THREADS = 4096
+
+# Every request setting: (a whole number?, lowest, highest). `check_settings` is the one validator the command
+# line, `MTUPipeline.__call__` and the server apply, each naming the settings its own way.
+SETTINGS = {
+    "steps": (True, 1, MAX_STEPS),
+    "guidance": (False, 0.0, MAX_GUIDANCE),
+    "image_guidance": (False, 0.0, MAX_GUIDANCE),
+    "seed": (True, 0, MAX_SEED),
+    "num_images": (True, 1, MAX_IMAGES),
+    "threads": (True, 1, MAX_THREADS),
+}
+CLI_NAMES = {key: "--" + key.replace("_", "-") for key in SETTINGS}
+# How `MTUPipeline.__call__` and `SamplerSettings` spell them (diffusers' argument names).
+PIPELINE_NAMES = {
+    "steps": "num_inference_steps",
+    "guidance": "guidance_scale",
+    "image_guidance": "image_guidance_scale",
+    "num_images": "num_images_per_prompt",
+}
 # Training records are resized to the training resolution as they are read, so photos larger than the
 # inference limit are ordinary data (DIV2K is 2040 px wide): only bombs beyond this side are refused.
 TRAINING_MAX_SIDE = 8192
@@ -50,26 +76,78 @@ def training_max_side() -> int:
     return max(TRAINING_MAX_SIDE, max_side())
 
 
+def check_whole(name: str, value: object, low: int, high: int | None = None) -> int:
+    """`value` as an int if it is a whole number in [low, high] (2.0 is 2; 2.5, NaN, True and text are not);
+    ValueError naming `name` otherwise."""
+    number = None
+    if isinstance(value, bool):
+        pass  # True is 1 to Python, but no one means a count by it
+    elif isinstance(value, numbers.Integral):
+        number = int(value)
+    elif isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        number = int(value)
+    if number is None or number < low or (high is not None and number > high):
+        bound = f"from {low} to {_spelt(high)}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be a whole number {bound}, got {value!r}")
+    return number
+
+
+def check_number(name: str, value: object, low: float, high: float) -> float:
+    """`value` as a float if it is a finite number in [low, high]; ValueError naming `name` otherwise."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not real or not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+    return float(value)
+
+
 def check_count(name: str, value: object, maximum: int | None = None) -> int:
     """`value` if it is a whole number in [1, maximum]; ValueError naming `name` otherwise."""
-    too_big = maximum is not None and isinstance(value, int) and value > maximum
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or too_big:
-        bound = f"from 1 to {maximum}" if maximum is not None else ">= 1"
-        raise ValueError(f"{name} must be a whole number {bound}, got {value!r}")
-    return value
+    return check_whole(name, value, 1, maximum)
+
+
+def check_settings(names: dict[str, str] | None = None, max_steps: int = MAX_STEPS, **values: object) -> dict:
+    """The request settings `values` (keys of `SETTINGS`: steps, guidance, ...) checked and converted; None
+    stays None (the caller's default applies). ValueError naming the first bad one as `names` spells it
+    (default: the command line's `--steps`, ...); `max_steps` lowers the steps' bound (a server's limit).
+
+        >>> check_settings(steps=2.0, guidance=7.5)          # {'steps': 2, 'guidance': 7.5}
+        >>> check_settings(guidance=float("nan"))            # ValueError: --guidance must be a number from 0 to 30
+    """
+    names = {**CLI_NAMES, **(names or {})}
+    checked = {}
+    for key, value in values.items():
+        whole, low, high = SETTINGS[key]
+        high = min(high, max_steps) if key == "steps" else high
+        if value is None:
+            checked[key] = None
+        elif whole:
+            checked[key] = check_whole(names[key], value, low, high)
+        else:
+            checked[key] = check_number(names[key], value, low, high)
+    return checked
+
+
+def setting_range(key: str) -> str:
+    """The range of a setting for --help texts, e.g. "1-1000"."""
+    whole, low, high = SETTINGS[key]
+    return f"{low} to {_spelt(high)}" if whole else f"{low:g} to {high:g}"
+
+
+def _spelt(bound: int) -> str:
+    return "2**63 - 1" if bound == MAX_SEED else str(bound)
 
 
 def check_steps(steps: object, name: str = "num_inference_steps") -> int:
     """Denoising steps: 1 to `MAX_STEPS` (0 divides by zero in the schedulers; negative ones ran no step)."""
-    return check_count(name, steps, MAX_STEPS)
+    return check_settings({"steps": name}, steps=steps)["steps"]
 
 
 def check_side(name: str, value: object) -> int:
     """A requested image side (e.g. `--resolution`): 1 to `max_side()` pixels."""
-    limit = max_side()
-    if isinstance(value, int) and not isinstance(value, bool) and value > limit:
-        raise ValueError(f"refused: {name} {value} is over the limit of {limit} pixels a side ({_raise_hint(value)})")
-    return check_count(name, value)
+    limit, side = max_side(), check_count(name, value)
+    if side > limit:
+        raise ValueError(f"refused: {name} {side} is over the limit of {limit} pixels a side ({_raise_hint(side)})")
+    return side
 
 
 def check_image_size(width: int, height: int, what: str = "image", limit: int | None = None) -> None:

@@ -21,11 +21,10 @@ diffusers when a pipeline builds it.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from mtu.limits import check_steps
+from mtu.limits import PIPELINE_NAMES, check_settings
 
 SAMPLER_NAME = "sampler.json"
 
@@ -51,11 +50,13 @@ class SamplerSettings:
     def __post_init__(self) -> None:
         if self.scheduler is not None and not (isinstance(self.scheduler, str) and self.scheduler.isidentifier()):
             raise ValueError(f"scheduler must be a diffusers scheduler class name, got {self.scheduler!r}")
-        check_steps(self.num_inference_steps)
-        for name in ("guidance_scale", "image_guidance_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        checked = check_settings(
+            PIPELINE_NAMES,
+            steps=self.num_inference_steps,
+            guidance=self.guidance_scale,
+            image_guidance=self.image_guidance_scale,
+        )
+        object.__setattr__(self, "num_inference_steps", checked["steps"])  # frozen; 25.0 read from JSON is 25
 
     def replace(self, **overrides) -> SamplerSettings:
         """These settings with the `overrides` that are not None (a caller's explicit choices)."""

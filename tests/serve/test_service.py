@@ -56,6 +56,7 @@ def test_each_task_answers_with_an_image(service):
 def test_the_task_is_guessed_and_random_seeds_are_reported(service):
     reply = service.run("make the red circle blue", _image(), settings=Settings(steps=1, seed=-1))
     assert reply.task == "edit" and reply.guessed and reply.seed >= 0
+    assert service.run("a circle", settings=Settings(steps=1.0)).steps == 1  # a slider's 1.0 is a whole number
 
 
 @pytest.mark.parametrize(
@@ -69,10 +70,12 @@ def test_the_task_is_guessed_and_random_seeds_are_reported(service):
         ({"text": "a circle", "settings": Settings(steps=0)}, "steps must be"),
         (
             {"text": "a circle", "settings": Settings(steps=2, guidance=float("nan"))},
-            "guidance must be between 0 and 30",
+            "guidance must be a number from 0 to 30, got nan",
         ),
-        ({"text": "a circle", "settings": Settings(steps=2, image_guidance=-1)}, "image guidance must be between"),
-        ({"text": "a circle", "settings": Settings(steps=2, seed=2**64)}, r"seed must be below 2\*\*63"),
+        ({"text": "a circle", "settings": Settings(steps=2, guidance=float("inf"))}, "guidance must be a number"),
+        ({"text": "a circle", "settings": Settings(steps=2, image_guidance=-1)}, "image guidance must be a number"),
+        ({"text": "a circle", "settings": Settings(steps=2, seed=2**64)}, r"seed must be a whole number .* 2\*\*63"),
+        ({"text": "a circle", "settings": Settings(steps=2.5)}, "steps must be a whole number from 1 to 10, got 2.5"),
     ],
 )
 def test_bad_requests_get_a_message(service, kwargs, message):

@@ -13,6 +13,7 @@ import sys
 
 from mtu.config import BUILTIN_TASKS
 from mtu.devices import add_options
+from mtu.limits import setting_range
 
 BENCHMARKS = ("shapes", "folder")
 TASK_CHOICES = tuple(BUILTIN_TASKS)  # the Shapes world makes every built-in task (mtu.data.shapes.tasks.TASKS)
@@ -38,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="an `mtu train` run's model/ folder (any method), an MTU folder, "
         "or a base pipeline folder / shipped name (upcycled afresh); any of them as a hub id (org/name)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="selects the held-out set and the sampling noise")
+    parser.add_argument(
+        "--seed", type=int, default=0, help=f"selects the held-out set and the sampling noise, {setting_range('seed')}"
+    )
     parser.add_argument(
         "--num-samples", type=int, default=None, help="examples to score (default: shapes 256, folder all)"
     )
@@ -46,19 +49,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--steps",
         type=int,
         default=None,
-        help="denoising steps (default: the model's stored sampler, else shapes 25, folder 50)",
+        help=f"denoising steps, {setting_range('steps')} (default: the model's stored sampler, else shapes 25, "
+        "folder 50)",
     )
     parser.add_argument(
         "--guidance",
         type=float,
         default=None,
-        help="guidance scale (default: the model's stored sampler, else shapes 1, folder 7.5)",
+        help=f"guidance scale, {setting_range('guidance')} (default: the model's stored sampler, else shapes 1, "
+        "folder 7.5)",
     )
     parser.add_argument(
         "--image-guidance",
         type=float,
         default=None,
-        help="image guidance of edit/sr/remove (default: the model's stored sampler, else 1.5)",
+        help=f"image guidance of edit/sr/remove, {setting_range('image_guidance')} (default: the model's stored "
+        "sampler, else 1.5)",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="examples per pipeline call (default: 16)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
@@ -181,10 +187,9 @@ def _shared_options(args: argparse.Namespace) -> dict:
 
 def check_numbers(args: argparse.Namespace) -> None:
     """Refuse impossible or oversized numbers before any model loads (`--resolution 0` used to mean "default")."""
-    from mtu.limits import MAX_IMAGES, check_count, check_side, check_steps
+    from mtu.limits import MAX_IMAGES, check_count, check_settings, check_side
 
-    if args.steps is not None:
-        check_steps(args.steps, "--steps")
+    check_settings(steps=args.steps, guidance=args.guidance, image_guidance=args.image_guidance, seed=args.seed)
     if args.num_samples is not None:
         check_count("--num-samples", args.num_samples)
     check_count("--batch-size", args.batch_size, MAX_IMAGES)

@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from mtu.limits import setting_range
+
 # Errors whose message says what went wrong by itself (refusals, missing files, bad settings).
 EXPECTED_ERRORS = (ValueError, OSError, RuntimeError)
 # Commands that give their workers threads themselves (reproduce: cores / jobs; pretrain-shapes: 1).
@@ -63,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         dest="global_threads",
         metavar="N",
-        help="torch CPU threads (default: the cores free at start: beside one busy process a training step "
-        "then took 1.47x its time alone, against 3.3x with every core, BENCHMARKS.md section 10; "
-        "OMP_NUM_THREADS also sets it)",
+        help=f"torch CPU threads, {setting_range('threads')} (default: the cores free at start: beside one busy "
+        "process a training step then took 1.47x its time alone, against 3.3x with every core, BENCHMARKS.md "
+        "section 10; OMP_NUM_THREADS also sets it)",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
@@ -140,10 +142,16 @@ def main(argv: list[str] | None = None) -> int:
 
             tune_allocator()  # before any model loads: glibc keeps activations for the next forward
         check_device(getattr(args, "device", None))
+        threads = getattr(args, "threads", None)
+        threads = args.global_threads if threads is None else threads
+        if threads is not None:
+            from mtu.limits import check_settings
+
+            check_settings(threads=threads)  # 0 used to mean "the default" without a word
         if args.command not in OWN_THREADS:
             from mtu.threads import configure_threads
 
-            configure_threads(getattr(args, "threads", None) or args.global_threads)
+            configure_threads(threads)
         result = args.func(args)
     except KeyboardInterrupt:
         if args.debug:

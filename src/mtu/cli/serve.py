@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from mtu.devices import add_options, check_placement
+from mtu.limits import MAX_IMAGES, MAX_PORT, MAX_STEPS, WAIT_S
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,13 +20,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")
     add_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="port, 1 to 65535 (default 7860)")
-    parser.add_argument("--max-batch", type=int, default=4, help="most requests per denoising loop (default 4)")
+    parser.add_argument("--port", type=int, default=7860, help=f"port, 1-{MAX_PORT} (default 7860)")
     parser.add_argument(
-        "--max-queue", type=int, default=16, help="most waiting requests; more are refused (default 16)"
+        "--max-batch", type=int, default=4, help=f"most requests per denoising loop, 1-{MAX_IMAGES} (default 4)"
     )
-    parser.add_argument("--max-steps", type=int, default=100, help="most denoising steps a request may ask for")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a request may wait for its result")
+    parser.add_argument(
+        "--max-queue", type=int, default=16, help="most waiting requests, >= 1; more are refused (default 16)"
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=100,
+        help=f"most denoising steps a request may ask for, 1-{MAX_STEPS} (default 100)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help=f"seconds a request may wait for its result, up to {WAIT_S[1]:g}"
+    )
     parser.add_argument(
         "--token",
         default=None,
@@ -36,9 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from mtu.limits import MAX_PORT, check_count
+    from mtu.limits import check_count, check_number
 
-    check_count("--port", args.port, MAX_PORT)  # before the model loads (99999 was an OverflowError after it)
+    # before anything loads: --port 99999 was an OverflowError, --max-steps 100000 started a server
+    check_count("--port", args.port, MAX_PORT)
+    check_count("--max-steps", args.max_steps, MAX_STEPS)
+    check_count("--max-batch", args.max_batch, MAX_IMAGES)
+    check_count("--max-queue", args.max_queue)
+    check_number("--timeout", args.timeout, *WAIT_S)
     try:
         from mtu.serve import ServeLimits, serve
     except ImportError as error:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from mtu.limits import setting_range
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` sub-command."""
@@ -32,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dry-run", action="store_true", help="print the trainable parameters of every method, then exit"
     )
     parser.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: the cores free at start; see mtu --help)"
+        "--threads",
+        type=int,
+        help=f"torch CPU threads, {setting_range('threads')} (default: the cores free at start; see mtu --help)",
     )
     parser.set_defaults(func=run)
 

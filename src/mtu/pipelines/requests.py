@@ -17,6 +17,7 @@ from diffusers.image_processor import PipelineImageInput
 from diffusers.utils import BaseOutput
 
 from mtu.config import TaskSpec
+from mtu.limits import PIPELINE_NAMES, check_settings
 from mtu.pipelines.inputs import check_bounds, image_count, image_size
 
 
@@ -115,8 +116,18 @@ def check_request(request: MTURequest, tasks: list[TaskSpec], default_size: int,
         )
     if isinstance(request.negative_prompt, list) and len(request.negative_prompt) != len(prompts):
         raise ValueError(f"got {len(request.negative_prompt)} negative prompts for {len(prompts)} prompts")
-    if request.num_images_per_prompt < 1:
-        raise ValueError(f"num_images_per_prompt must be >= 1, got {request.num_images_per_prompt}")
+    settings = check_settings(  # the one validator of the command line, this pipeline and the server
+        PIPELINE_NAMES,
+        guidance=request.guidance_scale,
+        image_guidance=request.image_guidance_scale,
+        num_images=request.num_images_per_prompt,
+    )
+    request = replace(
+        request,
+        guidance_scale=settings["guidance"],
+        image_guidance_scale=settings["image_guidance"],
+        num_images_per_prompt=settings["num_images"],
+    )
     images = len(prompts) * request.num_images_per_prompt
     if isinstance(request.generator, list) and len(request.generator) != images:
         raise ValueError(f"got {len(request.generator)} generators for {images} images: pass one per image, or one")

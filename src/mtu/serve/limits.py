@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mtu.limits import MAX_STEPS, WAIT_S, check_count, check_number
 from mtu.limits import max_side as library_max_side
 
 
@@ -35,11 +36,8 @@ class ServeLimits:
     batch_wait_s: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("max_side", "max_bytes", "max_steps", "max_queue", "max_batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ServeLimits.{name} must be an int >= 1, got {value!r}")
-        if not self.timeout_s > 0:
-            raise ValueError(f"ServeLimits.timeout_s must be > 0, got {self.timeout_s!r}")
-        if not self.batch_wait_s >= 0:
-            raise ValueError(f"ServeLimits.batch_wait_s must be >= 0, got {self.batch_wait_s!r}")
+        for name in ("max_side", "max_bytes", "max_queue", "max_batch"):
+            check_count(f"ServeLimits.{name}", getattr(self, name))
+        check_count("ServeLimits.max_steps", self.max_steps, MAX_STEPS)  # no request could use more
+        check_number("ServeLimits.timeout_s", self.timeout_s, *WAIT_S)
+        check_number("ServeLimits.batch_wait_s", self.batch_wait_s, 0, WAIT_S[1])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import numbers
 import random
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -11,6 +11,7 @@ import PIL.Image
 import torch
 
 from mtu.assets import SHAPES_BASE_SAMPLER
+from mtu.limits import check_settings
 from mtu.pipelines import MTURequest
 from mtu.sampler import SamplerSettings
 from mtu.serve.batching import BatchWorker, ServerBusy
@@ -18,7 +19,7 @@ from mtu.serve.guess import guess_task
 from mtu.serve.limits import RequestError, ServeLimits
 
 AUTO = "auto"
-MAX_GUIDANCE = 30.0
+SERVER_NAMES = {"image_guidance": "image guidance", "steps": "steps", "guidance": "guidance", "seed": "seed"}
 # What a task without stored sampler settings (`mtu.sampler`) is served with: the Shapes sampler.
 FALLBACK_SAMPLER = SamplerSettings(**SHAPES_BASE_SAMPLER, image_guidance_scale=1.5)
 
@@ -32,7 +33,7 @@ class Settings:
         steps: denoising steps.
         guidance: text guidance scale (off at <= 1).
         image_guidance: image guidance scale of edit/sr/remove (off below 1).
-        seed: seed of the initial noise; negative draws a random one.
+        seed: seed of the initial noise; negative (or None) draws a random one.
     """
 
     steps: int | None = None
@@ -110,9 +111,8 @@ class ChatService:
         if not text and image is None:
             raise RequestError("type a request: a caption such as 'a red circle at the top left', or attach an image")
         name, guessed = self.choose_task(text, task, image, mask)
-        settings = self.settings_for(name, settings)
-        self._check_settings(settings)
-        seed = settings.seed if settings.seed >= 0 else random.randrange(2**31)
+        settings = self.check_settings(self.settings_for(name, settings))
+        seed = settings.seed  # a random one drawn by check_settings when asked for
         request = self.build_request(name, text, image, mask, settings, seed)
         future = self.worker.submit(request, int(settings.steps))
         try:
@@ -182,13 +182,21 @@ class ChatService:
     def _round(self, side: float) -> int:
         return max(self.factor, int(round(side / self.factor)) * self.factor)
 
-    def _check_settings(self, settings: Settings) -> None:
-        steps = settings.steps
-        if isinstance(steps, bool) or not float(steps).is_integer() or not 1 <= steps <= self.limits.max_steps:
-            raise RequestError(f"steps must be a whole number from 1 to {self.limits.max_steps}, got {steps}")
-        if not settings.seed < 2**63:
-            raise RequestError(f"seed must be below 2**63 (or negative for a random one), got {settings.seed}")
-        for name in ("guidance", "image_guidance"):
-            value = getattr(settings, name)
-            if not (math.isfinite(value) and 0 <= value <= MAX_GUIDANCE):
-                raise RequestError(f"{name.replace('_', ' ')} must be between 0 and {MAX_GUIDANCE:g}, got {value}")
+    def check_settings(self, settings: Settings) -> Settings:
+        """`settings` checked and converted by the library's one validator (`mtu.limits.check_settings`, as the
+        command line and `MTUPipeline` check them), steps within `limits.max_steps`; RequestError otherwise."""
+        seed = settings.seed
+        draw = seed is None or isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed < 0
+        try:
+            checked = check_settings(
+                SERVER_NAMES,
+                self.limits.max_steps,
+                steps=settings.steps,
+                guidance=settings.guidance,
+                image_guidance=settings.image_guidance,
+                seed=None if draw else seed,
+            )
+        except ValueError as error:
+            raise RequestError(str(error)) from None
+        seed = random.randrange(2**31) if draw else checked["seed"]
+        return Settings(checked["steps"], checked["guidance"], checked["image_guidance"], seed)

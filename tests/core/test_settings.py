@@ -1,0 +1,88 @@
+"""Issue 31: one validator for request settings (`mtu.limits.check_settings`), the same answer on every surface:
+the command line, `MTUPipeline.__call__`, stored sampler settings and the server (tests/serve/test_service.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mtu.cli.main import main
+from mtu.limits import PIPELINE_NAMES, check_settings
+from mtu.sampler import SamplerSettings
+from tests.helpers import mtu_pipeline, tiny_sd_components
+
+BAD = [
+    ("steps", 0, "must be a whole number from 1 to 1000"),
+    ("steps", 2.5, "must be a whole number from 1 to 1000, got 2.5"),
+    ("steps", True, "must be a whole number"),
+    ("steps", 10**6, "must be a whole number from 1 to 1000"),
+    ("guidance", math.nan, "must be a number from 0 to 30, got nan"),
+    ("guidance", math.inf, "must be a number from 0 to 30, got inf"),
+    ("guidance", -5, "must be a number from 0 to 30, got -5"),
+    ("image_guidance", -1.0, "must be a number from 0 to 30"),
+    ("seed", -1, r"must be a whole number from 0 to 2\*\*63 - 1"),
+    ("seed", 2**64, "must be a whole number"),
+    ("num_images", 65, "must be a whole number from 1 to 64"),
+    ("threads", 0, "must be a whole number from 1 to 4096, got 0"),
+    ("steps", "3", "must be a whole number"),
+]
+
+
+@pytest.mark.parametrize("key, value, message", BAD)
+def test_bad_settings_are_refused_naming_the_option(key, value, message):
+    option = "--" + key.replace("_", "-")
+    with pytest.raises(ValueError, match=f"^{option} {message}"):
+        check_settings(**{key: value})
+
+
+def test_good_settings_are_converted_and_none_is_left_to_the_default():
+    checked = check_settings(steps=25.0, guidance=7, image_guidance=None, seed=2**63 - 1)
+    assert checked == {"steps": 25, "guidance": 7.0, "image_guidance": None, "seed": 2**63 - 1}
+    assert type(checked["steps"]) is int and type(checked["guidance"]) is float
+    assert check_settings(max_steps=10, steps=10) == {"steps": 10}
+    with pytest.raises(ValueError, match="--steps must be a whole number from 1 to 10"):
+        check_settings(max_steps=10, steps=11)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    return mtu_pipeline(tiny_sd_components(tmp_path_factory.mktemp("settings")), tasks=["t2i"])
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("steps", 2.5, "whole number"), ("guidance", math.inf, "from 0 to 30"), ("image_guidance", -1, "from 0 to 30"),
+     ("num_images", 0, "from 1 to 64")],
+)  # fmt: skip
+def test_the_pipeline_refuses_the_same_values_by_its_own_names(pipe, key, value, message):
+    name = PIPELINE_NAMES[key]
+    with pytest.raises(ValueError, match=f"^{name} must be a .*{message}"):
+        pipe("t2i", "a red circle", **{"num_inference_steps": 1, name: value})
+    with pytest.raises(ValueError, match=f"^{name} must be a .*{message}"):
+        SamplerSettings(**{name: value}) if key != "num_images" else check_settings(PIPELINE_NAMES, num_images=value)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--threads", "0", "info", "shapes-base"], "mtu info: error: --threads must be a whole number from 1"),
+        (["train", "x.yaml", "--threads", "-2"], "mtu train: error: --threads must be a whole number from 1"),
+        (["eval", "--model", "x", "--guidance", "inf"], "mtu eval: error: --guidance must be a number from 0 to 30, got inf"),
+        (["eval", "--model", "x", "--image-guidance", "-1"], "mtu eval: error: --image-guidance must be a number from 0 to 30"),
+        (["serve", "--max-steps", "100000"], "mtu serve: error: --max-steps must be a whole number from 1 to 1000"),
+        (["serve", "--timeout", "inf"], "mtu serve: error: --timeout must be a number from 0.001 to 86400, got inf"),
+    ],
+)
+def test_the_command_line_refuses_before_loading(argv, message, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message), err
+
+
+def test_help_states_the_ranges(capsys):
+    for command, ranges in (("eval", ["1 to 1000", "0 to 30", "2**63 - 1"]), ("serve", ["1-1000", "1-65535"])):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(expected in text for expected in ranges), (command, text)
