@@ -57,8 +57,11 @@ def output_path(text: str) -> Path:
     return Path(text)
 
 
-def check_not_source(out: str | os.PathLike, sources: Iterable[str | os.PathLike | None], name: str = "--out") -> None:
-    """Refuse an output that is, holds or lies inside a model (folder or file) the command reads.
+def check_not_source(
+    out: str | os.PathLike, sources: Iterable[str | os.PathLike | None], name: str = "--out", replaced: bool = True
+) -> None:
+    """Refuse an output that is, holds or lies inside a model (folder or file) the command reads; with
+    `replaced` False (a folder files are added to, not one replaced whole), holding a model is fine.
 
     Writing replaces a folder whole or a file in place, so an output naming its own input would destroy
     the model being read (`--out M --model M --overwrite` replaced a trained folder with an export). Paths
@@ -72,7 +75,7 @@ def check_not_source(out: str | os.PathLike, sources: Iterable[str | os.PathLike
         real = Path(os.path.realpath(source))
         if target == real or real in target.parents or (target.exists() and os.path.samefile(target, real)):
             relation = "lies inside" if real in target.parents else "is"
-        elif target in real.parents:
+        elif replaced and target in real.parents:
             relation = "holds"
         else:
             continue
@@ -100,6 +103,26 @@ def is_own_folder(path: Path) -> bool:
     return isinstance(index, dict) and any(str(key).lstrip("_").startswith("mtu_") for key in index)
 
 
+def check_folder(
+    path: str | os.PathLike, sources: Iterable[str | os.PathLike | None] = (), replaced: bool = False
+) -> Path:
+    """`path` as a Path if it can be an output folder, existing or not: not empty, not a model in `sources`
+    (`check_not_source`; holding one is fine unless `replaced`), not a file or under one, not a dangling
+    symlink. What is inside is not looked at."""
+    if not str(path).strip():
+        raise ValueError("the output path is empty (it would name the current folder); give the output's path")
+    path = Path(path)
+    check_not_source(path, sources, replaced=replaced)
+    check_parents(path)
+    if path.is_symlink() and not path.exists():
+        raise FileExistsError(
+            f"{path} is a symlink to {os.readlink(path)}, which does not exist: fix or remove the link"
+        )
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} is a file, and the output is a folder: choose another path")
+    return path
+
+
 def check_target(
     path: str | os.PathLike, overwrite: bool = False, sources: Iterable[str | os.PathLike | None] = ()
 ) -> Path:
@@ -112,19 +135,9 @@ def check_target(
             a dangling symlink, a folder of other files, a diffusers pipeline mtu did not export), which even
             `overwrite` does not delete.
     """
-    if not str(path).strip():
-        raise ValueError("the output path is empty (it would name the current folder); give the output's path")
-    path = Path(path)
-    check_not_source(path, sources)
-    check_parents(path)
-    if path.is_symlink() and not path.exists():
-        raise FileExistsError(
-            f"{path} is a symlink to {os.readlink(path)}, which does not exist: fix or remove the link"
-        )
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+    path = check_folder(path, sources, replaced=True)
+    if not path.exists() or not any(path.iterdir()):
         return path
-    if not path.is_dir():
-        raise FileExistsError(f"{path} is a file, and a model is written as a folder: choose another path")
     if not is_own_folder(path):
         raise FileExistsError(
             f"{path} is not a model folder mtu wrote (no {MODEL_MARKERS[0]}, nor a {MODEL_MARKERS[1]} of an mtu "

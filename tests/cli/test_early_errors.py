@@ -50,3 +50,26 @@ def test_an_out_under_a_file_is_refused_before_loading(tmp_path, capsys):
     argv = ["upcycle", "--base", "shapes-base", "--out", str(tmp_path / "notes.txt" / "mtu")]
     assert main(argv) == 1
     assert f"{tmp_path / 'notes.txt'} is a file, so" in last_line(capsys)
+
+
+def test_generate_checks_its_settings_and_out_before_loading(tmp_path, capsys):
+    from mtu.assets import local_model_path
+
+    (tmp_path / "a.png").write_text("not a folder")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    missing = str(tmp_path / "no-such-model")  # loading it would fail: every refusal below comes first
+    cases = [
+        (["--guidance", "nan"], "--guidance must be a number from 0 to 30, got nan"),
+        (["--guidance", "inf"], "--guidance must be a number from 0 to 30, got inf"),
+        (["--image-guidance", "-1"], "--image-guidance must be a number from 0 to 30, got -1.0"),
+        (["--seed", "-1"], "--seed must be a whole number from 0 to 2**63 - 1, got -1"),
+        (["--out", str(tmp_path / "a.png")], f"{tmp_path / 'a.png'} is a file, and the output is a folder"),
+        (["--out", str(tmp_path / "dangling")], "which does not exist: fix or remove the link"),
+    ]
+    for extra, message in cases:
+        assert main(["generate", "--model", missing, "--task", "t2i", *extra]) == 1
+        assert message in last_line(capsys), extra
+    base = local_model_path("shapes-base")
+    assert main(["generate", "--model", "shapes-base", "--task", "t2i", "--out", str(base / "unet")]) == 1
+    assert f"lies inside {base}, which this command reads" in last_line(capsys)
+    assert not list((base / "unet").glob("*.png"))

@@ -93,7 +93,7 @@ def test_overwrite_replaces_only_what_mtu_wrote(root, capsys):
     assert "is not a model folder mtu wrote" in line
     (root / "notes.txt").write_text("mine")
     line = refused(capsys, export(model, root / "notes.txt"), model)
-    assert "is a file, and a model is written as a folder" in line and "--overwrite" not in line
+    assert "is a file, and the output is a folder: choose another path" in line and "--overwrite" not in line
     dangling = root / "dangling"
     dangling.symlink_to(root / "nowhere")
     assert "which does not exist: fix or remove the link" in refused(capsys, export(model, dangling), model)

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from mtu.devices import add_options
+from mtu.limits import setting_range
+from mtu.outputs import output_path
 from mtu.sampler import SamplerSettings
 
 # What a model without stored sampler settings (`mtu.sampler`) runs with: the Shapes sampler, as before.
@@ -34,20 +36,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "mtu/assets/examples): every task of the Shapes models in one command; --prompt/--image/--mask override it",
     )
     parser.add_argument(
-        "--steps", type=int, default=None, help="denoising steps (default: the model's stored sampler, else 25)"
+        "--steps",
+        type=int,
+        default=None,
+        help=f"denoising steps, {setting_range('steps')} (default: the model's stored sampler, else 25)",
     )
     parser.add_argument(
-        "--guidance", type=float, default=None, help="text guidance (default: the model's stored sampler, else 1: off)"
+        "--guidance",
+        type=float,
+        default=None,
+        help=f"text guidance, {setting_range('guidance')} (default: the model's stored sampler, else 1: off)",
     )
     parser.add_argument(
         "--image-guidance",
         type=float,
         default=None,
-        help="image guidance of edit/sr/remove (default: the model's stored sampler, else 1.5)",
+        help=f"image guidance of edit/sr/remove, {setting_range('image_guidance')} (default: the model's stored "
+        "sampler, else 1.5)",
     )
-    parser.add_argument("--num-images", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNGs (default outputs/)")
+    parser.add_argument("--num-images", type=int, default=1, help=f"{setting_range('num_images')} (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help=f"{setting_range('seed')} (default 0)")
+    parser.add_argument(
+        "--out", type=output_path, default=Path("outputs"), help="folder for the PNGs (default outputs/)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace PNGs of the same names in --out")
     add_options(parser)
     parser.add_argument(
@@ -74,12 +85,19 @@ def apply_example(args: argparse.Namespace) -> None:
 
 def check_arguments(args: argparse.Namespace) -> list[Path]:
     """Everything that can be refused without the model; returns the PNG paths to write."""
-    from mtu.limits import MAX_IMAGES, check_count, check_steps, check_text
+    from mtu.assets import local_model_path
+    from mtu.limits import check_settings, check_text
+    from mtu.outputs import check_folder
 
-    if args.steps is not None:
-        check_steps(args.steps, "--steps")
-    check_count("--num-images", args.num_images, MAX_IMAGES)
+    check_settings(  # --guidance inf made an all-black PNG with exit 0
+        steps=args.steps,
+        guidance=args.guidance,
+        image_guidance=args.image_guidance,
+        seed=args.seed,
+        num_images=args.num_images,
+    )
     check_text(args.prompt, "--prompt")
+    check_folder(args.out, [local_model_path(args.model)])  # a file here failed only after the model loaded
     paths = [args.out / f"{args.task}-{args.seed}-{index}.png" for index in range(args.num_images)]
     existing = [path for path in paths if path.exists()]
     if existing and not args.overwrite:
