@@ -270,6 +270,7 @@ class MTUConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_bounds(self)  # every size is memory allocated on its word when a model is built from it
         if not isinstance(self.router_bias, bool):
             raise ValueError(f"router_bias must be true or false, got {self.router_bias!r}")
         dropout = self.gate_dropout
@@ -331,8 +332,6 @@ class MTUConfig:
             if isinstance(data, dict) and "tasks" not in data:
                 # not the dataclass default: a folder's weights serve its own tasks, which the file must name
                 raise ValueError("no 'tasks': an MTU config lists the tasks its weights serve, in task-id order")
-            config = cls.from_dict(data)
+            return cls.from_dict(data)
         except ValueError as error:  # JSON and UTF-8 errors are ValueErrors too: name the file in all of them
             raise ValueError(f"{path}: {error}") from None
-        check_bounds(config, path)  # before anything is built from its sizes
-        return config

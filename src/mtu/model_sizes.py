@@ -3,8 +3,8 @@
 Loading builds the model from `mtu_config.json` first and copies the weights in after, so each size in that
 file (router_hidden_dim, task_embedding_dim, num_experts, the task count, a custom task's channels, an
 adapter's rank) is memory allocated on its word: `router_hidden_dim: 1000000000` asked for 256 GB in one
-tensor. A downloaded folder must not be able to do that. `check_bounds` refuses absurd values as the config
-is read (standard library only); `check_sizes` compares every size with the shapes in the weights file's
+tensor. A downloaded folder must not be able to do that. `check_bounds` refuses absurd values whenever an
+`MTUConfig` is made (standard library only); `check_sizes` compares every size with the shapes in the weights file's
 header (`weight_shapes`: the safetensors header alone, no tensor read), so a model is only ever as large
 as its own weights.
 """
@@ -28,8 +28,9 @@ _ROUTER = re.compile(r"\.router\.net\.(0|2)\.(weight|bias)$")
 _INPUT_CONV = re.compile(r"\.convs\.(\w+)\.weight$")
 
 
-def check_bounds(config: Any, where: Path | str) -> None:
-    """Refuse an MTU config (`mtu.config.MTUConfig`) whose sizes no real model has; `where` names the file."""
+def check_bounds(config: Any) -> None:
+    """Refuse an MTU config (`mtu.config.MTUConfig`) whose sizes no real model has: a damaged or hostile file,
+    or a typo in `mtu upcycle --router-hidden-dim`, would otherwise allocate them."""
     sizes = {name: getattr(config, name) for name in ("num_experts", "router_hidden_dim", "task_embedding_dim")}
     sizes["tasks"] = len(config.tasks)
     for task in config.tasks:
@@ -37,7 +38,7 @@ def check_bounds(config: Any, where: Path | str) -> None:
     for name, value in sizes.items():
         bound = BOUNDS[name.split(" ")[0]]
         if value > bound:
-            raise ValueError(f"{where}: {name} = {value} is over {bound:,}; the file is damaged or not an MTU config")
+            raise ValueError(f"{name} = {value} is over {bound:,}: no real model is this large (a damaged file?)")
 
 
 def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:

@@ -73,3 +73,10 @@ def test_generate_checks_its_settings_and_out_before_loading(tmp_path, capsys):
     assert main(["generate", "--model", "shapes-base", "--task", "t2i", "--out", str(base / "unet")]) == 1
     assert f"lies inside {base}, which this command reads" in last_line(capsys)
     assert not list((base / "unet").glob("*.png"))
+
+
+def test_upcycle_sizes_are_bounded_before_anything_is_allocated(tmp_path, capsys):
+    argv = ["upcycle", "--router-hidden-dim", "1000000000", "--out", str(tmp_path / "mtu")]
+    assert main(argv) == 1  # 256 GB in one router tensor, asked for on the command line
+    assert "router_hidden_dim = 1000000000 is over 65,536: no real model is this large" in last_line(capsys)
+    assert not (tmp_path / "mtu").exists()

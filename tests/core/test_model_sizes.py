@@ -48,7 +48,7 @@ def never_built(monkeypatch):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"router_hidden_dim": 10**9}, r"router_hidden_dim = 1000000000 is over 65,536; the file is damaged"),
+        ({"router_hidden_dim": 10**9}, r"router_hidden_dim = 1000000000 is over 65,536: no real model is this large"),
         ({"router_hidden_dim": 2 * 10**7}, "router_hidden_dim = 20000000 is over 65,536"),
         ({"task_embedding_dim": 10**6}, "task_embedding_dim = 1000000 is over 65,536"),
         ({"num_experts": 4096}, "num_experts = 4096 is over 1,024"),
