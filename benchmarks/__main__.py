@@ -15,7 +15,20 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import busy_cpu, cpu_speed, denoiser, deploy, ffn, limits, size, switching, train_cache, training
+from benchmarks import (
+    busy_cpu,
+    cpu_speed,
+    denoiser,
+    deploy,
+    deploy_openvino,
+    ffn,
+    http_load,
+    limits,
+    size,
+    switching,
+    train_cache,
+    training,
+)
 from benchmarks.configs import base_unet
 from benchmarks.report import Section, environment, sections_from_json, to_json, to_markdown
 from benchmarks.settings import Settings
@@ -46,6 +59,8 @@ SECTIONS: dict[str, Callable[[Settings], Section]] = {
     "busy": busy_cpu.run,
     "deploy": deploy.run,
     "deploy-quality": deploy.run_quality,
+    "openvino": deploy_openvino.run,
+    "http": http_load.section,
     "gpu": gpu_section,
 }
 
@@ -62,6 +77,8 @@ RUN_ORDER = [
     "limits",
     "deploy",
     "deploy-quality",
+    "openvino",
+    "http",
     "training",
     "cache",
     "cpu",

@@ -20,6 +20,7 @@ import gc
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,7 @@ KEPT_FLOAT = (
 
 def run(settings: Settings) -> Section:
     """Speed and size: timed, so run on a quiet machine (`benchmarks/run_paused.sh`)."""
-    tables, targets = [], []
-    for name in _models(settings):
-        table, figures = speed_and_size(name, settings)
-        tables.append(table)
-        targets += figures
+    tables, targets = over_models(settings, speed_and_size)
     return Section(
         key="deploy",
         title="Deploying with ONNX Runtime: speed, int8, size",
@@ -89,6 +86,18 @@ def run(settings: Settings) -> Section:
         targets=targets,
         notes=[KEPT_FLOAT, *filter(None, map(_too_big, [] if settings.quick else SIZES)), "Quality: next section."],
     )
+
+
+def over_models(
+    settings: Settings, measure: Callable[[str, Settings], tuple[Table, list[Target]]]
+) -> tuple[list, list]:
+    """The tables and targets of `measure(name, settings)` over the run's models (`--quick`: the tiny UNet)."""
+    tables, targets = [], []
+    for name in _models(settings):
+        table, figures = measure(name, settings)
+        tables.append(table)
+        targets += figures
+    return tables, targets
 
 
 def run_quality(settings: Settings) -> Section:
@@ -169,11 +178,13 @@ def _base(name: str) -> torch.nn.Module:
     return base_unet(name)  # shared with the other sections of the run
 
 
-def _feeds(base: torch.nn.Module, name: str, seed: int = 0, task: int = 0, side: int = 0) -> dict[str, np.ndarray]:
+def _feeds(
+    base: torch.nn.Module, name: str, seed: int = 0, task: int = 0, side: int = 0, batch: int = 0
+) -> dict[str, np.ndarray]:
     """Inputs of the all-tasks graph for one task (the sample zero-padded to 9 channels past the task's own);
-    `side`: the latent's, if not the timing's."""
-    timing_side, batch = SHAPES[name]
-    side = side or timing_side
+    `side`, `batch`: the latent's side and the batch, if not the timing's."""
+    timing_side, timing_batch = SHAPES[name]
+    side, batch = side or timing_side, batch or timing_batch
     generator = torch.Generator().manual_seed(seed)
     channels = (4, 8, 8, 8, 9)[task]
     sample = torch.randn(batch, channels, side, side, generator=generator)

@@ -79,12 +79,31 @@ def check_placement(device: str | None, dtype: str | None) -> None:
             ) from None
 
 
-def refuse_for_onnx(args: argparse.Namespace, what: str) -> None:
+def refuse_for_onnx(
+    args: argparse.Namespace, what: str, why: str = "onnxruntime runs it in float32 on the CPU"
+) -> None:
     """ONNX models run in onnxruntime in float32 on the CPU: `--device` / `--dtype` do not apply to them."""
     given = [flag for flag in ("device", "dtype") if getattr(args, flag, None) is not None]
     if given:
         flags = " and ".join(f"--{flag}" for flag in given)
-        raise ValueError(f"{flags}: not for {what} (onnxruntime runs it in float32 on the CPU); leave them out")
+        raise ValueError(f"{flags}: not for {what} ({why}); leave them out")
+
+
+# OpenVINO's INFERENCE_PRECISION_HINT for each --dtype: f32 unless asked, since on a CPU with bfloat16 its
+# default is bfloat16 (mtu.deploy.openvino_pipeline).
+OPENVINO_PRECISIONS = {None: "f32", "float32": "f32", "bfloat16": "bf16"}
+
+
+def openvino_precision(args: argparse.Namespace, what: str) -> str:
+    """The OpenVINO precision of `--dtype` (default f32); `--device` and float16 are refused in one line."""
+    if getattr(args, "device", None) is not None:
+        raise ValueError(
+            f"--device: not for {what} (it runs on OpenVINO's CPU device; in Python, "
+            "OpenVINOPipeline.from_openvino(folder, device=...)); leave it out"
+        )
+    if args.dtype not in OPENVINO_PRECISIONS:
+        raise ValueError(f"--dtype {args.dtype}: not for {what} (OpenVINO runs float32 or bfloat16); use one of those")
+    return OPENVINO_PRECISIONS[args.dtype]
 
 
 def load_pipeline(model, base=None, device: str | None = None, dtype: str | None = None):

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import PIL.Image
 import pytest
 
 from mtu.cli.main import main
-from tests.helpers import generate_argv, upcycle_tiny_sd_pipeline
+from tests.helpers import generate_argv
 
 pytest.importorskip("onnxruntime")
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("deploy-cli")
-    upcycle_tiny_sd_pipeline(root)
-    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / "image.png")
-    return root
 
 
 def test_export_all_tasks_as_onnx_then_generate_with_onnxruntime(workspace, capsys):
@@ -67,10 +58,10 @@ def test_export_single_file(workspace):
 def test_refusals_are_one_line(workspace, capsys):
     argv = ["export", "--model", str(workspace / "mtu"), "--task", "all", "--out", str(workspace / "x")]
     assert main(argv) == 1
-    assert "--task all (one model for every task) exists for --format onnx only" in capsys.readouterr().err
+    assert "--task all (one model for every task) exists for --format onnx and openvino only" in capsys.readouterr().err
     argv = ["export", "--model", str(workspace / "mtu"), "--task", "t2i", "--quantize", "int8", "--out", "x"]
     assert main(argv) == 1
-    assert "--quantize exists for --format onnx only (got --format diffusers)" in capsys.readouterr().err
+    assert "--quantize exists for --format onnx and openvino only (got --format diffusers)" in capsys.readouterr().err
     argv = [
         "generate",
         "--runtime",

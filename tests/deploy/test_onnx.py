@@ -8,27 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-import mtu
 from mtu.deploy import OnnxPipeline, export_onnx
 from mtu.deploy.onnx_export import export_denoiser, save_graph
 from mtu.deploy.onnx_pipeline import OnnxGraph
 from tests.core.tiny_models import relative_error
+from tests.deploy.graphs import all_task_errors
+from tests.deploy.graphs import denoiser_inputs as _inputs
 from tests.helpers import TASKS, mtu_pipeline, request_for, tiny_sdxl_components
 
 pytest.importorskip("onnxruntime")
 STEPS = 3
-MIXED = ["t2i", "edit", "inpaint", "t2i", "sr", "remove"]
-
-
-def _inputs(model, tasks: list[str], height: int = 16, width: int = 12, seed: int = 0):
-    """Inputs at another batch and size than the graphs were traced with."""
-    generator = torch.Generator().manual_seed(seed)
-    sample = mtu.concat_task_inputs(
-        [torch.randn(1, model.task_in_channels(task), height, width, generator=generator) for task in tasks]
-    )
-    timestep = torch.randint(0, 1000, (len(tasks),), generator=generator).float()
-    text = torch.randn(len(tasks), 7, model.config.cross_attention_dim, generator=generator)
-    return sample, timestep, text
 
 
 def _run(graph: OnnxGraph, sample, timestep, text, **extra) -> torch.Tensor:
@@ -51,13 +40,8 @@ def test_all_tasks_graph_equals_the_mtu_model_for_every_task_and_a_mixed_batch(p
     model = pipe.unet
     graph = OnnxGraph(onnx_all / "unet" / "model.onnx", threads=1)
     assert graph.input_names == ["sample", "timestep", "encoder_hidden_states", "task_id"]
-    for tasks in [[task] * 2 for task in TASKS] + [MIXED]:
-        sample, timestep, text = _inputs(model, tasks)
-        with torch.no_grad():
-            expected = model(sample, timestep, text, task=tasks).sample
-        padded = torch.nn.functional.pad(sample, (0, 0, 0, 0, 0, 9 - sample.shape[1]))
-        ids = torch.tensor([TASKS.index(task) for task in tasks])
-        assert relative_error(_run(graph, padded, timestep, text, task_id=ids), expected) <= 1e-4, tasks
+    errors = all_task_errors(model, graph)
+    assert max(errors.values()) <= 1e-4, errors
 
 
 def test_the_folder_holds_what_a_runner_needs(onnx_all):

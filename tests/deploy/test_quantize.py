@@ -30,18 +30,7 @@ STEPS = 3
 # models: dynamic ~0.007 / ~0.005; static (activations too, calibrated on 2 examples x 3 steps) ~0.14 / ~0.09.
 DENOISER_TOLERANCE = {"int8": 0.03, "int8-static": 0.3}
 PIXEL_TOLERANCE = {"int8": 0.03, "int8-static": 0.2}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def few_calibration_steps(monkeypatch_module):
-    monkeypatch_module.setattr("mtu.deploy.quantize.CALIBRATION_EXAMPLES", 2)
-    monkeypatch_module.setattr("mtu.deploy.quantize.CALIBRATION_STEPS", 3)
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
+pytestmark = pytest.mark.usefixtures("few_calibration_steps")
 
 
 @pytest.fixture(scope="module")

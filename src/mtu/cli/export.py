@@ -1,4 +1,5 @@
-"""`mtu export`: one task of an MTU model as a stock diffusers pipeline folder, an ONNX folder or a single file."""
+"""`mtu export`: one task of an MTU model as a stock diffusers pipeline folder, an ONNX or OpenVINO folder or a
+single file."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ from mtu.outputs import output_path
 FORMATS = {
     "diffusers": "a stock diffusers pipeline folder (router folded: zero overhead)",
     "onnx": "an ONNX folder run by onnxruntime (mtu.deploy.OnnxPipeline, mtu generate --runtime onnx)",
+    "openvino": "an OpenVINO IR folder (mtu.deploy.OpenVINOPipeline, mtu generate --runtime openvino)",
     "single-file": "one .safetensors in the original Stable Diffusion layout (ComfyUI, AUTOMATIC1111)",
 }
+GRAPH_FORMATS = ("onnx", "openvino")  # the formats with --task all and --quantize
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("export", help="write one task as a stock diffusers pipeline, ONNX or a single file")
+    parser = subparsers.add_parser(
+        "export", help="write a model as a stock diffusers pipeline, ONNX, OpenVINO or a single file"
+    )
     parser.add_argument(
         "--model",
         required=True,
@@ -23,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")
     parser.add_argument(
-        "--task", required=True, help="a task of the model; with --format onnx, `all`: one graph for every task"
+        "--task",
+        required=True,
+        help="a task of the model; with --format onnx or openvino, `all`: one graph for every task",
     )
     parser.add_argument(
         "--format",
@@ -35,9 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--quantize",
         choices=["int8", "int8-static"],
         default=None,
-        help="--format onnx only: an 8-bit denoiser graph. int8: linear-layer weights, no "
-        "calibration; int8-static: linear layers and convolutions, calibrated on Shapes "
-        "(docs/deploy.md)",
+        help="--format onnx or openvino only: an 8-bit denoiser graph. int8: weights only (ONNX: linear layers; "
+        "OpenVINO: linear layers and convolutions), no calibration; int8-static: weights and activations of linear "
+        "layers and convolutions, calibrated on Shapes trajectories of every task (docs/deploy.md)",
     )
     add_options(parser)
     parser.add_argument(
@@ -57,14 +64,21 @@ def run(args: argparse.Namespace) -> None:
     from mtu.loading import inspect_model
     from mtu.outputs import check_target
 
-    if args.task == "all" and args.format != "onnx":
+    if args.task == "all" and args.format not in GRAPH_FORMATS:
         raise ValueError(
-            "--task all (one model for every task) exists for --format onnx only; export one task at a time"
+            "--task all (one model for every task) exists for --format onnx and openvino only; "
+            "export one task at a time"
         )
-    if args.quantize and args.format != "onnx":
-        raise ValueError(f"--quantize exists for --format onnx only (got --format {args.format})")
+    if args.quantize and args.format not in GRAPH_FORMATS:
+        raise ValueError(f"--quantize exists for --format onnx and openvino only (got --format {args.format})")
     if args.format == "onnx":
         refuse_for_onnx(args, "--format onnx")
+    elif args.format == "openvino":  # exported in float32; the precision is chosen when it runs
+        refuse_for_onnx(
+            args,
+            "--format openvino",
+            "it is exported in float32; its precision is picked when it runs: mtu generate --runtime openvino --dtype",
+        )
     check_placement(args.device, args.dtype)
     source = inspect_model(args.model)
     source.check_exportable()  # a lora / ia3 run has no one denoiser per task to write
@@ -83,6 +97,11 @@ def run(args: argparse.Namespace) -> None:
 
         out = export_onnx(pipe, args.task, args.out, overwrite=args.overwrite, quantize=args.quantize)
         print(f"wrote {out} (run it with mtu generate --runtime onnx, or mtu.deploy.OnnxPipeline.from_onnx)")
+    elif args.format == "openvino":
+        from mtu.deploy.openvino_export import export_openvino
+
+        out = export_openvino(pipe, args.task, args.out, overwrite=args.overwrite, quantize=args.quantize)
+        print(f"wrote {out} (run it with mtu generate --runtime openvino, or mtu.deploy.OpenVINOPipeline)")
     elif args.format == "single-file":
         from mtu.deploy.single_file import export_single_file
 

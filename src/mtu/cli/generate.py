@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="shapes-mtu",
         help="an MTU folder, an `mtu train` run's model/ (any method), a base pipeline (upcycled afresh: "
         "untrained), a shipped name (default shapes-mtu, the trained Shapes model) or a hub id (org/name, from the "
-        "Hugging Face cache; HF_HUB_OFFLINE=1 works with a filled cache); with --runtime onnx, "
-        "an ONNX folder",
+        "Hugging Face cache; HF_HUB_OFFLINE=1 works with a filled cache); with --runtime onnx / openvino, "
+        "a folder of mtu export --format onnx / openvino",
     )
     parser.add_argument("--base", default=None, help="base pipeline of an MTU folder (default: the one it names)")
     parser.add_argument("--task", required=True, help="t2i, edit, sr, remove, inpaint, ...")
@@ -63,9 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_options(parser)
     parser.add_argument(
         "--runtime",
-        choices=["torch", "onnx"],
+        choices=["torch", "onnx", "openvino"],
         default="torch",
-        help="torch (default), or onnx: --model is a folder from `mtu export --format onnx`",
+        help="torch (default); onnx: --model is a folder from `mtu export --format onnx`; openvino: from "
+        "`mtu export --format openvino`, in float32 unless --dtype bfloat16",
     )
     parser.set_defaults(func=run)
 
@@ -109,7 +110,7 @@ def check_arguments(args: argparse.Namespace) -> list[Path]:
 
 def run(args: argparse.Namespace) -> None:
     from mtu.config import BUILTIN_TASKS
-    from mtu.devices import check_placement, refuse_for_onnx
+    from mtu.devices import check_placement, openvino_precision, refuse_for_onnx
     from mtu.images import open_image
     from mtu.limits import check_image_size
 
@@ -117,6 +118,8 @@ def run(args: argparse.Namespace) -> None:
     paths = check_arguments(args)
     if args.runtime == "onnx":
         refuse_for_onnx(args, "--runtime onnx")
+    elif args.runtime == "openvino":
+        openvino_precision(args, "--runtime openvino")
     else:
         check_placement(args.device, args.dtype)  # before the model loads
     image = open_image(args.image) if args.image is not None else None
@@ -154,12 +157,17 @@ def run(args: argparse.Namespace) -> None:
 
 
 def load_pipeline(args: argparse.Namespace):
+    if args.runtime != "torch" and args.base is not None:
+        raise ValueError(f"--base does not apply to --runtime {args.runtime}: the folder holds every network it runs")
     if args.runtime == "onnx":
-        if args.base is not None:
-            raise ValueError("--base does not apply to --runtime onnx: the ONNX folder holds every network it runs")
         from mtu.deploy.onnx_pipeline import OnnxPipeline
 
         return OnnxPipeline.from_onnx(args.model)
+    if args.runtime == "openvino":
+        from mtu.deploy.openvino_pipeline import OpenVINOPipeline
+        from mtu.devices import openvino_precision
+
+        return OpenVINOPipeline.from_openvino(args.model, precision=openvino_precision(args, "--runtime openvino"))
     from mtu.devices import load_pipeline as load_placed
 
     return load_placed(args.model, args.base, args.device, args.dtype)

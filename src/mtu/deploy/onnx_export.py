@@ -47,17 +47,7 @@ def export_onnx(pipe: Any, task: str, out: str | Path, overwrite: bool = False, 
     """
     check_target(out, overwrite)  # before the export work
     require("onnx")
-    if pipe.is_sdxl:
-        raise ValueError("ONNX export covers the SD 1.x/2.x layout; SDXL is not supported yet")
-    if pipe.unet.dtype != torch.float32:
-        raise ValueError(f"ONNX export writes float32 graphs; load the model in float32 (it is {pipe.unet.dtype})")
-    model = pipe.unet
-    if task == ALL_TASKS:
-        denoiser, specs = build_all_task_denoiser(model), list(model.mtu_config.tasks)
-    else:
-        specs = [model.mtu_config.tasks[model.mtu_config.task_index(task)]]
-        denoiser = model.export(task).eval().requires_grad_(False)
-    channels = {spec.name: model.task_in_channels(spec.name) for spec in specs}
+    channels = check_exportable(pipe, task)
     if quantize is not None:
         from mtu.deploy.quantize import check_mode
 
@@ -65,27 +55,47 @@ def export_onnx(pipe: Any, task: str, out: str | Path, overwrite: bool = False, 
         require("onnxruntime")
 
     def write(folder: Path) -> None:
-        export_denoiser(denoiser, folder / "unet", pipe.tokenizer.model_max_length)
-        export_text_encoder(pipe.text_encoder, folder / "text_encoder", pipe.tokenizer.model_max_length)
-        export_vae(pipe.vae, folder)
-        pipe.tokenizer.save_pretrained(folder / "tokenizer")
-        pipe.scheduler.save_pretrained(folder / "scheduler")
-        index = _index(
-            pipe,
-            {
-                "task": task,
-                "tasks": [dataclasses.asdict(spec) for spec in specs],
-                "task_channels": channels,
-                "opset": OPSET,
-            },
-        )
-        (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        write_onnx_folder(pipe, task, folder)
         if quantize is not None:
             from mtu.deploy.quantize import quantize_folder
 
             quantize_folder(folder, quantize)
 
     return write_folder(out, write, overwrite)
+
+
+def check_exportable(pipe: Any, task: str) -> dict[str, int]:
+    """The input channels of each task the export of `task` serves ({name: channels}), or a one-line refusal."""
+    if pipe.is_sdxl:
+        raise ValueError("ONNX export covers the SD 1.x/2.x layout; SDXL is not supported yet")
+    if pipe.unet.dtype != torch.float32:
+        raise ValueError(f"ONNX export writes float32 graphs; load the model in float32 (it is {pipe.unet.dtype})")
+    config = pipe.unet.mtu_config
+    names = config.task_names if task == ALL_TASKS else [config.task_names[config.task_index(task)]]
+    return {name: pipe.unet.task_in_channels(name) for name in names}
+
+
+def write_onnx_folder(pipe: Any, task: str, folder: Path) -> None:
+    """Every graph of the export of `task` (float32), its configs, tokenizer, scheduler and manifest, in `folder`.
+
+    The one gather step of every graph format: `mtu.deploy.openvino_export` converts this folder's graphs.
+    """
+    model = pipe.unet
+    channels = check_exportable(pipe, task)
+    specs = [spec for spec in model.mtu_config.tasks if spec.name in channels]
+    if task == ALL_TASKS:
+        denoiser = build_all_task_denoiser(model)
+    else:
+        denoiser = model.export(task).eval().requires_grad_(False)
+    export_denoiser(denoiser, folder / "unet", pipe.tokenizer.model_max_length)
+    del denoiser  # before the other graphs: an SD1.5 copy is 3.4 GB
+    export_text_encoder(pipe.text_encoder, folder / "text_encoder", pipe.tokenizer.model_max_length)
+    export_vae(pipe.vae, folder)
+    pipe.tokenizer.save_pretrained(folder / "tokenizer")
+    pipe.scheduler.save_pretrained(folder / "scheduler")
+    manifest = {"task": task, "tasks": [dataclasses.asdict(spec) for spec in specs], "task_channels": channels}
+    index = _index(pipe, {**manifest, "opset": OPSET})
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 def require(module: str) -> Any:

@@ -4,14 +4,18 @@ It is `MTUPipeline` with its networks swapped for onnxruntime sessions behind th
 so requests are checked, tokenized, noised, conditioned (`mtu.conditioning`), guided, stepped and decoded
 by the very code the PyTorch pipeline runs: same seeds, same layouts, same images up to float rounding.
 Mixed-task batches (`run_batch`) need the all-tasks export (`--task all`).
+
+The runtime is one small interface, `Graph` (input names; a call by input name, torch tensors in and out):
+`OnnxGraph` here, `mtu.deploy.openvino_pipeline.OpenVINOGraph` for OpenVINO. Everything above it, the
+denoiser / text encoder / VAE wrappers and the folder loading of `ExportedPipeline`, is shared.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,6 +24,26 @@ from diffusers.configuration_utils import FrozenDict
 from mtu.config import MTUConfig
 from mtu.deploy.onnx_export import INDEX_KEY, require
 from mtu.pipelines.pipeline_mtu import MTUPipeline
+
+OPENVINO_KEY = "mtu_openvino"  # the OpenVINO folder's manifest (`mtu.deploy.openvino_export`)
+# The index key of each exported format's manifest: (what it is called, its `mtu export --format`, its loader).
+FORMATS = {
+    INDEX_KEY: ("ONNX", "onnx", "OnnxPipeline.from_onnx"),
+    OPENVINO_KEY: ("OpenVINO", "openvino", "OpenVINOPipeline.from_openvino"),
+}
+
+
+class Graph(Protocol):
+    """What a runtime provides: a network's input names, and a call by input name returning its outputs."""
+
+    input_names: list[str]
+
+    def __call__(self, **inputs: torch.Tensor) -> list[torch.Tensor]: ...
+
+
+def as_feeds(inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Torch tensors as the contiguous CPU arrays a runtime reads."""
+    return {name: np.ascontiguousarray(value.detach().cpu().numpy()) for name, value in inputs.items()}
 
 
 class OnnxGraph:
@@ -41,18 +65,15 @@ class OnnxGraph:
 
     def __call__(self, **inputs: torch.Tensor) -> list[torch.Tensor]:
         device = next(iter(inputs.values())).device
-        feeds = {name: np.ascontiguousarray(value.detach().cpu().numpy()) for name, value in inputs.items()}
-        return [torch.from_numpy(array).to(device) for array in self.session.run(None, feeds)]
+        return [torch.from_numpy(array).to(device) for array in self.session.run(None, as_feeds(inputs))]
 
 
 class OnnxDenoiser:
-    """The denoiser graph behind `MTUModel`'s call signature (`task=` a name, or one name / id per sample)."""
+    """The denoiser graph (any `Graph`) behind `MTUModel`'s call signature (`task=` a name, or one per sample)."""
 
     dtype = torch.float32
 
-    def __init__(
-        self, graph: OnnxGraph, config: FrozenDict, mtu_config: MTUConfig, task_channels: dict[str, int]
-    ) -> None:
+    def __init__(self, graph: Graph, config: FrozenDict, mtu_config: MTUConfig, task_channels: dict[str, int]) -> None:
         self.graph, self.config, self.mtu_config = graph, config, mtu_config
         self.task_channels = dict(task_channels)
         self.all_tasks = "task_id" in graph.input_names
@@ -79,7 +100,7 @@ class OnnxDenoiser:
         batch, channels, height, width = sample.shape
         if height % self.size_multiple or width % self.size_multiple:
             raise ValueError(
-                f"the ONNX denoiser takes latents whose sides are multiples of {self.size_multiple}, "
+                f"the exported denoiser takes latents whose sides are multiples of {self.size_multiple}, "
                 f"got {height}x{width}: "
                 "choose an output size that is a multiple of that times the VAE's downsampling"
             )
@@ -106,7 +127,7 @@ class OnnxDenoiser:
 class OnnxTextEncoder:
     dtype = torch.float32
 
-    def __init__(self, graph: OnnxGraph) -> None:
+    def __init__(self, graph: Graph) -> None:
         self.graph = graph
 
     def __call__(self, input_ids: torch.Tensor, output_hidden_states: bool = False, **unused: Any):
@@ -114,7 +135,7 @@ class OnnxTextEncoder:
 
         if output_hidden_states:
             raise ValueError(
-                "the ONNX text encoder returns the last hidden state only (the SDXL layout is not exported)"
+                "the exported text encoder returns the last hidden state only (the SDXL layout is not exported)"
             )
         last, pooled = self.graph(input_ids=input_ids.long())
         return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=pooled)
@@ -126,7 +147,7 @@ class OnnxVae:
 
     dtype = torch.float32
 
-    def __init__(self, encoder: OnnxGraph, decoder: OnnxGraph, config: FrozenDict) -> None:
+    def __init__(self, encoder: Graph, decoder: Graph, config: FrozenDict) -> None:
         self.encoder, self.decoder, self.config = encoder, decoder, config
 
     def encode(self, sample: torch.Tensor, return_dict: bool = True):
@@ -143,12 +164,65 @@ class OnnxVae:
         return DecoderOutput(sample=image) if return_dict else (image,)
 
 
-class OnnxPipeline(MTUPipeline):
-    """`MTUPipeline` over an ONNX folder: `OnnxPipeline.from_onnx(folder)("edit", "make it blue", image=...)`."""
+class ExportedPipeline(MTUPipeline):
+    """`MTUPipeline` over an exported folder's graphs, whatever runs them: `OnnxPipeline`, `OpenVINOPipeline`."""
 
     @staticmethod
     def _check_denoiser(unet: Any) -> None:
-        """Any denoiser behind `MTUModel`'s call signature: `from_onnx` passes an `OnnxDenoiser`."""
+        """Any denoiser behind `MTUModel`'s call signature: the loaders pass an `OnnxDenoiser`."""
+
+    @classmethod
+    def _from_folder(cls, folder: str | Path, key: str, make_graph: Callable[[Path], Graph]) -> ExportedPipeline:
+        """Load a folder whose model_index.json holds the manifest `key`; `make_graph(folder / name)` opens a graph."""
+        import diffusers
+        from transformers import AutoTokenizer
+
+        folder = Path(folder)
+        index = read_index(folder, key)
+        manifest = index[key]
+
+        def config(name: str) -> FrozenDict:
+            return FrozenDict(json.loads((folder / name / "config.json").read_text()))
+
+        unet = OnnxDenoiser(
+            make_graph(folder / "unet"), config("unet"), MTUConfig(tasks=manifest["tasks"]), manifest["task_channels"]
+        )
+        vae = OnnxVae(make_graph(folder / "vae_encoder"), make_graph(folder / "vae_decoder"), config("vae_decoder"))
+        scheduler_class = getattr(diffusers, index["scheduler"][1], None)
+        if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, diffusers.SchedulerMixin)):
+            raise ValueError(f"{folder / 'model_index.json'}: unknown scheduler {index['scheduler'][1]!r}")
+        return cls(
+            vae=vae,
+            text_encoder=OnnxTextEncoder(make_graph(folder / "text_encoder")),
+            tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
+            unet=unet,
+            scheduler=scheduler_class.from_pretrained(folder / "scheduler"),
+        )
+
+
+def read_index(folder: Path, key: str) -> dict:
+    """The folder's model_index.json if it holds the manifest `key`; else one line naming what the folder is."""
+    index_path = folder / "model_index.json"
+    try:
+        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    except ValueError:
+        index = {}
+    name, export_format, _ = FORMATS[key]
+    if isinstance(index, dict) and isinstance(index.get(key), dict):
+        return index
+    other = next((FORMATS[k] for k in FORMATS if isinstance(index, dict) and k in index), None)
+    if other is not None:
+        raise ValueError(
+            f"{folder} is an {other[0]} export of mtu, not an {name} one: run it with --runtime {other[1]} ({other[2]})"
+        )
+    raise ValueError(
+        f"{folder} is not an {name} export of mtu (no {key!r} in model_index.json); "
+        f"write one with `mtu export --format {export_format}`"
+    )
+
+
+class OnnxPipeline(ExportedPipeline):
+    """`MTUPipeline` over an ONNX folder: `OnnxPipeline.from_onnx(folder)("edit", "make it blue", image=...)`."""
 
     @classmethod
     def from_onnx(
@@ -160,36 +234,4 @@ class OnnxPipeline(MTUPipeline):
             threads: onnxruntime intra-op threads (default: its own choice, all cores).
             providers: onnxruntime execution providers (default CPU), e.g. ["CUDAExecutionProvider"].
         """
-        import diffusers
-        from transformers import AutoTokenizer
-
-        folder = Path(folder)
-        index_path = folder / "model_index.json"
-        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-        manifest = index.get(INDEX_KEY)
-        if not isinstance(manifest, dict):
-            raise ValueError(
-                f"{folder} is not an ONNX export of mtu (no {INDEX_KEY!r} in model_index.json); "
-                "write one with `mtu export --format onnx`"
-            )
-
-        def graph(name: str) -> OnnxGraph:
-            return OnnxGraph(folder / name / "model.onnx", threads, providers)
-
-        def config(name: str) -> FrozenDict:
-            return FrozenDict(json.loads((folder / name / "config.json").read_text()))
-
-        unet = OnnxDenoiser(
-            graph("unet"), config("unet"), MTUConfig(tasks=manifest["tasks"]), manifest["task_channels"]
-        )
-        vae = OnnxVae(graph("vae_encoder"), graph("vae_decoder"), config("vae_decoder"))
-        scheduler_class = getattr(diffusers, index["scheduler"][1], None)
-        if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, diffusers.SchedulerMixin)):
-            raise ValueError(f"{index_path}: unknown scheduler {index['scheduler'][1]!r}")
-        return cls(
-            vae=vae,
-            text_encoder=OnnxTextEncoder(graph("text_encoder")),
-            tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
-            unet=unet,
-            scheduler=scheduler_class.from_pretrained(folder / "scheduler"),
-        )
+        return cls._from_folder(folder, INDEX_KEY, lambda path: OnnxGraph(path / "model.onnx", threads, providers))

@@ -197,11 +197,18 @@ def shapes_calibration(
     denoiser call of `steps` sampler steps is recorded, guidance copies included, so the ranges cover
     the whole noise schedule. Defaults: `CALIBRATION_EXAMPLES` per task, `CALIBRATION_STEPS` steps.
     """
-    from mtu.data.shapes.tasks import make_example
     from mtu.deploy.onnx_pipeline import OnnxPipeline
+
+    return pipeline_calibration(OnnxPipeline.from_onnx(folder, threads=threads), examples, steps)
+
+
+def pipeline_calibration(
+    pipe: Any, examples: int | None = None, steps: int | None = None
+) -> list[dict[str, np.ndarray]]:
+    """`shapes_calibration` through any exported pipeline (`OnnxPipeline`, `OpenVINOPipeline`) of float32 graphs."""
+    from mtu.data.shapes.tasks import make_example
     from mtu.evaluation.shapes_eval import example_request
 
-    pipe = OnnxPipeline.from_onnx(folder, threads=threads)
     tasks = pipe.unet.task_names  # the tasks this folder runs (one, or every task of the model)
     check_mode(STATIC, tasks)
     rng = np.random.default_rng(CALIBRATION_SEED)
@@ -217,12 +224,14 @@ def shapes_calibration(
 
 
 def record_feeds(pipe: Any, batches: Iterable[list[Any]], steps: int) -> list[dict[str, np.ndarray]]:
-    """Run each batch of `MTURequest`s through an `OnnxPipeline`, recording the feeds of every denoiser call."""
+    """Run each batch of `MTURequest`s through an exported pipeline, recording the feeds of every denoiser call."""
+    from mtu.deploy.onnx_pipeline import as_feeds
+
     pipe.set_progress_bar_config(disable=True)
     graph, feeds = pipe.unet.graph, []
 
     def recording(**inputs: Any) -> Any:
-        feeds.append({name: np.ascontiguousarray(value.detach().cpu().numpy()) for name, value in inputs.items()})
+        feeds.append(as_feeds(inputs))
         return graph(**inputs)
 
     pipe.unet.graph = recording
