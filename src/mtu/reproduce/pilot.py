@@ -167,11 +167,16 @@ def run_pilot_job(run: PilotRun, folder: Path, base: dict, pilot: dict, device: 
 
 
 def pilot_config(run: PilotRun, base: dict, folder: Path, pilot: dict):
+    tasks = {run.task: base["tasks"][run.task]}
+    return curve_config(base, folder, pilot, {"method": "single-task", "tasks": tasks, **run.setting.overrides()})
+
+
+def curve_config(base: dict, folder: Path, pilot: dict, overrides: dict):
+    """A pilot run's training config: seed 0, a checkpoint every `every` steps (one kept: it is scored, then
+    superseded), no logs or samples, plus the run's own `overrides` (method, tasks, rates)."""
     from mtu.training.config import TrainConfig, apply_overrides
 
-    overrides = {
-        "method": "single-task",
-        "tasks": {run.task: base["tasks"][run.task]},
+    fixed = {
         "seed": 0,
         "output_dir": str(folder / "train"),
         "train.max_steps": pilot["max_steps"],
@@ -179,9 +184,8 @@ def pilot_config(run: PilotRun, base: dict, folder: Path, pilot: dict):
         "checkpoint.keep": 1,
         "logging.log_with": "none",
         "logging.sample_every": 0,
-        **run.setting.overrides(),
     }
-    return TrainConfig.from_dict(apply_overrides(base, overrides))
+    return TrainConfig.from_dict(apply_overrides(base, {**fixed, **overrides}))
 
 
 def score_checkpoint(model: Path, task: str, pilot: dict, device: str) -> dict:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mtu.config import write_text_atomic
-from mtu.reproduce.pilot import PILOT_TASKS, passes, score_checkpoint, validation_baselines
+from mtu.reproduce.pilot import PILOT_TASKS, curve_config, passes, score_checkpoint, validation_baselines
 
 LEARNED_TASKS = ("t2i", "sr", "remove")  # passed the v2 pilot on validation; edit passed under no setting
 T2I_KEEP = 0.02
@@ -68,22 +68,8 @@ CANDIDATES = (
 
 
 def recipe_config(recipe: Recipe, base: dict, folder: Path, pilot: dict):
-    from mtu.training.config import TrainConfig, apply_overrides
-
-    overrides = {
-        "method": "mtu",
-        "tasks": {task: base["tasks"][task] for task in PILOT_TASKS},
-        "seed": 0,
-        "output_dir": str(folder / "train"),
-        "train.max_steps": pilot["max_steps"],
-        "checkpoint.every": pilot["every"],
-        "checkpoint.keep": 1,
-        "logging.log_with": "none",
-        "logging.sample_every": 0,
-        **SHARED,
-        **recipe.overrides,
-    }
-    return TrainConfig.from_dict(apply_overrides(base, overrides))
+    tasks = {task: base["tasks"][task] for task in PILOT_TASKS}
+    return curve_config(base, folder, pilot, {"method": "mtu", "tasks": tasks, **SHARED, **recipe.overrides})
 
 
 def score_point(model: Path, pilot: dict, device: str) -> dict:
