@@ -89,7 +89,7 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", task_name(self.name))  # frozen
-        if self.conditioning not in CONDITIONINGS:
+        if not isinstance(self.conditioning, str) or self.conditioning not in CONDITIONINGS:
             raise ValueError(
                 f"task {self.name!r}: conditioning {self.conditioning!r} is not one of {sorted(CONDITIONINGS)}"
             )
@@ -114,7 +114,7 @@ class TaskSpec:
                 f"task {self.name!r}: upscale={self.upscale} needs conditioning='image' (an input image to scale up), "
                 f"got {self.conditioning!r}"
             )
-        if self.prompt not in PROMPTS:
+        if not isinstance(self.prompt, str) or self.prompt not in PROMPTS:
             raise ValueError(f"task {self.name!r}: prompt {self.prompt!r} is not one of {sorted(PROMPTS)}")
         self._check_phrases()
 
@@ -217,7 +217,8 @@ def as_task_spec(task: TaskSpec | str | dict) -> TaskSpec:
         if unknown:
             allowed = [f.name for f in fields(TaskSpec)]
             raise ValueError(f"task {task!r} has unknown keys {sorted(unknown)}; allowed: {allowed}")
-        builtin = BUILTIN_TASKS.get(task.get("name"))
+        name = task.get("name")
+        builtin = BUILTIN_TASKS.get(name) if isinstance(name, str) else None  # a list is no name (nor hashable)
         if builtin is not None and task.get("conditioning", "custom") == builtin.conditioning:
             # Saved before `upscale` / `prompt` / `phrases` existed: a built-in task keeps its built-in behaviour.
             task = {**asdict(builtin), **task}

@@ -214,11 +214,9 @@ def check_weight_sizes(source: ModelFolder, config: MTUConfig, base_model: nn.Mo
     if weights.is_file():
         conv = base_model.get_submodule(find_input_conv(base_model))
         check_sizes(config, weight_shapes(weights), weights, getattr(conv, "in_channels", None))
-    if source.adapter:
-        adapters = source.path / ADAPTERS_FILE
-        check_adapter(
-            source.adapter, weight_shapes(adapters) if adapters.is_file() else None, source.path / METHOD_FILE
-        )
+    adapters = source.path / ADAPTERS_FILE
+    shapes = weight_shapes(adapters) if adapters.is_file() else None
+    check_adapter(source.method, source.adapter, shapes, source.path / METHOD_FILE)
 
 
 def read_weights(folder: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:

@@ -128,19 +128,26 @@ def _input_conv_problems(config: Any, shapes: dict, latent_channels: int) -> lis
     return problems
 
 
-def check_adapter(adapter: Any, shapes: dict[str, tuple[int, ...]] | None, where: Path) -> None:
-    """A lora / ia3 run's adapter fields (training_method.json): known keys, a bounded rank that matches
-    the saved LoRA matrices (`shapes`: `weight_shapes` of adapters.safetensors, None when absent)."""
+def check_adapter(method: str | None, adapter: Any, shapes: dict[str, tuple[int, ...]] | None, where: Path) -> None:
+    """A run's adapter fields (training_method.json): a lora / ia3 run needs its own method's adapter, with a
+    bounded rank (LoRA: >= 1) that matches the saved LoRA matrices (`shapes`: `weight_shapes` of
+    adapters.safetensors, None when absent); another run may leave it out."""
     from dataclasses import fields
 
     from mtu.baselines import AdapterSpec
+    from mtu.loading import ADAPTER_METHODS
 
+    if adapter is None and method not in ADAPTER_METHODS:
+        return
     allowed = {field.name for field in fields(AdapterSpec)}
-    if not isinstance(adapter, dict) or set(adapter) - allowed:
-        raise ValueError(f"{where}: adapter must be an object of {sorted(allowed)}, got {adapter!r}")
-    rank = adapter.get("rank", 0)
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank <= BOUNDS["rank"]:
-        raise ValueError(f"{where}: adapter rank must be a whole number from 0 to {BOUNDS['rank']:,}, got {rank!r}")
+    if not isinstance(adapter, dict) or set(adapter) - allowed or adapter.get("method") != method:
+        raise ValueError(
+            f"{where}: a {method} run's adapter is an object of {sorted(allowed)} with method {method!r}, "
+            f"got {adapter!r}"
+        )
+    rank, low = adapter.get("rank", 0), 1 if method == "lora" else 0
+    if isinstance(rank, bool) or not isinstance(rank, int) or not low <= rank <= BOUNDS["rank"]:
+        raise ValueError(f"{where}: adapter rank must be a whole number from {low} to {BOUNDS['rank']:,}, got {rank!r}")
     wrong = [key for key, shape in (shapes or {}).items() if ".lora_A." in key and shape[:1] != (rank,)]
     if wrong:
         saved = shapes[wrong[0]]

@@ -74,6 +74,16 @@ def test_a_name_equal_after_nfkc_normalisation_is_the_same_name():  # issue 31: 
         model.add_task(TaskSpec("\uff54\uff12\uff49", "image"))
 
 
+def test_task_fields_of_the_wrong_type_are_value_errors():  # issue 31's fuzzer: a list is unhashable
+    for task, message in [
+        ({"name": ["t2i"], "conditioning": "none"}, "must be an ASCII identifier"),
+        ({"name": "x", "conditioning": ["image"]}, "conditioning \\['image'\\] is not one of"),
+        ({"name": "x", "conditioning": "none", "prompt": ["required"]}, "prompt \\['required'\\] is not one of"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            MTUConfig(tasks=[task])
+
+
 def test_bad_task_specs():
     with pytest.raises(ValueError, match="must be an ASCII identifier"):
         TaskSpec("my task", extra_channels=1)

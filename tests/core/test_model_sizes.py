@@ -84,11 +84,17 @@ def test_a_router_without_bias_still_loads(tmp_path):
 
 def test_an_adapter_rank_is_bounded_and_matched(tmp_path):
     where = tmp_path / "training_method.json"
-    with pytest.raises(ValueError, match="adapter rank must be a whole number from 0 to 65,536, got 1000000000"):
-        check_adapter({"method": "lora", "rank": 10**9}, None, where)
-    with pytest.raises(ValueError, match=r"adapter must be an object of \['alpha', 'dropout', 'method', 'rank'\]"):
-        check_adapter({"method": "lora", "bogus": 1}, None, where)
+    with pytest.raises(ValueError, match="adapter rank must be a whole number from 1 to 65,536, got 1000000000"):
+        check_adapter("lora", {"method": "lora", "rank": 10**9}, None, where)
+    with pytest.raises(ValueError, match="adapter rank must be a whole number from 1 to 65,536, got 0"):
+        check_adapter("lora", {"method": "lora", "rank": 0}, None, where)
+    message = r"a lora run's adapter is an object of \['alpha', 'dropout', 'method', 'rank'\] with method 'lora'"
+    for adapter in ({"method": "lora", "bogus": 1}, {"method": "ia3"}, None, 5):
+        with pytest.raises(ValueError, match=message):
+            check_adapter("lora", adapter, None, where)
     shapes = {"ff.net.0.proj.lora_A.t2i.weight": (4, 8)}
     with pytest.raises(ValueError, match=r"adapter rank 8 does not match .* is \(4, 8\)"):
-        check_adapter({"method": "lora", "rank": 8}, shapes, where)
-    check_adapter({"method": "lora", "rank": 4}, shapes, where)
+        check_adapter("lora", {"method": "lora", "rank": 8}, shapes, where)
+    check_adapter("lora", {"method": "lora", "rank": 4}, shapes, where)
+    check_adapter("ia3", {"method": "ia3", "rank": 0}, None, where)
+    check_adapter("mtu", None, None, where)

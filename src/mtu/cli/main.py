@@ -142,12 +142,12 @@ def main(argv: list[str] | None = None) -> int:
 
             tune_allocator()  # before any model loads: glibc keeps activations for the next forward
         check_device(getattr(args, "device", None))
+        from mtu.limits import check_settings
+
+        for given in (args.global_threads, getattr(args, "threads", None)):
+            check_settings(threads=given)  # 0 used to mean "the default" without a word
         threads = getattr(args, "threads", None)
         threads = args.global_threads if threads is None else threads
-        if threads is not None:
-            from mtu.limits import check_settings
-
-            check_settings(threads=threads)  # 0 used to mean "the default" without a word
         if args.command not in OWN_THREADS:
             from mtu.threads import configure_threads
 

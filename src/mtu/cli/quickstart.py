@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtu.limits import setting_range
 from mtu.outputs import output_path
 
 
@@ -20,15 +21,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="training steps (default 300: the whole quickstart took 3.7 minutes on 2 idle CPU cores, README)",
     )
     parser.add_argument("--eval-samples", type=int, default=32, help="held-out examples per task (default 32)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help=f"{setting_range('seed')} (default 0)")
     parser.add_argument("--config", type=Path, default=None, help="training config (default: configs/shapes.yaml)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    from mtu.quickstart import DEFAULT_CONFIG, quickstart
+    from mtu.limits import check_count, check_settings
 
-    if args.steps < 1 or args.eval_samples < 1:
-        raise ValueError(f"--steps and --eval-samples must be >= 1, got {args.steps} and {args.eval_samples}")
+    check_count("--steps", args.steps)
+    check_count("--eval-samples", args.eval_samples)
+    check_settings(seed=args.seed)
+    from mtu.quickstart import DEFAULT_CONFIG, quickstart  # torch and the rest: after the refusals
+
     report = quickstart(args.out, args.steps, args.eval_samples, args.seed, args.config or DEFAULT_CONFIG)
     print(f"\nreport: {report.resolve()}")

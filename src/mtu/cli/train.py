@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the config with the overrides and train (or count parameters)."""
+    from mtu.limits import check_count
     from mtu.training import dry_run, load_config, train
 
     overrides = {
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint.every": args.checkpoint_every,
         "seed": args.seed,
     }
+    if args.stop_after is not None:
+        check_count("--stop-after", args.stop_after)  # before the config and the model load
     config = load_config(args.config, overrides)
     if args.dry_run:
         print(dry_run(config))

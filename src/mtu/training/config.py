@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from mtu.config import TaskSpec
+from mtu.limits import MAX_SEED
 from mtu.loading import inspect_model, is_hub_id
 from mtu.training.checks import choice, is_int, is_number, need, raise_problems
 from mtu.training.sections import (
@@ -99,8 +100,8 @@ class TrainConfig:
         output_ok = isinstance(self.output_dir, str) and bool(self.output_dir.strip())
         need(found, output_ok, f"output_dir: expected a path, got {self.output_dir!r}")
         found += _output_problems(self.output_dir, [self.model, self.extends]) if output_ok else []
-        seed_ok = self.seed is None or is_int(self.seed) and self.seed >= 0
-        need(found, seed_ok, f"seed: must be an int >= 0 or null, got {self.seed!r}")
+        seed_ok = self.seed is None or is_int(self.seed) and 0 <= self.seed <= MAX_SEED  # torch's seed range
+        need(found, seed_ok, f"seed: must be an int from 0 to 2**63 - 1 or null, got {self.seed!r}")
         if not self.tasks:
             found.append("tasks: at least one task is needed, e.g. tasks: {t2i: {source: {type: shapes}}}")
         for name, task in self.tasks.items():
