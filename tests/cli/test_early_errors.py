@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 
 import pytest
 
@@ -80,3 +81,12 @@ def test_upcycle_sizes_are_bounded_before_anything_is_allocated(tmp_path, capsys
     assert main(argv) == 1  # 256 GB in one router tensor, asked for on the command line
     assert "router_hidden_dim = 1000000000 is over 65,536: no real model is this large" in last_line(capsys)
     assert not (tmp_path / "mtu").exists()
+
+
+@pytest.mark.parametrize("index", [{"mtu_onnx": {}}, {"mtu_onnx": {"tasks": [], "task_channels": {}}}])
+def test_an_onnx_folder_with_an_empty_index_is_one_line(tmp_path, capsys, index):
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "model_index.json").write_text(json.dumps(index))
+    argv = ["generate", "--runtime", "onnx", "--model", str(tmp_path / "onnx"), "--task", "t2i"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 1  # was KeyError: 'tasks'
+    assert "manifest lacks the tasks, their channels or the scheduler" in last_line(capsys)

@@ -209,6 +209,13 @@ def read_index(folder: Path, key: str) -> dict:
         index = {}
     name, export_format, _ = FORMATS[key]
     if isinstance(index, dict) and isinstance(index.get(key), dict):
+        manifest, scheduler = index[key], index.get("scheduler")
+        whole = isinstance(manifest.get("tasks"), list) and isinstance(manifest.get("task_channels"), dict)
+        if not whole or not (isinstance(scheduler, list) and len(scheduler) == 2):
+            raise ValueError(
+                f"{index_path}: its {key!r} manifest lacks the tasks, their channels or the scheduler (an empty or "
+                f"edited index); write the folder again with `mtu export --format {export_format}`"
+            )
         return index
     other = next((FORMATS[k] for k in FORMATS if isinstance(index, dict) and k in index), None)
     if other is not None:
