@@ -151,7 +151,7 @@ def test_loads_from_base_and_mtu_folders(tmp_path, sd_components):
         ({"task": "t2i", "height": 15, "width": 16}, "height and width must be multiples of 2"),
         ({"task": "edit", "prompt": ["a", "b", "c"], "image": [picture(0), picture(1)]}, "got 3 prompts for 2 images"),
         ({"task": "t2i", "prompt": ["a", "b"], "negative_prompt": ["x"]}, "got 1 negative prompts for 2 prompts"),
-        ({"task": "t2i", "num_images_per_prompt": 0}, "num_images_per_prompt must be >= 1"),
+        ({"task": "t2i", "num_images_per_prompt": 0}, "num_images_per_prompt must be a whole number from 1 to 64"),
     ],
 )
 def test_bad_inputs_are_refused_before_any_compute(pipe, request_kwargs, message):
