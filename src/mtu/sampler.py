@@ -40,14 +40,20 @@ class SamplerSettings:
         guidance_scale: text classifier-free guidance; off at <= 1.
         image_guidance_scale: image guidance of image-conditioned tasks (InstructPix2Pix); used when
             guidance_scale > 1 and this is >= 1.
+        empty_prompt: the task was trained with empty prompts (uncaptioned data: the Shapes sr, as the paper's SR
+            data): a chat request's words ("upscale this") are a command to it, not a caption, so `mtu serve`
+            sends it an empty prompt. Explicit prompts in the Python API and `mtu generate` are sent as given.
     """
 
     scheduler: str | None = None
     num_inference_steps: int = 50
     guidance_scale: float = 7.5
     image_guidance_scale: float = 1.5
+    empty_prompt: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.empty_prompt, bool):
+            raise ValueError(f"empty_prompt must be true or false, got {self.empty_prompt!r}")
         if self.scheduler is not None and not (isinstance(self.scheduler, str) and self.scheduler.isidentifier()):
             raise ValueError(f"scheduler must be a diffusers scheduler class name, got {self.scheduler!r}")
         checked = check_settings(

@@ -104,3 +104,27 @@ def test_a_request_that_waits_too_long_times_out(tiny_pipe):
     finally:
         release.set()
         service.stop()
+
+
+def test_a_task_trained_without_prompts_gets_an_empty_one_from_the_chat(tiny_mtu_folder):
+    from mtu.pipelines import MTUPipeline
+    from mtu.sampler import SamplerSettings
+
+    pipe = MTUPipeline.from_pretrained(tiny_mtu_folder)
+    stored = SamplerSettings(num_inference_steps=2, guidance_scale=1.0)
+    pipe.samplers = {"sr": stored.replace(empty_prompt=True), "edit": stored}
+    chat = ChatService(pipe)
+    settings = Settings(steps=2, guidance=1.0, image_guidance=1.5, seed=0)
+    assert chat.build_request("sr", "upscale this", _image(), None, settings, 0).prompt == ""
+    assert chat.build_request("edit", "make it blue", _image(), None, settings, 0).prompt == "make it blue"
+
+
+def test_the_sr_example_comes_with_the_low_resolution_input_it_was_trained_on(service):
+    import PIL.Image
+
+    from mtu.serve.app import SHAPES_EXAMPLES, _example_files
+
+    files = {text: _example_files(text, service) for text in SHAPES_EXAMPLES}
+    (upscale,) = [text for text in SHAPES_EXAMPLES if text.startswith("upscale")]
+    assert PIL.Image.open(files[upscale][0]).size == (16, 16)  # Shapes sr: 16 -> 64
+    assert all(not attached for text, attached in files.items() if text != upscale)

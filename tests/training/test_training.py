@@ -116,6 +116,7 @@ def test_cli_trains_writes_samples_and_logs(tiny_model, tmp_path, capsys):
         tasks=("t2i", "edit", "inpaint"),
         logging={"log_with": "tensorboard", "sample_every": 2, "sample_count": 2, "sample_steps": 2},
     )
+    data["tasks"]["inpaint"]["prompt"] = False  # trained without captions: stored so, for the chat
     path = write_config(tmp_path / "c.yaml", data)
     argv = ["train", str(path), "--max-steps", "2", "--output-dir", str(tmp_path / "run"), "--checkpoint-every", "1"]
     argv += ["--seed", "3"]
@@ -127,7 +128,9 @@ def test_cli_trains_writes_samples_and_logs(tiny_model, tmp_path, capsys):
     assert grids == ["edit.png", "inpaint.png", "t2i.png"]
     assert list((run / "logs").rglob("events.out.tfevents.*"))
     assert (run / "model" / "mtu_config.json").is_file() and (run / "model" / "train_config.yaml").is_file()
-    assert load_sampler(run / "model")["edit"].num_inference_steps == 2  # its samples' sampler (issue 28)
+    stored = load_sampler(run / "model")
+    assert stored["edit"].num_inference_steps == 2  # its samples' sampler (issue 28)
+    assert stored["inpaint"].empty_prompt and not stored["edit"].empty_prompt
     assert "seed: 3" in (run / "train_config.yaml").read_text()
 
 

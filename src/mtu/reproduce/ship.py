@@ -60,9 +60,17 @@ def shapes_sampler(steps: int = SHAPES_BASE_SAMPLER["num_inference_steps"]) -> S
 
 def ship_sampler(folder: str | Path = SHIPPED_MTU, steps: int = SHAPES_BASE_SAMPLER["num_inference_steps"]) -> Path:
     """Write `shapes_sampler(steps)` for every task of the MTU folder `folder` (default: the shipped
-    shapes-mtu); returns the file's path."""
+    shapes-mtu), marking the tasks the reproduction trains with empty prompts (configs/reproduce.yaml's
+    `prompt: false`: sr); returns the file's path."""
+    import yaml
+
+    from mtu.reproduce.pilot import REPRODUCE_CONFIG
+
+    trained = yaml.safe_load(REPRODUCE_CONFIG.read_text())["tasks"]
     tasks = MTUConfig.load(folder).task_names
-    return save_sampler(folder, same_for_tasks(tasks, shapes_sampler(steps)))
+    samplers = same_for_tasks(tasks, shapes_sampler(steps))
+    empty = {t: s.replace(empty_prompt=trained.get(t, {}).get("prompt", True) is False) for t, s in samplers.items()}
+    return save_sampler(folder, empty)
 
 
 def model_card(record: dict, baselines: dict[str, dict], context: dict) -> str:

@@ -25,7 +25,7 @@ SHAPES_EXAMPLES = [
     "make the red circle blue",
     "a blue square at the center and a yellow triangle on the right, on a white background",
     "remove the blue square",
-    "upscale this",
+    "upscale this",  # shown with the shipped 16x16 example attached: sr was trained on 16 -> 64 (`_example_files`)
     "fill the painted area with a green triangle",
 ]
 
@@ -47,6 +47,22 @@ Type a caption for a new picture, or an instruction for the current one ("make t
 "remove the blue square", "upscale this"). Attach an image with the clip, or keep working on the last
 result: it becomes the **current image** on the right. To inpaint, paint over the area to fill.
 The task is guessed from your words; pick one below to override. Model: `{model}`; tasks: {tasks}."""
+
+
+def _example_files(text: str, service: ChatService) -> list[str]:
+    """The input an example request needs at the size its task was trained on: a task that scales its image up
+    (sr) gets the shipped low-resolution example (16x16 for 4x on Shapes), not the 64x64 current image."""
+    from mtu.examples import example_inputs
+    from mtu.serve.guess import guess_task
+
+    specs = service.pipe.unet.mtu_config.tasks
+    task = guess_task(text, has_image=True, tasks=specs)
+    if service.spec(task).upscale == 1:
+        return []
+    try:
+        return [str(example_inputs(task)["image"])]
+    except ValueError:  # a task without a shipped example: the user attaches their own
+        return []
 
 
 class ChatApp:
@@ -194,7 +210,7 @@ def build_app(
                 start = service.settings_for(service.tasks[0], defaults or Settings())
                 editor, controls, clear = _current_image_and_controls(service, start, use_stored=defaults is None)
         gr.Examples(
-            [[{"text": text, "files": []}] for text in examples or SHAPES_EXAMPLES],
+            [[{"text": text, "files": _example_files(text, service)}] for text in examples or SHAPES_EXAMPLES],
             inputs=[box],
             label="Example requests" if examples else "Example requests (Shapes model)",
         )

@@ -137,6 +137,8 @@ class ChatService:
     def build_request(self, task: str, text: str, image, mask, settings: Settings, seed: int) -> MTURequest:
         """Check the inputs of `task`, resize them to the size it runs at, and make the request."""
         spec = self.spec(task)
+        if self.pipe.sampler_for(task, FALLBACK_SAMPLER).empty_prompt:
+            text = ""  # trained without captions (sr): the chat's words asked for the task, they do not describe it
         common = dict(
             guidance_scale=float(settings.guidance),
             image_guidance_scale=float(settings.image_guidance),

@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from mtu.loading import save_trained
+from mtu.sampler import save_sampler
 from mtu.training.cache import training_sources
 from mtu.training.checkpoint import CONFIG_FILE, list_checkpoints, save_checkpoint, step_of
 from mtu.training.config import TrainConfig
@@ -34,7 +35,7 @@ from mtu.training.run import (
     restore,
     tracker_config,
 )
-from mtu.training.sampling import training_sampler
+from mtu.training.sampling import training_samplers
 from mtu.training.sources import open_source
 from mtu.training.step import NonFiniteLoss, optimizer_step
 
@@ -170,8 +171,10 @@ def _save_final(run: Run) -> Path | None:
     folder = run.output_dir / MODEL_DIR
     if run.accelerator.is_main_process:
         with run.ema.swapped() if run.ema else nullcontext():
-            sampler = training_sampler(run.config.logging)  # what its samples used: the model's default sampler
-            save_trained(run.unwrapped, folder, run.config.method, run.adapter, sampler)
+            save_trained(run.unwrapped, folder, run.config.method, run.adapter)
+            save_sampler(
+                folder, training_samplers(run.config, run.unwrapped.task_names)
+            )  # what its samples used: the model's defaults
         (folder / CONFIG_FILE).write_text(config_text(run.config))
     run.accelerator.wait_for_everyone()
     return folder

@@ -30,11 +30,23 @@ def pipeline_for(model, components: Components):
     return pipeline
 
 
-def training_sampler(logging_section) -> SamplerSettings:
-    """The sampler of the training samples (DDIM, `logging`'s steps and guidance): stored with the finished
-    model as every task's default (`mtu.sampler`)."""
-    section = logging_section
-    return SamplerSettings("DDIMScheduler", section.sample_steps, section.guidance_scale, section.image_guidance_scale)
+def training_samplers(config, served: list[str]) -> dict[str, SamplerSettings]:
+    """Per served task, the sampler of the training samples (DDIM, `logging`'s steps and guidance) and whether the
+    task trained with empty prompts (`prompt: false`): stored with the finished model as its defaults
+    (`mtu.sampler`). The old tasks of an add-task run keep the settings stored in the folder it extends."""
+    from mtu.sampler import load_sampler
+
+    section = config.logging
+    sampler = SamplerSettings(
+        "DDIMScheduler", section.sample_steps, section.guidance_scale, section.image_guidance_scale
+    )
+    extended = load_sampler(config.extends) if config.extends else {}
+    return {
+        name: sampler.replace(empty_prompt=not config.tasks[name].prompt)
+        if name in config.tasks
+        else extended.get(name, sampler)
+        for name in served
+    }
 
 
 def request(pair: Pair, index: int, resolution: int, **sampler):
