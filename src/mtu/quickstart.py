@@ -63,7 +63,8 @@ def quickstart(
     }
     training = load_config(config, overrides)  # checks output_dir against the base model too
     shipped = shipped_mtu() if shipped == "default" else shipped
-    check_not_source(out, [resolve_model_path(training.model), shipped])  # before anything is written
+    # before anything is written; files are added to `out`, so holding a model (`--out .`) is fine
+    check_not_source(out, [resolve_model_path(training.model), shipped], replaced=False)
     out.mkdir(parents=True, exist_ok=True)
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": eval_steps}
     before = _evaluate(_pipeline(training.model), eval_samples, seed, sampler)  # upcycled afresh: the base model

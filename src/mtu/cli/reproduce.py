@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def check_outputs(args: argparse.Namespace, config: Path) -> None:
-    """--out and --results are never the model the runs train from (nor inside it, nor holding it)."""
+    """--out and --results are never the model the runs train from, nor inside it."""
     import yaml
 
     from mtu.assets import local_model_path
@@ -137,7 +137,7 @@ def check_outputs(args: argparse.Namespace, config: Path) -> None:
     except (OSError, ValueError, yaml.YAMLError):
         return  # the runs report an unreadable config themselves
     models = [local_model_path(data.get(key)) for key in ("model", "extends")] if isinstance(data, dict) else []
-    check_not_source(args.out, models)
+    check_not_source(args.out, models, replaced=False)  # runs are added to --out: holding the model is fine
     check_not_source(args.results, models, "--results")
 
 
