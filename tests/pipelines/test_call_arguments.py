@@ -120,7 +120,8 @@ def test_a_generator_per_image_and_the_output_types(pipe):
                   num_inference_steps=STEPS, output_type="np").images  # fmt: skip
     alone = pipe("edit", "make it blue", picture(1), generator=torch.Generator().manual_seed(5),
                  num_inference_steps=STEPS, output_type="np").images  # fmt: skip
-    np.testing.assert_allclose(images[1:], alone, atol=1e-6)
+    # A batch of 2 and a batch of 1 take different GEMM paths: float32 round-off of ~1e-6 (seen 1.2e-6).
+    np.testing.assert_allclose(images[1:], alone, atol=1e-5)
     with pytest.raises(ValueError, match="got 1 generators for 2 images"):
         pipe("t2i", num_images_per_prompt=2, generator=generators[:1])
     latents = pipe("t2i", "x", num_inference_steps=1, output_type="latent", return_dict=False)[0]
