@@ -124,10 +124,11 @@ def _mean_margin(records: dict[str, dict], baselines: dict[str, dict], step: int
 
 
 def run_pilot_job(run: PilotRun, folder: Path, base: dict, pilot: dict, device: str, deadline: float,
-                  baseline: dict | None = None, stop_passed: bool = False) -> dict:  # fmt: skip
+                  baseline: dict | None = None, stop_passed: bool = False, score=None) -> dict:  # fmt: skip
     """Train `run` chunk by chunk (`every` steps each), scoring each new checkpoint, until `max_steps`,
     until the next chunk would end after `deadline` (a `time.time()`), or (`stop_passed`) once it has
-    passed the bar against `baseline`; returns its curve record."""
+    passed the bar against `baseline`; returns its curve record. `score(model folder, task, pilot, device)`
+    scores a checkpoint (default `score_checkpoint`)."""
     from mtu.reproduce.runner import RunInterrupted
     from mtu.training import train
     from mtu.training.checkpoint import list_checkpoints, step_of
@@ -160,7 +161,7 @@ def run_pilot_job(run: PilotRun, folder: Path, base: dict, pilot: dict, device: 
             raise RunInterrupted(f"{run.name} stopped at step {step}; run the pilot again to resume")
         if str(step) not in record["curve"]:
             model = Path(summary["checkpoint"]) / "model"
-            record["curve"][str(step)] = score_checkpoint(model, run.task, pilot, device)
+            record["curve"][str(step)] = (score or score_checkpoint)(model, run.task, pilot, device)
         chunk_seconds = time.perf_counter() - started
         record["seconds"] += chunk_seconds
         write_text_atomic(curve_file, json.dumps(record, indent=1))
@@ -199,10 +200,13 @@ def score_checkpoint(model: Path, task: str, pilot: dict, device: str) -> dict:
     pipe.set_progress_bar_config(disable=True)
     prompt = pilot["prompts"].get(task, True)
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": pilot["eval_steps"]}
+    per_example = pilot.get("per_example", False)  # each example's scores too (e.g. to split them by kind)
     metrics = evaluate_mtu_task(
-        pipe, task, pilot["eval_samples"], VALIDATION_SEED, batch_size=32, prompt=prompt, **sampler
-    )
-    return headline(task, metrics)
+        pipe, task, pilot["eval_samples"], VALIDATION_SEED, batch_size=32, prompt=prompt, per_example=per_example,
+        **sampler,
+    )  # fmt: skip
+    point = headline(task, metrics)
+    return {**point, "per_example": metrics["per_example"]} if per_example else point
 
 
 def validation_baselines(tasks: tuple[str, ...], samples: int) -> dict[str, dict]:

@@ -145,6 +145,9 @@ class TrainSection:
         router_z_loss: weight of the router z-loss (ST-MoE, Zoph et al. 2022): the mean over upcycled FFNs and
             samples of logsumexp(router logits)^2, added to the diffusion loss; it keeps logits small, against
             routers saturating on one expert. 0 turns it off.
+        snr_gamma: min-SNR-gamma loss weighting (Hang et al., ICCV 2023; diffusers' `--snr_gamma`): each
+            sample's loss is weighted by min(SNR, gamma) / SNR of its timestep; 5 is the paper's value.
+            null turns it off.
         lr_multipliers: regular expression over trainable parameter names -> factor on learning_rate (the
             first match wins), e.g. {"conv_in|task_embedding|router": 10.0}: a zero-initialised input
             pathway or router can learn faster than the experts copied from the base.
@@ -164,6 +167,7 @@ class TrainSection:
     gradient_checkpointing: bool = False
     ema_decay: float | None = None
     router_z_loss: float = 0.0
+    snr_gamma: float | None = None
     lr_multipliers: dict[str, float] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
@@ -204,6 +208,9 @@ class TrainSection:
             z_loss_ok,
             f"train.router_z_loss: must be a finite number >= 0 (0 turns it off), got {self.router_z_loss!r}",
         )
+        gamma = self.snr_gamma
+        if gamma is not None and not (is_number(gamma) and 0 < gamma < float("inf")):
+            found.append(f"train.snr_gamma: must be a finite number > 0 (e.g. 5) or null (off), got {gamma!r}")
         return found
 
 

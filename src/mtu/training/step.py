@@ -11,6 +11,7 @@ import math
 from contextlib import nullcontext
 
 import torch
+from diffusers.training_utils import compute_snr
 
 from mtu.baselines import ADAPTER_METHODS, activate
 from mtu.conditioning import denoiser_input
@@ -39,7 +40,25 @@ def train_batch(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     # By name: the batch's ids index the config's tasks, which an add-task model serves after its own.
     names = [run.task_names[task] for task in task_ids.tolist()]
     prediction = run.model(concat_task_inputs(inputs), timesteps, encoded["text"], task=names, **kwargs).sample
-    return ((prediction.float() - target.float()) ** 2).mean(dim=(1, 2, 3)), task_ids
+    losses = ((prediction.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
+    return losses * snr_weights(run, timesteps), task_ids
+
+
+def snr_weights(run: Run, timesteps: torch.Tensor) -> torch.Tensor | float:
+    """Min-SNR-gamma loss weights (Hang et al., ICCV 2023) per sample, or 1 when `train.snr_gamma` is off.
+
+    Low-noise timesteps have a huge SNR and dominate an unweighted loss although their targets are nearly
+    solved; min(SNR, gamma) / SNR caps their weight (/(SNR + 1) for v-prediction), as diffusers'
+    text-to-image script does with `--snr_gamma`.
+    """
+    gamma = run.config.train.snr_gamma
+    if gamma is None:
+        return 1.0
+    snr = compute_snr(run.noise_scheduler, timesteps)
+    capped = torch.clamp(snr, max=gamma)
+    if run.noise_scheduler.config.prediction_type == "v_prediction":
+        return capped / (snr + 1)
+    return capped / snr
 
 
 def router_penalty(run: Run, task_ids: torch.Tensor) -> torch.Tensor | float:
