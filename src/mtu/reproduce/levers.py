@@ -101,20 +101,29 @@ def snr_adopted(runs: dict[str, dict]) -> bool | None:
 def run_levers(out: str | Path, config: str | Path = REPRODUCE_CONFIG, results: str | Path = RECORD_FILE,
                quick: bool = False, jobs: int = 1, device: str = "cpu") -> dict:  # fmt: skip
     """Run (or continue) every lever run and write the record (curves, baselines, the min-SNR verdict)."""
-    from mtu.reproduce.pilot import validation_baselines
     from mtu.reproduce.runner import parallel
 
     base = yaml.safe_load(Path(config).read_text())
     protocol = dict(QUICK if quick else FULL)
     protocol["prompts"] = {task: base["tasks"][task].get("prompt", True) for task in ("edit", "remove")}
     results, out = Path(results), Path(out)
-    calls = []
-    for run, steps in RUNS:
-        pilot = {**protocol, "max_steps": 2 * protocol["every"] if quick else steps}
-        args = (run, out / run_name(run), base, pilot, device, float("inf"), None, False, score_by_kind)
-        calls.append((run_pilot_job, args))
-    curves = parallel(calls, jobs, desc="levers") if jobs > 1 else [call(*args) for call, args in calls]
-    runs = {run_name(run): curve for (run, _), curve in zip(RUNS, curves)}
+    last = {run_name(run): 2 * protocol["every"] if quick else steps for run, steps in RUNS}
+    # Two stages: every run to S first, full fine-tuning last (the min-SNR rule reads S), then on to the end.
+    first = sorted(RUNS, key=lambda item: item[0].setting is FULL_FT)
+    for stage, order in ((protocol["every"] if quick else S, first), (max(last.values()), RUNS)):
+        calls = []
+        for run, _ in order:
+            pilot = {**protocol, "max_steps": min(stage, last[run_name(run)])}
+            args = (run, out / run_name(run), base, pilot, device, float("inf"), None, False, score_by_kind)
+            calls.append((run_pilot_job, args))
+        curves = parallel(calls, jobs, desc="levers") if jobs > 1 else [call(*args) for call, args in calls]
+        _write(results, protocol, config, {run_name(run): curve for (run, _), curve in zip(order, curves)})
+    return json.loads(results.read_text())
+
+
+def _write(results: Path, protocol: dict, config, runs: dict) -> None:
+    from mtu.reproduce.pilot import validation_baselines
+
     record = {
         "protocol": {
             **protocol,
@@ -129,7 +138,6 @@ def run_levers(out: str | Path, config: str | Path = REPRODUCE_CONFIG, results: 
     }
     results.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(results, json.dumps(record, indent=1) + "\n")
-    return record
 
 
 def main(argv: list[str] | None = None) -> None:
