@@ -20,11 +20,9 @@ from torch import nn
 
 from mtu.config import MTUConfig
 from mtu.layers import TaskInputConv, TaskLayerNorm
-from mtu.loading import ADAPTER_METHODS, NO_EXPERTS
+from mtu.methods import BASELINES, Method
 from mtu.model import MTUModel
 from mtu.upcycle import add_task_layers, find_feedforwards
-
-BASELINE_METHODS = NO_EXPERTS  # the methods whose models have no experts
 
 
 @dataclass(frozen=True)
@@ -37,20 +35,33 @@ class AdapterSpec:
     dropout: float = 0.0
 
     def peft_config(self, inputs: list[str], outputs: list[str]):
-        from peft import IA3Config, LoraConfig
-
-        if self.method == "lora":
-            return LoraConfig(
-                r=self.rank,
-                lora_alpha=self.alpha or self.rank,
-                lora_dropout=self.dropout,
-                target_modules=inputs + outputs,
+        """The peft config of this adapter on the FFN linears `inputs` (`ff.net.0.proj`) and `outputs` (`ff.net.2`)."""
+        make = _PEFT_CONFIGS.get(self.method)
+        if make is None:
+            raise ValueError(
+                f"unknown adapter method {self.method!r}; valid options: {[m.value for m in _PEFT_CONFIGS]}"
             )
-        if self.method == "ia3":
-            # IA3 on an FFN (as in the IA3 paper): scale the hidden activations (the output projection's input)
-            # and here also the input projection's outputs.
-            return IA3Config(target_modules=inputs + outputs, feedforward_modules=outputs)
-        raise ValueError(f"unknown adapter method {self.method!r}; valid options: {list(ADAPTER_METHODS)}")
+        return make(self, inputs, outputs)
+
+
+def _lora_config(spec: AdapterSpec, inputs: list[str], outputs: list[str]):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=spec.rank, lora_alpha=spec.alpha or spec.rank, lora_dropout=spec.dropout, target_modules=inputs + outputs
+    )
+
+
+def _ia3_config(spec: AdapterSpec, inputs: list[str], outputs: list[str]):
+    from peft import IA3Config
+
+    # IA3 on an FFN (as in the IA3 paper): scale the hidden activations (the output projection's input)
+    # and here also the input projection's outputs.
+    return IA3Config(target_modules=inputs + outputs, feedforward_modules=outputs)
+
+
+# Each adapter method's peft config (the methods whose `Method.adapters` is true).
+_PEFT_CONFIGS = {Method.LORA: _lora_config, Method.IA3: _ia3_config}
 
 
 def ffn_linears(model: nn.Module, target_modules: list[str] | None) -> tuple[list[str], list[str]]:
@@ -113,17 +124,19 @@ def _inject_adapters(model: MTUModel, spec: AdapterSpec, target_modules: list[st
         parameter.requires_grad_(True)
 
 
-def build_baseline(unet: nn.Module, method: str, config: MTUConfig, adapter: AdapterSpec | None = None) -> MTUModel:
+def build_baseline(
+    unet: nn.Module, method: Method | str, config: MTUConfig, adapter: AdapterSpec | None = None
+) -> MTUModel:
     """Turn `unet` (in place) into the untrained model of a baseline `method`; lora / ia3 need `adapter`."""
-    if method in ADAPTER_METHODS:
-        if adapter is None or adapter.method != method:
-            raise ValueError(f"method {method!r} needs an AdapterSpec('{method}', ...)")
-        model = add_task_layers(unet, config)
+    if method not in BASELINES:
+        raise ValueError(f"unknown baseline {method!r}; valid options: {[m.value for m in BASELINES]}")
+    method = Method(method)
+    if method.adapters and (adapter is None or adapter.method != method):
+        raise ValueError(f"method {method.value!r} needs an AdapterSpec('{method}', ...)")
+    model = add_task_layers(unet, config)
+    if method.adapters:
         _inject_adapters(model, adapter, config.target_modules)
         activate(model, model.task_names[0])
-        return model
-    if method == "full":
-        model = add_task_layers(unet, config)
+    if method.whole_denoiser:
         model.base_model.requires_grad_(True)
-        return model
-    raise ValueError(f"unknown baseline {method!r}; valid options: {list(BASELINE_METHODS)}")
+    return model

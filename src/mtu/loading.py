@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from mtu.assets import resolve_model_path
 from mtu.config import CONFIG_NAME, MTUConfig
 from mtu.hub import is_hub_id  # noqa: F401 - the training config checks model names with it from here
+from mtu.methods import Method, method_of
 from mtu.model_sizes import check_sizes
 
 if TYPE_CHECKING:
@@ -39,10 +40,6 @@ METHOD_FILE = "training_method.json"  # `mtu train` writes it beside the MTU wei
 ADAPTERS_FILE = "adapters.safetensors"  # lora / ia3: every task's adapter weights
 DENOISER_FILE = "denoiser.safetensors"  # full: every weight of the fine-tuned denoiser
 PIPELINE_INDEX = "model_index.json"  # a diffusers pipeline folder
-# Methods whose folder loads as a plain MTU folder (their weights are MTU weights); the rest are baselines.
-EXPERT_METHODS = ("mtu", "single-task", "add-task")
-ADAPTER_METHODS = ("lora", "ia3")  # per-task adapters: one task per forward
-NO_EXPERTS = (*ADAPTER_METHODS, "full")  # the baselines (`mtu.baselines`): task layers, no experts to route
 
 
 def resolve_base(reference: str | Path) -> str:
@@ -59,14 +56,14 @@ class ModelFolder:
         name: the reference as given (a folder or a shipped name), for messages.
         path: its folder.
         kind: "base" (a diffusers pipeline), "mtu" (an MTU folder) or "run" (an `mtu train` model/ folder).
-        method: a run's training method (mtu, single-task, add-task, lora, ia3, full); None otherwise.
+        method: a run's training method (`mtu.methods.Method`); None otherwise.
         adapter: a lora / ia3 run's `AdapterSpec` fields.
     """
 
     name: str
     path: Path
     kind: str
-    method: str | None = None
+    method: Method | None = None
     adapter: dict | None = None
 
     @property
@@ -77,12 +74,12 @@ class ModelFolder:
     @property
     def has_experts(self) -> bool:
         """False for the baselines (lora, ia3, full): their folders hold task layers, but no experts to route."""
-        return self.method not in NO_EXPERTS
+        return self.method is None or self.method.has_experts
 
     @property
     def mixes_tasks(self) -> bool:
         """Whether one denoising loop can serve several tasks; per-task adapters switch the whole model."""
-        return self.method not in ADAPTER_METHODS
+        return self.method is None or self.method.mixes_tasks
 
     def config(self) -> MTUConfig:
         """The MTU config of an MTU folder or a run (its tasks, sizes and base model)."""
@@ -118,7 +115,7 @@ class ModelFolder:
 
     def check_exportable(self) -> None:
         """Refuse, in one line, to fold a model whose tasks are adapters into a stock denoiser."""
-        if self.method in ADAPTER_METHODS:
+        if self.method is not None and not self.method.exports:
             raise ValueError(
                 f"{self.name} is {self.label}: its per-task adapters do not fold into one stock denoiser, so it "
                 "cannot be exported; export an MTU folder or a full run (mtu generate / mtu serve run this one)"
@@ -139,7 +136,7 @@ def inspect_model(name_or_path: str | Path) -> ModelFolder:
     name = str(name_or_path)
     if (path / METHOD_FILE).is_file():
         info = _method_info(path / METHOD_FILE)
-        return ModelFolder(name, path, "run", info["method"], info.get("adapter"))
+        return ModelFolder(name, path, "run", Method(info["method"]), info.get("adapter"))
     if (path / CONFIG_NAME).is_file():
         return ModelFolder(name, path, "mtu")
     if (path / PIPELINE_INDEX).is_file():
@@ -155,9 +152,9 @@ def _method_info(path: Path) -> dict:
         info = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as error:  # JSON and UTF-8 errors alike
         raise ValueError(f"{path}: {error}") from None
-    methods = (*EXPERT_METHODS, *NO_EXPERTS)
+    methods = [method.value for method in Method]
     if not isinstance(info, dict) or info.get("method") not in methods:
-        raise ValueError(f"{path} names no training method of {list(methods)}: {info!r}")
+        raise ValueError(f"{path} names no training method of {methods}: {info!r}")
     if not isinstance(info.get("adapter"), (dict, type(None))):
         raise ValueError(f"{path}: adapter must be an object of AdapterSpec fields, got {info['adapter']!r}")
     return info
@@ -265,7 +262,7 @@ def check_weights(state_dict: dict, path: Path) -> dict[str, torch.Tensor]:
 def save_trained(
     model: MTUModel,
     folder: str | Path,
-    method: str,
+    method: Method | str,
     adapter: AdapterSpec | None = None,
     sampler: SamplerSettings | None = None,
 ) -> None:
@@ -277,15 +274,15 @@ def save_trained(
     from mtu.baselines import adapter_parameters
     from mtu.outputs import write_text_atomic
 
-    folder = Path(folder)
+    folder, method = Path(folder), Method.parse(method)
     model.save_pretrained(folder)
-    if method in ADAPTER_METHODS:
+    if method.adapters:
         tensors = {name: p.detach().cpu().contiguous() for name, p in adapter_parameters(model.base_model).items()}
         save_file(tensors, folder / ADAPTERS_FILE)
-    if method == "full":
+    if method.whole_denoiser:
         tensors = {name: p.detach().cpu().contiguous() for name, p in model.base_model.state_dict().items()}
         save_file(tensors, folder / DENOISER_FILE)
-    info = {"method": method, "adapter": None if adapter is None else adapter.__dict__}
+    info = {"method": method.value, "adapter": None if adapter is None else adapter.__dict__}
     write_text_atomic(folder / METHOD_FILE, json.dumps(info, indent=1) + "\n")
     if sampler is not None:
         from mtu.sampler import same_for_tasks, save_sampler
@@ -293,13 +290,13 @@ def save_trained(
         save_sampler(folder, same_for_tasks(model.task_names, sampler))
 
 
-def load_weights(model: MTUModel, folder: str | Path, method: str | None = None) -> None:
+def load_weights(model: MTUModel, folder: str | Path, method: Method | str | None = None) -> None:
     """Copy the weights `save_trained` wrote into a model of the same method and config (exact copy)."""
     model.load_mtu_state_dict(read_weights(Path(folder)))
-    _load_baseline_weights(model, Path(folder), method)
+    _load_baseline_weights(model, Path(folder), method_of(method))
 
 
-def _load_baseline_weights(model: MTUModel, folder: Path, method: str | None) -> None:
+def _load_baseline_weights(model: MTUModel, folder: Path, method: Method | None) -> None:
     """What a baseline saves beyond the MTU weights: lora / ia3 adapters, or a full run's denoiser."""
     import torch
     from safetensors.torch import load_file
@@ -307,7 +304,7 @@ def _load_baseline_weights(model: MTUModel, folder: Path, method: str | None) ->
     from mtu.baselines import adapter_parameters
 
     with torch.no_grad():
-        if method in ADAPTER_METHODS:
+        if method is not None and method.adapters:
             saved, own = load_file(folder / ADAPTERS_FILE), adapter_parameters(model.base_model)
             if set(saved) != set(own):
                 raise ValueError(
@@ -315,5 +312,5 @@ def _load_baseline_weights(model: MTUModel, folder: Path, method: str | None) ->
                 )
             for name, parameter in own.items():
                 parameter.copy_(saved[name])
-        if method == "full":
+        if method is not None and method.whole_denoiser:
             model.base_model.load_state_dict(load_file(folder / DENOISER_FILE))

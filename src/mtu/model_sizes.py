@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from mtu.methods import Method, method_of
+
 # Far above any real model (SD 1.5 upcycled: 64 / 64 / 4 / 5 tasks), far below what would exhaust memory.
 BOUNDS = {
     "num_experts": 1024,
@@ -128,24 +130,26 @@ def _input_conv_problems(config: Any, shapes: dict, latent_channels: int) -> lis
     return problems
 
 
-def check_adapter(method: str | None, adapter: Any, shapes: dict[str, tuple[int, ...]] | None, where: Path) -> None:
+def check_adapter(
+    method: Method | str | None, adapter: Any, shapes: dict[str, tuple[int, ...]] | None, where: Path
+) -> None:
     """A run's adapter fields (training_method.json): a lora / ia3 run needs its own method's adapter, with a
     bounded rank (LoRA: >= 1) that matches the saved LoRA matrices (`shapes`: `weight_shapes` of
     adapters.safetensors, None when absent); another run may leave it out."""
     from dataclasses import fields
 
     from mtu.baselines import AdapterSpec
-    from mtu.loading import ADAPTER_METHODS
 
-    if adapter is None and method not in ADAPTER_METHODS:
+    method = method_of(method)
+    if adapter is None and not (method is not None and method.adapters):
         return
+    name = None if method is None else method.value
     allowed = {field.name for field in fields(AdapterSpec)}
-    if not isinstance(adapter, dict) or set(adapter) - allowed or adapter.get("method") != method:
+    if not isinstance(adapter, dict) or set(adapter) - allowed or adapter.get("method") != name:
         raise ValueError(
-            f"{where}: a {method} run's adapter is an object of {sorted(allowed)} with method {method!r}, "
-            f"got {adapter!r}"
+            f"{where}: a {name} run's adapter is an object of {sorted(allowed)} with method {name!r}, got {adapter!r}"
         )
-    rank, low = adapter.get("rank", 0), 1 if method == "lora" else 0
+    rank, low = adapter.get("rank", 0), 1 if method is not None and method.ranked else 0
     if isinstance(rank, bool) or not isinstance(rank, int) or not low <= rank <= BOUNDS["rank"]:
         raise ValueError(f"{where}: adapter rank must be a whole number from {low} to {BOUNDS['rank']:,}, got {rank!r}")
     wrong = [key for key, shape in (shapes or {}).items() if ".lora_A." in key and shape[:1] != (rank,)]

@@ -8,12 +8,6 @@ from dataclasses import asdict
 
 from mtu.config import MTUConfig
 
-BASELINES = {
-    "lora": "LoRA baseline: one low-rank adapter per task on each FFN, no experts",
-    "ia3": "IA3 baseline: one (IA)^3 adapter per task on each FFN, no experts",
-    "full": "full fine-tune of the whole denoiser, no experts",
-}
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("info", help="describe a model folder (tasks, experts, parameter counts)")
@@ -103,8 +97,8 @@ def describe_baseline(source, base: str | None) -> None:
     """A LoRA / IA3 / full run folder holds an MTU config for its task layers, but no experts: say what it is."""
     config = source.config()
     adapter = source.adapter or {}
-    rank = f" (rank {adapter['rank']})" if source.method == "lora" and adapter.get("rank") else ""
-    print(f"{BASELINES[source.method]}{rank}; trained with `mtu train`, base {config.base_model_name_or_path}")
+    rank = f" (rank {adapter['rank']})" if source.method.ranked and adapter.get("rank") else ""
+    print(f"{source.method.spec.summary}{rank}; trained with `mtu train`, base {config.base_model_name_or_path}")
     _print_tasks(config)
     model = _load(source, base)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from mtu.data.shapes.baselines import BASELINES
+from mtu.methods import Method
 from mtu.reproduce.claims import aligned, cell, metrics_of, scores
 from mtu.reproduce.plan import Run
 
@@ -125,7 +126,7 @@ def _paired_cell(records: dict, first: list[Run], second: list[Run], task: str, 
 
 
 def _old_tasks(records: dict, runs: list[Run]) -> list[str]:
-    done = [r for r in runs if r.method == "add-task" and "old_tasks_max_abs_difference" in records.get(r, {})]
+    done = [r for r in runs if r.method == Method.ADD_TASK and "old_tasks_max_abs_difference" in records.get(r, {})]
     if not done:
         return ["Old tasks after adding: not run yet."]
     parts = []
@@ -147,7 +148,7 @@ def adding_section(records: dict, runs: list[Run], baselines: dict[str, dict]) -
 
     `baselines`: each added task's no-learning baseline with its per-example scores (`per_example=True`).
     """
-    added = list(dict.fromkeys(t for r in runs if r.method == "add-task" for t in r.tasks))
+    added = list(dict.fromkeys(t for r in runs if r.method == Method.ADD_TASK for t in r.tasks))
     if not added:
         return ["Not in this plan."]
     lines = [

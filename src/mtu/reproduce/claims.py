@@ -16,6 +16,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from mtu.methods import Method
 from mtu.reproduce.pilot import ALL_CORRECT_BAR, PSNR_MARGIN_DB
 from mtu.reproduce.plan import MAIN_EXPERTS, Run
 
@@ -47,7 +48,7 @@ def scores(records: dict[Run, dict], runs: list[Run], task: str, metric: str) ->
 
 def single_task(runs: list[Run], task: str) -> list[Run]:
     """The single-task model of `task`, one run per seed: what MTU is compared with on `task`."""
-    return [r for r in runs if r.method == "single-task" and r.tasks == (task,)]
+    return [r for r in runs if r.method == Method.SINGLE_TASK and r.tasks == (task,)]
 
 
 def mean_of(records: dict[Run, dict], runs: list[Run], task: str, metric: str) -> float | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 
+from mtu.methods import Method
+
 PAPER_TASKS = ("t2i", "edit", "sr", "remove")  # the paper's "inpainting" is text-guided removal
 EXTRA_TASKS = ("inpaint",)  # mask inpainting: a labelled extra, outside the paper's claims
 ADDED_TASKS = ("colorize",)  # issue 16: a task added later to the trained model of the main table
@@ -49,11 +51,11 @@ class Run:
     rank_as: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if (self.method == "add-task") != (self.extends is not None):
+        if (self.method == Method.ADD_TASK) != (self.extends is not None):
             raise ValueError(f"a run has `extends` exactly when its method is add-task ({self.method}, {self.extends})")
         if self.extends is not None and self.extends.seed != self.seed:
             raise ValueError(f"an add-task run has its extended run's seed ({self.seed} vs {self.extends.seed})")
-        if self.rank_as and self.method != "lora":
+        if self.rank_as and self.method != Method.LORA:
             raise ValueError(f"rank_as is for LoRA runs, not {self.method}")
 
     @property
@@ -63,7 +65,7 @@ class Run:
             return f"{self.method}-{tasks}-on-{self.extends.name}"
         if self.rank_as:
             return f"{self.method}-{tasks}-rank-as-{'+'.join(self.rank_as)}-s{self.seed}"
-        experts = f"-n{self.num_experts}" if self.method in ("mtu", "single-task") else ""
+        experts = f"-n{self.num_experts}" if self.method in (Method.MTU, Method.SINGLE_TASK) else ""
         return f"{self.method}{experts}-{tasks}-s{self.seed}"
 
     def steps(self, per_task: int) -> int:
@@ -133,7 +135,7 @@ def build_plan(
         # seed 0, comes first).
         "main": sorted(
             [Run("base", ("t2i",), MAIN_EXPERTS, main_seeds[0])] + single + main,
-            key=lambda run: (run.seed, run.method != "mtu"),
+            key=lambda run: (run.seed, run.method != Method.MTU),
         ),
         "extra": [Run("mtu", tasks + extra, MAIN_EXPERTS, seed) for seed in scope.extra_seeds if extra]
         + [Run("single-task", (task,), MAIN_EXPERTS, seed) for task in extra for seed in scope.extra_seeds],

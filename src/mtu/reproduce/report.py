@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from mtu.methods import Method
 from mtu.outputs import write_text_atomic
 from mtu.reproduce.claims import (
     claim_line,
@@ -48,7 +49,7 @@ def _header(columns) -> list[str]:
 def _method_runs(runs: list[Run], method: str, task: str, tasks: tuple[str, ...]) -> list[Run]:
     """The runs that give `method`'s numbers for `task`: its own single-task (or full) runs, else the
     multi-task runs on `tasks`."""
-    if method in ("single-task", "full"):
+    if method != "base" and Method(method).one_task:
         return [r for r in runs if r.method == method and r.tasks == (task,)]
     if method == "base":
         return [r for r in runs if r.method == "base" and task in r.tasks]  # the base model's own task
@@ -254,7 +255,7 @@ def write_report(path: Path, tables: dict, records: dict, base: dict, context: d
     from mtu.evaluation.shapes_eval import evaluate_baseline
     from mtu.reproduce.costs import measure_costs
 
-    tasks = next(r.tasks for r in tables["main"] if r.method == "mtu")
+    tasks = next(r.tasks for r in tables["main"] if r.method == Method.MTU)
     samples = context["settings"]["eval_samples"]
     baselines = {t: evaluate_baseline(t, samples, TEST_SEED) for t in (*tasks, "inpaint") if t in BASELINES}
     learned_tasks = learned(records, tables["main"], baselines, tasks)
@@ -346,12 +347,12 @@ def _preamble(base: dict, context: dict, missing: list[str]) -> list[str]:
 
 
 def _other_tables(records, tables, tasks) -> list[str]:
-    extra_tasks = next((r.tasks for r in tables["extra"] if r.method == "mtu"), ())
+    extra_tasks = next((r.tasks for r in tables["extra"] if r.method == Method.MTU), ())
     experts = sorted({r.num_experts for r in tables["experts"]})
     pairs = list(dict.fromkeys(r.tasks for r in tables["pairs"]))
     extra = [
         ("MTU on all tasks", group(tables["extra"], "mtu", extra_tasks)),
-        ("single-task", [r for r in tables["extra"] if r.method == "single-task"]),
+        ("single-task", [r for r in tables["extra"] if r.method == Method.SINGLE_TASK]),
     ]
     return [
         "## Extra: mask inpainting (outside the paper's claims)",
@@ -376,7 +377,7 @@ def _adding(records, runs: list[Run], tasks, samples: int) -> list[str]:
     from mtu.evaluation.shapes_eval import evaluate_baseline
     from mtu.reproduce.adding import adding_section
 
-    added = list(dict.fromkeys(t for r in runs if r.method == "add-task" for t in r.tasks if t not in tasks))
+    added = list(dict.fromkeys(t for r in runs if r.method == Method.ADD_TASK for t in r.tasks if t not in tasks))
     baselines = {t: evaluate_baseline(t, samples, TEST_SEED, per_example=True) for t in added if t in BASELINES}
     title = f"## Adding a task later ({', '.join(added)})" if added else "## Adding a task later"
     return [title, "", *adding_section(records, runs, baselines), ""]

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from mtu.assets import SHIPPED_MTU
 from mtu.config import MTUConfig, write_text_atomic
+from mtu.methods import Method
 from mtu.reproduce.plan import CPU_BUDGET, PAPER_TASKS, Run, Scope, build_plan, cut_runs, unique_runs
 from mtu.reproduce.protocol import PROTOCOLS
 from mtu.reproduce.ship import SHIPPED_RUN
@@ -247,9 +248,9 @@ def run_once(run: Run, folder: Path, records: Path, base: dict[str, Any], settin
     for task in run.tasks:
         prompt = base["tasks"][task].get("prompt", True)
         record["tasks"][task] = evaluate(pipe, task, settings["eval_samples"], settings["eval_steps"], prompt)
-    if run.method == "full":
+    if run.method == Method.FULL:
         record["layer_deviations"] = _layer_deviations(base["model"], pipe, run.tasks[0])
-    if run.method == "mtu":
+    if run.method == Method.MTU:
         from mtu.evaluation.router_health import router_health
 
         record["routing"] = {name: w.tolist() for name, w in pipe.unet.routing_weights().items()}

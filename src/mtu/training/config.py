@@ -18,6 +18,7 @@ import yaml
 from mtu.config import TaskSpec
 from mtu.limits import MAX_SEED
 from mtu.loading import inspect_model, is_hub_id
+from mtu.methods import Method
 from mtu.training.checks import choice, is_int, is_number, need, raise_problems
 from mtu.training.sections import (
     SECTIONS,
@@ -30,10 +31,7 @@ from mtu.training.sections import (
 )
 from mtu.training.task_config import SourceConfig, TaskConfig
 
-METHODS = ("mtu", "single-task", "lora", "ia3", "full", "add-task")
-
 __all__ = [
-    "METHODS",
     "SECTIONS",
     "AdapterSection",
     "CheckpointSection",
@@ -58,9 +56,10 @@ class TrainConfig:
     Args:
         model: base model: a shipped name ("shapes-base"), a local diffusers pipeline folder, or a hub id.
         tasks: task name -> `TaskConfig`, in task-id order.
-        method: "mtu", "single-task" (MTU's trainable parts, one task), "lora" or "ia3" (one adapter per
-            task on the FFNs, plus MTU's task input convs and norms), "full", or "add-task" (new tasks on
-            the trained MTU model `extends`, only their parts trained: `mtu.training.extend`).
+        method: a `mtu.methods.Method` name: "mtu", "single-task" (MTU's trainable parts, one task), "lora" or
+            "ia3" (one adapter per task on the FFNs, plus MTU's task input convs and norms), "full", or
+            "add-task" (new tasks on the trained MTU model `extends`, only their parts trained:
+            `mtu.training.extend`).
         extends: add-task only: the MTU folder the tasks are added to; `tasks` lists the new tasks only.
         output_dir: run folder: checkpoints/, model/, logs/, samples/, train_log.jsonl.
         seed: seeds the model init and the data stream; null draws one (recorded in checkpoints).
@@ -83,6 +82,11 @@ class TrainConfig:
     def task_names(self) -> list[str]:
         return list(self.tasks)
 
+    @property
+    def training_method(self) -> Method | None:
+        """`method` as a `Method` (what it trains, loads, mixes); None while it names none (see `problems`)."""
+        return next((method for method in Method if method == self.method), None)
+
     def task_specs(self) -> list[TaskSpec]:
         return [task.spec(name) for name, task in self.tasks.items()]
 
@@ -93,7 +97,7 @@ class TrainConfig:
             found.append(f"model: expected a shipped name, folder or hub id, got {self.model!r}")
         else:
             found += _model_problems(self.model)
-        choice(found, "method", self.method, METHODS)
+        choice(found, "method", self.method, tuple(method.value for method in Method))
         from mtu.training.extend import extends_problems
 
         found += extends_problems(self)
@@ -109,7 +113,8 @@ class TrainConfig:
         weights = [t.weight for t in self.tasks.values() if is_number(t.weight)]
         if self.tasks and len(weights) == len(self.tasks) and sum(weights) <= 0:
             found.append("tasks: the sampling weights sum to 0; give at least one task a positive weight")
-        if self.method in ("single-task", "full") and len(self.tasks) != 1:
+        method = self.training_method
+        if method is not None and method.one_task and len(self.tasks) != 1:
             found.append(
                 f"method: {self.method} trains exactly one task, got {len(self.tasks)} ({self.task_names}); "
                 "run once per task, or use method: mtu"

@@ -13,6 +13,7 @@ from torch import nn
 
 from mtu.baselines import AdapterSpec, ffn_linears
 from mtu.config import MTUConfig, TaskSpec
+from mtu.methods import Method
 from mtu.training.methods import build_model
 from mtu.upcycle import add_task_layers
 
@@ -36,7 +37,7 @@ def parameter_counts(unet_config, mtu_config: MTUConfig, rank: int | str = "auto
         {"mtu": n, "lora": n, "lora_rank": r, "ia3": n, "single-task": {task: n}}; with rank "auto", r is
         the LoRA rank whose count is closest to MTU's.
     """
-    counts: dict = {"mtu": trainable_count(build_model(meta_unet(unet_config), "mtu", mtu_config))}
+    counts: dict = {"mtu": trainable_count(build_model(meta_unet(unet_config), Method.MTU, mtu_config))}
     task_layers = trainable_count(add_task_layers(meta_unet(unet_config), mtu_config))
     inputs, outputs = ffn_linears(meta_unet(unet_config), mtu_config.target_modules)
     modules = dict(meta_unet(unet_config).named_modules())
@@ -44,11 +45,12 @@ def parameter_counts(unet_config, mtu_config: MTUConfig, rank: int | str = "auto
     if rank == "auto":
         rank = max(1, round((counts["mtu"] - task_layers) / per_rank))
     counts["lora_rank"] = rank
-    lora = build_model(meta_unet(unet_config), "lora", mtu_config, AdapterSpec("lora", rank, alpha))
+    lora = build_model(meta_unet(unet_config), Method.LORA, mtu_config, AdapterSpec(Method.LORA, rank, alpha))
     counts["lora"] = trainable_count(lora)
-    counts["ia3"] = trainable_count(build_model(meta_unet(unet_config), "ia3", mtu_config, AdapterSpec("ia3")))
+    ia3 = build_model(meta_unet(unet_config), Method.IA3, mtu_config, AdapterSpec(Method.IA3))
+    counts["ia3"] = trainable_count(ia3)
     counts["single-task"] = {
-        task.name: trainable_count(build_model(meta_unet(unet_config), "mtu", _one_task(mtu_config, task)))
+        task.name: trainable_count(build_model(meta_unet(unet_config), Method.MTU, _one_task(mtu_config, task)))
         for task in mtu_config.tasks
     }
     return counts
@@ -60,13 +62,17 @@ def _one_task(mtu_config: MTUConfig, task: TaskSpec) -> MTUConfig:
 
 def format_counts(counts: dict, method: str) -> str:
     """The dry-run table: trainable parameters per method, the configured one marked."""
-    rows = [("mtu", counts["mtu"]), (f"lora (rank {counts['lora_rank']})", counts["lora"]), ("ia3", counts["ia3"])]
-    rows += [(f"single-task ({task})", n) for task, n in counts["single-task"].items()]
+    rows = [
+        (Method.MTU, "mtu", counts["mtu"]),
+        (Method.LORA, f"lora (rank {counts['lora_rank']})", counts["lora"]),
+        (Method.IA3, "ia3", counts["ia3"]),
+    ]
+    rows += [(Method.SINGLE_TASK, f"single-task ({task})", n) for task, n in counts["single-task"].items()]
     single_total = sum(counts["single-task"].values())
-    rows.append((f"single-task, all {len(counts['single-task'])} models", single_total))
+    rows.append((None, f"single-task, all {len(counts['single-task'])} models", single_total))
     lines = [f"{'method':<32}{'trainable parameters':>22}"]
-    for name, count in rows:
-        marker = "  <- this config" if name.split(" ")[0] == method and not name.startswith("single-task, all") else ""
+    for row_method, name, count in rows:
+        marker = "  <- this config" if row_method is not None and row_method == method else ""
         lines.append(f"{name:<32}{count:>22,}{marker}")
     ratio = counts["lora"] / max(counts["mtu"], 1)
     lines.append(f"lora / mtu = {ratio:.3f} (rank chosen to match MTU's count as closely as possible)")

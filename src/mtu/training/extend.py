@@ -23,13 +23,15 @@ from pathlib import Path
 
 from mtu.config import MTUConfig
 from mtu.loading import inspect_model
+from mtu.methods import Method
 
-ADD_TASK = "add-task"
+ADD_TASK = Method.ADD_TASK.value  # the method this module serves (`Method.extends`)
 
 
 def extends_problems(config) -> list[str]:
     """Problems of `config.extends`, which method add-task needs and no other method takes."""
-    if config.method != ADD_TASK:
+    method = config.training_method
+    if method is None or not method.extends:
         return [] if config.extends is None else [f"extends: only for method {ADD_TASK} (method is {config.method!r})"]
     if not isinstance(config.extends, str) or not config.extends:
         needed = (

@@ -11,7 +11,7 @@ from contextlib import nullcontext
 import numpy as np
 from tqdm.auto import tqdm
 
-from mtu.baselines import ADAPTER_METHODS, activate
+from mtu.baselines import activate
 from mtu.evaluation.router_health import router_health
 from mtu.layers import MTUFeedForward
 from mtu.training.run import Run
@@ -107,7 +107,7 @@ def write_samples(run: Run, previews: dict) -> None:
         for name, pairs in previews.items():
             if not pairs:  # every preview draw was unreadable
                 continue
-            if run.config.method in ADAPTER_METHODS:
+            if run.config.training_method.adapters:
                 activate(model, name)
             outputs = task_samples(pipeline, pairs, run.config.data.resolution, section.sample_steps, **sampler)
             images[name] = grid(pairs, outputs)

@@ -24,7 +24,7 @@ from mtu.training.config import TrainConfig
 from mtu.training.counts import format_counts, parameter_counts
 from mtu.training.data import Dropout, Layout, StepBatches, micro_batches
 from mtu.training.feedback import Feedback, preview_pairs, write_samples
-from mtu.training.methods import ADAPTER_METHODS, mtu_config_of
+from mtu.training.methods import mtu_config_of
 from mtu.training.run import (
     Run,
     build_run,
@@ -47,7 +47,7 @@ def dry_run(config: TrainConfig) -> str:
     from mtu.training.components import unet_config
 
     config.check()
-    if config.method == "add-task":
+    if config.training_method.extends:
         from mtu.training.extend import dry_run_text
 
         return dry_run_text(config, unet_config(config.model))
@@ -76,7 +76,7 @@ def data_stream(run: Run, sources: dict):
         run.progress.data_seed,
         layout,
         Dropout(section.text_dropout, section.image_dropout, section.both_dropout),
-        one_task_per_batch=config.method in ADAPTER_METHODS,
+        one_task_per_batch=not config.training_method.mixes_tasks,
         max_skips=section.max_skips,
     )
     return iter(micro_batches(dataset, run.progress.step, config.train.max_steps, section.num_workers))

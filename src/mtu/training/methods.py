@@ -17,19 +17,20 @@ from __future__ import annotations
 
 from torch import nn
 
-from mtu.baselines import ADAPTER_METHODS, BASELINE_METHODS, AdapterSpec, activate, build_baseline
+from mtu.baselines import AdapterSpec, activate, build_baseline
 from mtu.config import MTUConfig
+from mtu.methods import Method
 from mtu.model import MTUModel
-from mtu.training.config import METHODS, TrainConfig
-from mtu.training.extend import ADD_TASK, extend_model, extended_config
+from mtu.training.config import TrainConfig
+from mtu.training.extend import extend_model, extended_config
 from mtu.upcycle import upcycle
 
 # AdapterSpec and activate are the baselines' (mtu.baselines), named here beside build_model for training code.
-__all__ = ["ADAPTER_METHODS", "AdapterSpec", "activate", "build_model", "mtu_config_of"]
+__all__ = ["AdapterSpec", "activate", "build_model", "mtu_config_of"]
 
 
 def mtu_config_of(config: TrainConfig) -> MTUConfig:
-    if config.method == ADD_TASK:
+    if Method(config.method).extends:
         return extended_config(config)  # sizes and served tasks are the extended folder's
     section = config.mtu
     return MTUConfig(
@@ -45,16 +46,19 @@ def mtu_config_of(config: TrainConfig) -> MTUConfig:
 
 
 def build_model(
-    unet: nn.Module, method: str, mtu_config: MTUConfig, adapter: AdapterSpec | None = None, extends: str | None = None
+    unet: nn.Module,
+    method: Method | str,
+    mtu_config: MTUConfig,
+    adapter: AdapterSpec | None = None,
+    extends: str | None = None,
 ) -> MTUModel:
     """Turn `unet` (in place) into the model `method` trains. Adapter methods need `adapter`.
 
     add-task with `extends`: that folder's model plus the new tasks, only theirs trainable.
     """
-    if method == ADD_TASK and extends is not None:
+    method = Method.parse(method)
+    if method.extends and extends is not None:
         return extend_model(unet, extends, mtu_config)
-    if method in ("mtu", "single-task", ADD_TASK):
+    if method.has_experts:
         return upcycle(unet, mtu_config)
-    if method in BASELINE_METHODS:
-        return build_baseline(unet, method, mtu_config, adapter)
-    raise ValueError(f"unknown method {method!r}; valid options: {list(METHODS)}")
+    return build_baseline(unet, method, mtu_config, adapter)

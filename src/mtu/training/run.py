@@ -28,7 +28,7 @@ from mtu.training.checkpoint import (
 from mtu.training.components import Components, load_components
 from mtu.training.config import TrainConfig
 from mtu.training.counts import parameter_counts, trainable_count
-from mtu.training.methods import ADAPTER_METHODS, build_model, mtu_config_of
+from mtu.training.methods import build_model, mtu_config_of
 
 # Settings that must not change when a run is resumed: the weights would not fit or would mean something else.
 FIXED_ON_RESUME = ("model", "method", "extends", "mtu", "adapter")
@@ -85,11 +85,12 @@ def make_accelerator(config: TrainConfig):
 
 def adapter_spec(config: TrainConfig, unet_config) -> tuple[AdapterSpec | None, dict | None]:
     """The LoRA / IA3 adapter of this config (rank "auto" resolved) and the parameter counts behind it."""
-    if config.method not in ADAPTER_METHODS:
+    method = config.training_method
+    if not method.adapters:
         return None, None
     section = config.adapter
     counts = parameter_counts(unet_config, mtu_config_of(config), section.rank, section.alpha)
-    rank = counts["lora_rank"] if config.method == "lora" else 0
+    rank = counts["lora_rank"] if method.ranked else 0
     return AdapterSpec(config.method, rank, section.alpha, section.dropout), counts
 
 
@@ -100,7 +101,7 @@ def build_run(config: TrainConfig, accelerator) -> Run:
     components = load_components(config.model, config.data.resolution)
     adapter, counts = adapter_spec(config, components.unet.config)
     model = build_model(components.unet, config.method, mtu_config_of(config), adapter, config.extends)
-    note = f"; LoRA rank {adapter.rank}" if config.method == "lora" else ""
+    note = f"; LoRA rank {adapter.rank}" if config.training_method.ranked else ""
     note += f"; MTU would train {counts['mtu']:,}" if counts else ""
     count = trainable_count(model)
     accelerator.print(f"trainable parameters: {count:,} ({config.method}, tasks {config.task_names}{note})")

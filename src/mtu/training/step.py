@@ -13,7 +13,7 @@ from contextlib import nullcontext
 import torch
 from diffusers.training_utils import compute_snr
 
-from mtu.baselines import ADAPTER_METHODS, activate
+from mtu.baselines import activate
 from mtu.conditioning import denoiser_input
 from mtu.layers.routing import task_runs
 from mtu.model import concat_task_inputs
@@ -100,7 +100,7 @@ def optimizer_step(run: Run, micro: list[dict]) -> dict:
     accelerator, tasks = run.accelerator, run.task_names
     sums = torch.zeros(2 * len(tasks) + 2, dtype=torch.float64)  # per-task loss sums, per-task counts, skips, stop
     for index, batch in enumerate(micro):
-        if run.config.method in ADAPTER_METHODS:
+        if run.config.training_method.adapters:
             activate(run.unwrapped, tasks[int(batch["task_ids"][0])])
         last = index == len(micro) - 1
         with nullcontext() if last else accelerator.no_sync(run.model):
