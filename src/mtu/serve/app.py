@@ -104,6 +104,8 @@ class ChatApp:
         yield history + [{"role": "assistant", "content": "working…"}], clear_box, gr.skip()
         try:
             settings = _settings(steps, guidance, image_guidance, seed)
+            if not isinstance(stored, bool):  # API callers can send anything: "no" would be true
+                raise RequestError(f"the stored-settings box must be true or false, got {_short(stored)}")
             if stored:
                 settings = Settings(seed=settings.seed)  # None: the task's stored settings
             reply = self.service.run(text, image, mask, task, settings)
@@ -186,6 +188,102 @@ def _settings(steps, guidance, image_guidance, seed) -> Settings:
     return Settings(*values)
 
 
+class RefusingBlocks(gr.Blocks):
+    """`gr.Blocks` whose refusal of a request's inputs is one line for the caller (a `gr.Error`) and one line in
+    the server log.
+
+    gradio checks what reaches an event before the callback runs (a value outside a slider's range, a choice not in
+    a menu, a file the browser did not upload, a malformed or incomplete API call) and prints a full traceback to
+    the server log for each refusal. Here the scalar controls are checked first with their labels ("Steps must be
+    between 1 and 100, got 10000"), and whatever gradio still refuses is reduced to one line.
+    """
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
+        try:
+            _check_controls(block_fn.inputs, inputs)
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except Exception as error:  # noqa: BLE001 - every refusal of the input, whatever gradio raised
+            line = _one_line(error)
+            logger.warning("refused a request to %s: %s", getattr(block_fn, "name", None) or "the page", line)
+            raise gr.Error(line, print_exception=False) from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters: a refusal quotes what it refused without echoing a megabyte."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _check_controls(blocks: list, values: list) -> None:
+    """Refuse a value a slider, number, menu or checkbox of the page would never send, naming the control."""
+    if len(values) < len(blocks):
+        labels = ", ".join(getattr(block, "label", None) or type(block).__name__ for block in blocks)
+        raise RequestError(f"this event takes {len(blocks)} input values ({labels}), got {len(values)}")
+    for block, value in zip(blocks, values):
+        label = getattr(block, "label", None) or type(block).__name__
+        if isinstance(block, (gr.Slider, gr.Number)):
+            if value is None and isinstance(block, gr.Number):
+                continue  # gradio passes an empty number on as None; the callback names it
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or value != value:
+                raise RequestError(f"{label}: expected a number, got {_short(value)}")
+            low, high = block.minimum, block.maximum
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise RequestError(f"{label} must be between {low} and {high}, got {_short(value)}")
+        elif isinstance(block, gr.Dropdown) and not block.allow_custom_value and not block.multiselect:
+            allowed = [choice[1] if isinstance(choice, (list, tuple)) else choice for choice in block.choices or []]
+            if value not in allowed:
+                raise RequestError(f"{label}: {_short(value)} is not one of {', '.join(map(str, allowed))}")
+        elif isinstance(block, gr.Checkbox) and not isinstance(value, bool):
+            raise RequestError(f"{label}: expected true or false, got {_short(value)}")
+
+
+def _one_line(error: Exception) -> str:
+    """What gradio (or `_check_controls`) refused, as one line of at most 300 characters."""
+    from pydantic import ValidationError
+
+    if isinstance(error, gr.Error):
+        text = str(error.message)
+    elif isinstance(error, ValidationError):  # a malformed chat message, conversation or image
+        parts = [f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in error.errors()[:3]]
+        text = f"{error.title}: {'; '.join(parts)}"
+    elif isinstance(error, RequestError):
+        text = str(error)
+    else:  # gradio's own wording; its first line names the input ("Could not preprocess input component at...")
+        text = str(error).strip().split(" with input components:")[0]
+        text = f"{type(error).__name__}: {text}" if not isinstance(error, ValueError) else text
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else f"{text[:297]}..."
+
+
+def _api_error_handlers() -> dict:
+    """FastAPI exception handlers for API calls that name no event of the page (an unknown API name or event
+    index): gradio raises them out of its route, which the server logs with a traceback and answers 500. Here: 404
+    with one line, and one line in the log."""
+    from fastapi.responses import JSONResponse
+    from gradio.route_utils import FnIndexInferError
+
+    def refuse(request, line: str):
+        logger.warning("refused %s %s: %s", request.method, request.url.path, line)
+        return JSONResponse({"error": line}, status_code=404)
+
+    async def unknown_name(request, error: FnIndexInferError):
+        fns = request.app.get_blocks().fns.values()
+        names = ", ".join(sorted(f"/{fn.api_name}" for fn in fns if fn.api_name and fn.api_visibility == "public"))
+        return refuse(request, f"{error}; this page's API names: {names}")
+
+    async def unknown_index(request, error: KeyError):
+        frames = []
+        tb = error.__traceback__
+        while tb is not None:
+            frames.append(tb.tb_frame.f_code.co_name)
+            tb = tb.tb_next
+        if not frames or frames[-1] != "get_fn":  # not an event lookup: a genuine failure, logged as one
+            raise error
+        return refuse(request, f"no event with index {_short(error.args[0] if error.args else None)}")
+
+    return {FnIndexInferError: unknown_name, KeyError: unknown_index}
+
+
 def build_app(
     service: ChatService, model_name: str = "", examples: list[str] | None = None, defaults: Settings | None = None
 ) -> gr.Blocks:
@@ -200,7 +298,7 @@ def build_app(
     """
     app = ChatApp(service)
     limits = service.limits
-    with gr.Blocks(title="mtu demo", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+    with RefusingBlocks(title="mtu demo", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(_INTRO.format(model=model_name or "MTU model", tasks=", ".join(service.tasks)))
         with gr.Row():
             with gr.Column(scale=3):
@@ -294,4 +392,5 @@ def launch_options(limits: ServeLimits, host: str, port: int, token: str | None 
         ssr_mode=False,
         show_error=True,
         css=CSS,
+        app_kwargs={"exception_handlers": _api_error_handlers()},
     )
