@@ -200,6 +200,18 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
 # What an MTUConfig serves when not told: the DESIGN.md table (colorize is built in for adding later).
 DEFAULT_TASKS = ("t2i", "edit", "sr", "remove", "inpaint")
 
+# The settings of the MTU layers, apart from the tasks and the base model: what a training config's `mtu:`
+# section and `mtu upcycle`'s options set. Their defaults are written once, as `MTUConfig`'s field defaults.
+LAYER_SETTINGS = (
+    "num_experts",
+    "router_hidden_dim",
+    "task_embedding_dim",
+    "router_bias",
+    "gate_dropout",
+    "target_modules",
+)
+SIZES = LAYER_SETTINGS[:3]  # the positive ints that size the layers
+
 
 def as_task_spec(task: TaskSpec | str | dict) -> TaskSpec:
     """A task given as a built-in name, a dict of `TaskSpec` fields, or a `TaskSpec`."""
@@ -267,26 +279,49 @@ class MTUConfig:
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"task names must be unique; repeated: {duplicates}")
-        for name in ("num_experts", "router_hidden_dim", "task_embedding_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        check_bounds(self)  # every size is memory allocated on its word when a model is built from it
-        if not isinstance(self.router_bias, bool):
-            raise ValueError(f"router_bias must be true or false, got {self.router_bias!r}")
-        dropout = self.gate_dropout
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ValueError(f"gate_dropout must be a probability in [0, 1), got {dropout!r}")
         if isinstance(self.target_modules, str):
             self.target_modules = [self.target_modules]
-        patterns = self.target_modules
-        if patterns is not None and not (
-            isinstance(patterns, (list, tuple)) and all(isinstance(p, str) for p in patterns)
-        ):
-            raise ValueError(f"target_modules must be a list of regular expressions, got {self.target_modules!r}")
+        problems = self.setting_problems(self.layer_settings())
+        if problems:
+            raise ValueError(" ".join(problems[0]))  # "num_experts must be a positive int, got 0"
+        check_bounds(self)  # every size is memory allocated on its word when a model is built from it
         for name in ("base_model_name_or_path", "base_model_class"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+
+    @staticmethod
+    def setting_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+        """(name, what is wrong with it) for each bad layer setting among `values` (`LAYER_SETTINGS` keys).
+
+        `MTUConfig` raises the first; a training config reports them all as `mtu.<name>: ...`.
+        """
+        found = []
+        for name in SIZES:
+            value = values.get(name, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                found.append((name, f"must be a positive int, got {value!r}"))
+        if not isinstance(values.get("router_bias", True), bool):
+            found.append(("router_bias", f"must be true or false, got {values['router_bias']!r}"))
+        dropout = values.get("gate_dropout", 0.0)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            found.append(("gate_dropout", f"must be a probability in [0, 1) (0 turns it off), got {dropout!r}"))
+        patterns = values.get("target_modules")
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        if patterns is not None and not (
+            isinstance(patterns, (list, tuple)) and all(isinstance(p, str) for p in patterns)
+        ):
+            found.append(("target_modules", f"must be a list of regular expressions or null, got {patterns!r}"))
+        return found
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of setting `name` (the command line's defaults are these)."""
+        return next(f.default for f in fields(cls) if f.name == name)
+
+    def layer_settings(self) -> dict[str, Any]:
+        """The `LAYER_SETTINGS` of this config, by name (a training config's `mtu:` section)."""
+        return {name: getattr(self, name) for name in LAYER_SETTINGS}
 
     @property
     def task_names(self) -> list[str]:

@@ -15,7 +15,7 @@ from torch import nn
 
 from mtu.config import MTUConfig
 from mtu.layers import MTUFeedForward, TaskContext, TaskInputConv, TaskLayerNorm
-from mtu.layers.experts import check_feedforward, feedforward_hidden_size
+from mtu.layers.experts import check_feedforward, expert_count_problem, feedforward_hidden_size
 from mtu.model import MTU_LAYER_TYPES, MTUModel
 
 # Input layers that see the noisy latent (and, per task, the conditioning channels).
@@ -72,10 +72,6 @@ def find_pre_ffn_norm(model: nn.Module, feedforward_name: str) -> str | None:
     return None
 
 
-def _valid_expert_counts(hidden_sizes: list[int]) -> list[int]:
-    return [n for n in (1, 2, 4, 8, 16, 32, 64) if all(size % n == 0 for size in hidden_sizes)]
-
-
 def _check(model: nn.Module, config: MTUConfig, targets: list[str], experts: bool = True) -> None:
     if any(isinstance(module, MTU_LAYER_TYPES) for module in model.modules()):
         raise ValueError("this model is already upcycled (upcycle modifies it in place): pass a fresh base model")
@@ -91,12 +87,9 @@ def _check(model: nn.Module, config: MTUConfig, targets: list[str], experts: boo
     if problems:
         raise ValueError("cannot upcycle:\n  " + "\n  ".join(problems))
     sizes = [feedforward_hidden_size(model.get_submodule(name)) for name in targets]
-    bad = sorted({size for size in sizes if size % config.num_experts}) if experts else []
-    if bad:
-        raise ValueError(
-            f"num_experts={config.num_experts} does not divide the FFN hidden sizes {bad} of this model; "
-            f"valid choices: {_valid_expert_counts(sizes)}"
-        )
+    problem = expert_count_problem(sizes, config.num_experts) if experts else None
+    if problem:
+        raise ValueError(problem)
     find_input_conv(model)
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from mtu.config import MTUConfig
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="upcycle a small UNet and print what MTU adds")
-    parser.add_argument("--experts", type=int, default=4, help="experts per FFN (default 4)")
+    experts = MTUConfig.default("num_experts")
+    parser.add_argument("--experts", type=int, default=experts, help=f"experts per FFN (default {experts})")
     parser.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mtu.config import MTUConfig
+from mtu.config import DEFAULT_TASKS, MTUConfig
 from mtu.outputs import output_path
 
 
@@ -15,10 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="shapes-base",
         help="base pipeline folder, shipped name or hub id (org/name) (default shapes-base)",
     )
-    parser.add_argument("--tasks", default="t2i,edit,sr,remove,inpaint", help="comma-separated built-in task names")
-    parser.add_argument("--experts", type=int, default=4, help="experts per FFN (default 4)")
-    parser.add_argument("--router-hidden-dim", type=int, default=64)
-    parser.add_argument("--task-embedding-dim", type=int, default=64)
+    parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="comma-separated built-in task names")
+    experts = MTUConfig.default("num_experts")
+    parser.add_argument("--experts", type=int, default=experts, help=f"experts per FFN (default {experts})")
+    parser.add_argument("--router-hidden-dim", type=int, default=MTUConfig.default("router_hidden_dim"))
+    parser.add_argument("--task-embedding-dim", type=int, default=MTUConfig.default("task_embedding_dim"))
     parser.add_argument(
         "--out",
         required=True,

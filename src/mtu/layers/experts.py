@@ -25,6 +25,16 @@ def feedforward_hidden_size(feedforward: nn.Module) -> int:
     return feedforward.net[2].in_features
 
 
+def expert_count_problem(hidden_sizes: list[int], num_experts: int) -> str | None:
+    """Why `num_experts` cannot split FFNs of these hidden sizes into equal experts, with the counts that can;
+    None when it divides every one."""
+    bad = sorted({size for size in hidden_sizes if size % num_experts})
+    if not bad:
+        return None
+    valid = [n for n in (1, 2, 4, 8, 16, 32, 64) if all(size % n == 0 for size in hidden_sizes)]
+    return f"num_experts={num_experts} does not divide the FFN hidden sizes {bad} of this model; valid choices: {valid}"
+
+
 def check_feedforward(name: str, feedforward: nn.Module) -> list[str]:
     """Problems that keep `feedforward` from being split into experts (empty when it can be)."""
     net = getattr(feedforward, "net", None)
@@ -58,8 +68,9 @@ class MTUFeedForward(nn.Module):
     ) -> None:
         super().__init__()
         hidden_size = feedforward_hidden_size(feedforward)
-        if hidden_size % num_experts:
-            raise ValueError(f"hidden size {hidden_size} is not divisible by num_experts={num_experts}")
+        problem = expert_count_problem([hidden_size], num_experts)
+        if problem:
+            raise ValueError(problem)
         self.base_layer = feedforward
         self.num_experts = num_experts
         self.expert_size = hidden_size // num_experts

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from mtu.config import TaskSpec
+from mtu.config import LAYER_SETTINGS, MTUConfig, TaskSpec
 from mtu.limits import MAX_SEED
 from mtu.loading import inspect_model, is_hub_id
 from mtu.methods import Method
@@ -26,7 +26,6 @@ from mtu.training.sections import (
     CheckpointSection,
     DataSection,
     LoggingSection,
-    MTUSection,
     TrainSection,
 )
 from mtu.training.task_config import SourceConfig, TaskConfig
@@ -37,7 +36,6 @@ __all__ = [
     "CheckpointSection",
     "DataSection",
     "LoggingSection",
-    "MTUSection",
     "SourceConfig",
     "TaskConfig",
     "TrainConfig",
@@ -63,6 +61,8 @@ class TrainConfig:
         extends: add-task only: the MTU folder the tasks are added to; `tasks` lists the new tasks only.
         output_dir: run folder: checkpoints/, model/, logs/, samples/, train_log.jsonl.
         seed: seeds the model init and the data stream; null draws one (recorded in checkpoints).
+        mtu: the MTU layer settings (`mtu.config.LAYER_SETTINGS`: experts, router, targets); the YAML `mtu:`
+            section is read by `MTUConfig` itself, and `tasks` / `model` complete it (`mtu_config_of`).
     """
 
     model: str = "shapes-base"
@@ -71,7 +71,7 @@ class TrainConfig:
     extends: str | None = None
     output_dir: str = "runs/mtu"
     seed: int | None = None
-    mtu: MTUSection = field(default_factory=MTUSection)
+    mtu: MTUConfig = field(default_factory=MTUConfig)
     adapter: AdapterSection = field(default_factory=AdapterSection)
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
@@ -134,7 +134,7 @@ class TrainConfig:
         raise_problems(self.problems())
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "mtu": self.mtu.layer_settings()}  # the section as written: tasks are above
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -163,16 +163,30 @@ class TrainConfig:
             name: section(**_known(section, top.pop(name, None) or {}, name, found))
             for name, section in SECTIONS.items()
         }
+        sections["mtu"] = _mtu_section(top.pop("mtu", None) or {}, found)
         config = cls(tasks=tasks, **top, **sections)
         return config, found + config.problems()
 
 
-def _known(cls: type, data: Any, where: str, found: list[str]) -> dict[str, Any]:
-    """The entries of `data` that are fields of `cls`; unknown keys and non-mappings become problems."""
+def _mtu_section(data: Any, found: list[str]) -> MTUConfig:
+    """The `mtu:` section as an `MTUConfig` (its tasks are set later, from `tasks`); its problems join `found`."""
+    values = _known(LAYER_SETTINGS, data, "mtu", found)
+    problems = MTUConfig.setting_problems(values)
+    found += [f"mtu.{name}: {problem}" for name, problem in problems]
+    try:
+        return MTUConfig(**values) if not problems else MTUConfig()
+    except ValueError as error:  # a size over its bound (`mtu.model_sizes.check_bounds`)
+        found.append(f"mtu: {error}")
+        return MTUConfig()
+
+
+def _known(cls: type | tuple[str, ...], data: Any, where: str, found: list[str]) -> dict[str, Any]:
+    """The entries of `data` that are fields of `cls` (or among these names); unknown keys and non-mappings become
+    problems."""
     if not isinstance(data, dict):
         found.append(f"{where}: expected a mapping, got {data!r}")
         return {}
-    names = [f.name for f in fields(cls)]
+    names = list(cls) if isinstance(cls, tuple) else [f.name for f in fields(cls)]
     unknown = sorted(str(key) for key in set(data) - set(names))
     if unknown:
         found.append(f"{where}: unknown keys {unknown}; allowed: {names}")

@@ -15,6 +15,8 @@ methods single-task batches (`mtu.baselines.activate` switches the whole model t
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
 from mtu.baselines import AdapterSpec, activate, build_baseline
@@ -32,17 +34,7 @@ __all__ = ["AdapterSpec", "activate", "build_model", "mtu_config_of"]
 def mtu_config_of(config: TrainConfig) -> MTUConfig:
     if Method(config.method).extends:
         return extended_config(config)  # sizes and served tasks are the extended folder's
-    section = config.mtu
-    return MTUConfig(
-        tasks=config.task_specs(),
-        num_experts=section.num_experts,
-        router_hidden_dim=section.router_hidden_dim,
-        task_embedding_dim=section.task_embedding_dim,
-        router_bias=section.router_bias,
-        gate_dropout=section.gate_dropout,
-        target_modules=section.target_modules,
-        base_model_name_or_path=config.model,
-    )
+    return dataclasses.replace(config.mtu, tasks=config.task_specs(), base_model_name_or_path=config.model)
 
 
 def build_model(

@@ -1,4 +1,5 @@
-"""The sections of a training config besides its tasks: MTU sizes, adapters, data, optimisation, checkpoints, logs."""
+"""The sections of a training config besides its tasks and `mtu:` (an `mtu.MTUConfig`): adapters, data,
+optimisation, checkpoints, logs."""
 
 from __future__ import annotations
 
@@ -12,40 +13,6 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 LOG_WITH = ("tensorboard", "none")
 CACHE_MODES = ("none", "latents")
-
-
-@dataclass
-class MTUSection:
-    """MTU layer sizes and router options (see `mtu.MTUConfig`)."""
-
-    num_experts: int = 4
-    router_hidden_dim: int = 64
-    task_embedding_dim: int = 64
-    router_bias: bool = True
-    gate_dropout: float = 0.0
-    target_modules: list[str] | None = None
-
-    def problems(self) -> list[str]:
-        found = [
-            f"mtu.{name}: must be a positive int, got {getattr(self, name)!r}"
-            for name in ("num_experts", "router_hidden_dim", "task_embedding_dim")
-            if not is_int(getattr(self, name)) or getattr(self, name) < 1
-        ]
-        need(
-            found,
-            isinstance(self.router_bias, bool),
-            f"mtu.router_bias: must be true or false, got {self.router_bias!r}",
-        )
-        dropout = self.gate_dropout
-        need(
-            found,
-            is_number(dropout) and 0 <= dropout < 1,
-            f"mtu.gate_dropout: must be a probability in [0, 1) (0 turns it off), got {dropout!r}",
-        )
-        targets = self.target_modules
-        if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
-            found.append(f"mtu.target_modules: expected a list of regular expressions or null, got {targets!r}")
-        return found
 
 
 @dataclass
@@ -267,7 +234,6 @@ class LoggingSection:
 
 
 SECTIONS = {
-    "mtu": MTUSection,
     "adapter": AdapterSection,
     "data": DataSection,
     "train": TrainSection,
