@@ -17,8 +17,8 @@ import statistics
 from dataclasses import dataclass
 
 from mtu.methods import Method
-from mtu.reproduce.pilot import ALL_CORRECT_BAR, PSNR_MARGIN_DB
 from mtu.reproduce.plan import MAIN_EXPERTS, Run
+from mtu.reproduce.thresholds import ALL_CORRECT_BAR, PSNR_MARGIN_DB
 
 UNDECIDABLE = "undecidable at this budget"
 NOT_COMPARED = "not compared"

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from mtu.config import write_text_atomic
+from mtu.reproduce.thresholds import ALL_CORRECT_BAR, PSNR_MARGIN_DB
 
 PILOT_TASKS = ("t2i", "edit", "sr", "remove")
-PSNR_MARGIN_DB = 2.0
-ALL_CORRECT_BAR = 0.5
 INPUT_PATHWAY = "conv_in|task_embedding|router"  # the parts that start untrained (zero init) or are new
 
 
@@ -129,7 +128,7 @@ def run_pilot_job(run: PilotRun, folder: Path, base: dict, pilot: dict, device: 
     until the next chunk would end after `deadline` (a `time.time()`), or (`stop_passed`) once it has
     passed the bar against `baseline`; returns its curve record. `score(model folder, task, pilot, device)`
     scores a checkpoint (default `score_checkpoint`)."""
-    from mtu.reproduce.runner import RunInterrupted
+    from mtu.reproduce.jobs import RunInterrupted
     from mtu.training import train
     from mtu.training.checkpoint import list_checkpoints, step_of
 
@@ -256,7 +255,7 @@ def run_pilot(
     import torch
     import yaml
 
-    from mtu.reproduce.runner import parallel
+    from mtu.reproduce.jobs import parallel
 
     base, pilot = yaml.safe_load(Path(config).read_text()), dict(QUICK_PILOT if quick else FULL_PILOT)
     pilot["prompts"] = {t: base["tasks"][t].get("prompt", True) for t in tasks}

@@ -85,7 +85,7 @@ def score_point(model: Path, pilot: dict, device: str) -> dict:
 def run_recipe(recipe: Recipe, folder: Path, base: dict, pilot: dict, device: str, deadline: float) -> dict:
     """Train `recipe` chunk by chunk (`every` steps each), scoring each checkpoint, until `max_steps` or until
     the next chunk would end after `deadline`; returns its curve record."""
-    from mtu.reproduce.runner import RunInterrupted
+    from mtu.reproduce.jobs import RunInterrupted
     from mtu.training import train
     from mtu.training.checkpoint import list_checkpoints, step_of
 
@@ -176,7 +176,7 @@ def run_router_pilot(out: str | Path, config: str | Path, results: str | Path = 
     import torch
     import yaml
 
-    from mtu.reproduce.runner import parallel
+    from mtu.reproduce.jobs import parallel
 
     unknown = sorted(set(recipes or ()) - {r.name for r in CANDIDATES})
     if unknown:
