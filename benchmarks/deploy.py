@@ -9,8 +9,10 @@ Each ratio is timed as its own pair, the two variants alternating (`benchmarks/t
 graphs are loaded at once.
 
 Quality (`--model DIR`, a trained MTU model): every Shapes task of the model, sr and inpaint also from the
-image alone, on the held-out test examples, run by the PyTorch pipeline and by the float32 and the two int8
-all-tasks ONNX folders (`OnnxPipeline`) with the same seeds (`mtu.evaluation.shapes_eval.evaluate_mtu_task`).
+image alone, on the held-out test examples, run by the PyTorch pipeline, by the float32 and the two int8
+all-tasks ONNX folders (`OnnxPipeline`) and by the float32 and the two int8 (NNCF) all-tasks OpenVINO folders
+(`OpenVINOPipeline`, when openvino and nncf are installed) with the same seeds
+(`mtu.evaluation.shapes_eval.evaluate_mtu_task`). One table, one column per runtime and precision.
 """
 
 from __future__ import annotations
@@ -74,6 +76,13 @@ KEPT_FLOAT = (
     "quantizes (docs/deploy.md says why)."
 )
 
+OPENVINO_KEPT_FLOAT = (
+    "OpenVINO int8 (NNCF, `mtu.deploy.openvino_export`): int8 compresses the weights of every linear layer and "
+    "convolution (activations float), int8-static quantizes linear layers, convolutions and attention products, "
+    "weights and activations; both keep float the input conv (the per-task conv table), the output conv and the "
+    "per-task tables (docs/deploy.md)."
+)
+
 
 def run(settings: Settings) -> Section:
     """Speed and size: timed, so run on a quiet machine (`benchmarks/run_paused.sh`)."""
@@ -104,6 +113,10 @@ def run_quality(settings: Settings) -> Section:
     """Quality per task: its own section because nothing in it is timed, so it may run beside other jobs
     (an hour at 100 examples per task, where the timed part wants the machine to itself)."""
     tables, targets, notes = [], [], [KEPT_FLOAT]
+    if _has_openvino():
+        notes.append(OPENVINO_KEPT_FLOAT)
+    else:
+        notes.append("OpenVINO rows not measured in this run: openvino and nncf are not installed.")
     if settings.model:
         table, targets = quality(settings.model, settings)
         tables.append(table)
@@ -111,7 +124,7 @@ def run_quality(settings: Settings) -> Section:
         notes.append("Not measured in this run: it needs a trained MTU model (`--model DIR`, e.g. shapes-mtu).")
     return Section(
         key="deploy-quality",
-        title="Deploying with ONNX Runtime: quality per task, float32 and int8",
+        title="Deploying with ONNX Runtime and OpenVINO: quality per task, float32 and int8",
         method=_quality_method(settings),
         tables=tables,
         targets=targets,
@@ -162,9 +175,12 @@ def _quality_method(settings: Settings) -> str:
     return (
         f"`benchmarks/deploy.py` (`--sections deploy-quality --model DIR`), {settings.threads} thread(s), untimed. "
         "Every Shapes task of the model (sr and inpaint also from the image alone) on the held-out test examples "
-        f"({2 if settings.quick else QUALITY_SAMPLES} per task), run by the PyTorch pipeline and by the float32 and "
-        "int8 all-tasks ONNX folders (`OnnxPipeline`; int8-static with the export's own Shapes calibration), same "
-        "seeds, shapes-base's sampler settings (`SHAPES_BASE_SAMPLER`, `evaluate_mtu_task`)."
+        f"({2 if settings.quick else QUALITY_SAMPLES} per task), run by the PyTorch pipeline, by the float32 and "
+        "int8 all-tasks ONNX folders (`OnnxPipeline`; int8-static with the export's own Shapes calibration) and by "
+        "the float32 and int8 all-tasks OpenVINO folders (`OpenVINOPipeline`, INFERENCE_PRECISION_HINT f32; int8: "
+        "NNCF, int8-static calibrated as `mtu export --format openvino` does), same seeds, shapes-base's sampler "
+        "settings (`SHAPES_BASE_SAMPLER`, `evaluate_mtu_task`). Goals: each float32 folder gives PyTorch's scores; "
+        "ONNX int8 within 0.5 dB and 2 points of ONNX fp32, OpenVINO int8 within 0.5 dB and 2 points of PyTorch."
     )
 
 
@@ -321,11 +337,11 @@ def speed_and_size(name: str, settings: Settings) -> tuple[Table, list[Target]]:
 
 
 def quality(model: str, settings: Settings) -> tuple[Table, list[Target]]:
-    """Shapes metrics of every task by PyTorch and by the float32 / int8 ONNX folders; goals on the differences."""
+    """Shapes metrics of every task by PyTorch, the float32 / int8 ONNX folders and the float32 / int8 OpenVINO
+    folders (when openvino is installed); goals on the differences."""
     from mtu.assets import SHAPES_BASE_SAMPLER
     from mtu.data.shapes.tasks import TASKS as SHAPES_TASKS
     from mtu.data.shapes.tasks import TEST_SEED
-    from mtu.deploy import OnnxPipeline, export_onnx
     from mtu.evaluation.shapes_eval import evaluate_mtu_task, parse_scored_name, with_image_only
     from mtu.pipelines import MTUPipeline
 
@@ -336,9 +352,9 @@ def quality(model: str, settings: Settings) -> tuple[Table, list[Target]]:
     runners: dict[str, Any] = {"PyTorch": pipe}
     scores = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for mode in (None, *QUANTIZED):
-            folder = export_onnx(pipe, "all", Path(scratch) / (mode or "fp32"), quantize=mode)
-            runners[f"ONNX {mode or 'fp32'}"] = OnnxPipeline.from_onnx(folder, threads=settings.threads)
+        runners |= _onnx_runners(pipe, Path(scratch), settings.threads)
+        if _has_openvino():
+            runners |= _openvino_runners(pipe, Path(scratch), settings.threads)
         for scored in names:
             task, prompt = parse_scored_name(scored)
             for runner, pipeline in runners.items():
@@ -354,7 +370,46 @@ def quality(model: str, settings: Settings) -> tuple[Table, list[Target]]:
     targets = _differences(scores, names, "ONNX fp32", "PyTorch", SAME_PSNR, SAME_POINTS)
     for mode in QUANTIZED:
         targets += _differences(scores, names, f"ONNX {mode}", "ONNX fp32", PSNR_GOAL, POINTS_GOAL)
+    if "OpenVINO fp32" in runners:
+        targets += _differences(scores, names, "OpenVINO fp32", "PyTorch", SAME_PSNR, SAME_POINTS)
+        for mode in QUANTIZED:  # issue 30: each OpenVINO int8 folder within 0.5 dB and 2 points of PyTorch
+            targets += _differences(scores, names, f"OpenVINO {mode}", "PyTorch", PSNR_GOAL, POINTS_GOAL)
     return table, targets
+
+
+def _onnx_runners(pipe: Any, scratch: Path, threads: int) -> dict[str, Any]:
+    """The float32 and int8 all-tasks ONNX folders of `pipe`, as `OnnxPipeline`s."""
+    from mtu.deploy import OnnxPipeline, export_onnx
+
+    runners = {}
+    for mode in (None, *QUANTIZED):
+        folder = export_onnx(pipe, "all", scratch / (mode or "fp32"), quantize=mode)
+        runners[f"ONNX {mode or 'fp32'}"] = OnnxPipeline.from_onnx(folder, threads=threads)
+    return runners
+
+
+def _has_openvino() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(module) is not None for module in ("openvino", "nncf"))
+
+
+def _openvino_runners(pipe: Any, scratch: Path, threads: int) -> dict[str, Any]:
+    """The float32 all-tasks OpenVINO folder of `pipe` and its int8 versions, as `OpenVINOPipeline`s (f32
+    precision hint). The int8 folders are copies of the float32 one quantized in place: what
+    `mtu export --format openvino --quantize MODE` writes (it exports float32, then `quantize_folder`), without
+    converting the graphs again; int8-static calibrates on the float32 folder's Shapes trajectories."""
+    import shutil
+
+    from mtu.deploy import OpenVINOPipeline, export_openvino
+    from mtu.deploy.openvino_export import quantize_folder
+
+    float_folder = export_openvino(pipe, "all", scratch / "ov-fp32")
+    for mode in QUANTIZED:
+        shutil.copytree(float_folder, scratch / f"ov-{mode}")
+        quantize_folder(scratch / f"ov-{mode}", mode, threads)
+    folders = {"fp32": float_folder, **{mode: scratch / f"ov-{mode}" for mode in QUANTIZED}}
+    return {f"OpenVINO {mode}": OpenVINOPipeline.from_openvino(f, threads=threads) for mode, f in folders.items()}
 
 
 def _differences(scores: dict, names: list[str], variant: str, baseline: str, psnr: float, points: float) -> list:
