@@ -3,7 +3,7 @@
 Forward (fp32, random-weight SD1.5 at 64x64 latent, batch 1; shapes-base at 16x16, batch 2; `--quick`: a
 tiny UNet): two worker processes stay alive for the whole measurement (`python -m benchmarks.cpu_speed
 worker ...`). One keeps glibc's default allocator and holds every variant (eager, channels-last,
-oneDNN-packed layers, torch.compile); the other calls `mtu.runtime.tune_allocator()` at start, as the
+oneDNN-packed layers, torch.compile); the other calls `mtu.utils.runtime.tune_allocator()` at start, as the
 sampling `mtu` commands do, and holds the eager model. The parent asks for one forward at a time
 (`benchmarks/timing.py` alternates the variants across both processes), so they never run together.
 Every variant's output is compared with the default process's eager output (same seed, same weights).
@@ -34,7 +34,7 @@ from benchmarks.report import Section, Table, Target
 from benchmarks.settings import Settings
 from benchmarks.timing import measure
 from benchmarks.workers import Worker, reply, run_worker
-from mtu.runtime import OPT_OUT, USER_SETTINGS
+from mtu.utils.runtime import OPT_OUT, USER_SETTINGS
 
 # Latent side and batch: SD1.5 at its 512 px, one image; shapes-base at its 64 px with the guidance pair.
 SHAPES = {"sd15": (64, 1), "shapes-base": (16, 2), "tiny": (16, 2)}
@@ -112,7 +112,7 @@ def serve(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     tuned = False
     if args.tune:
-        from mtu.runtime import tune_allocator
+        from mtu.utils.runtime import tune_allocator
 
         tuned = tune_allocator()
     unet = load_unet(args.model)
@@ -292,7 +292,7 @@ def training_table(times: dict[str, list[float]]) -> tuple[Table, float]:
         ["`mtu train` (cached latents, 4 tasks)", "s / step", "tuned / default"],
         [
             ["glibc default (what `mtu train` runs with)", default, 1.0],
-            ["allocator tuned (`mtu.runtime.tune_allocator`)", tuned, ratio],
+            ["allocator tuned (`mtu.utils.runtime.tune_allocator`)", tuned, ratio],
         ],
     )
     return table, ratio
@@ -331,7 +331,8 @@ def notes(figures_by_model: dict[str, dict]) -> list[str]:
     """What is adopted and why the rest is not, from this run's figures."""
     lines = [
         "Adopted for sampling: the allocator setting, called at start by the commands that only sample (generate, "
-        "serve, eval, info, export, demo: `mtu.runtime.tune_allocator`; `MTU_NO_MALLOC_TUNING=1` opts out), not by "
+        "serve, eval, info, export, demo: `mtu.utils.runtime.tune_allocator`; `MTU_NO_MALLOC_TUNING=1` opts out), "
+        "not by "
         "train / reproduce / quickstart (the training row). It changes no arithmetic (the relative errors above); "
         "the cost is that freed memory stays with the process (docs/reliability.md)."
     ]
@@ -353,7 +354,7 @@ def notes(figures_by_model: dict[str, dict]) -> list[str]:
 def _method(settings: Settings) -> str:
     return (
         f"`benchmarks/cpu_speed.py`, fp32, {settings.threads} torch thread(s). Forward: two worker processes, "
-        "one with glibc's default allocator holding every variant, one that calls `mtu.runtime.tune_allocator()` "
+        "one with glibc's default allocator holding every variant, one that calls `mtu.utils.runtime.tune_allocator()` "
         "at start (as the sampling `mtu` commands do) holding the eager model; one forward at a time, the variants "
         "alternating across both processes (no grad, as the pipelines run). 'Setup + first call' counts a "
         "compile. Relative error: L2 distance of a variant's output to the default process's eager output "
@@ -373,7 +374,7 @@ def main() -> None:
     parser.add_argument("--variants", default=EAGER)
     parser.add_argument("--outputs", required=True, help="folder for each variant's output (compared by the parent)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tune", action="store_true", help="call mtu.runtime.tune_allocator() first")
+    parser.add_argument("--tune", action="store_true", help="call mtu.utils.runtime.tune_allocator() first")
     serve(parser.parse_args())
 
 

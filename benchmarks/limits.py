@@ -276,7 +276,7 @@ def findings(rates: dict[str, dict], onednn: dict[str, float], forward_seconds: 
             "each normalised by the matmul timed beside it (two processes: indicative). glibc "
             "returns activation memory to the kernel after each forward and the next forward faults it back in, "
             "zeroed. Closed for sampling: `mtu generate` / `serve` / `eval` apply these settings at start "
-            "(`mtu.runtime.tune_allocator`; "
+            "(`mtu.utils.runtime.tune_allocator`; "
             "measured in the section 'PyTorch on CPU'); this process, `python -m benchmarks`, keeps glibc's defaults."
         )
     return notes

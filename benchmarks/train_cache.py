@@ -22,7 +22,7 @@ import yaml
 from benchmarks.report import Section, Table, Target
 from benchmarks.settings import Settings
 from benchmarks.workers import REPOSITORY, run_worker
-from mtu.runtime import tune_allocator
+from mtu.utils.runtime import tune_allocator
 
 TASK_SETS = {4: ("t2i", "edit", "sr", "remove"), 5: ("t2i", "edit", "sr", "remove", "inpaint")}
 MODES = ("none", "latents")
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
-        "--tune", action="store_true", help="call mtu.runtime.tune_allocator() first (`mtu train` does not)"
+        "--tune", action="store_true", help="call mtu.utils.runtime.tune_allocator() first (`mtu train` does not)"
     )
     args = parser.parse_args()
     tuned = tune_allocator() if args.tune else False

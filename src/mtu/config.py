@@ -14,11 +14,38 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mtu.model_sizes import check_bounds
-from mtu.outputs import write_text_atomic
+from mtu.utils.outputs import write_text_atomic
 from mtu.version import __version__
 
+# The files of an MTU folder (`MTUModel.save_pretrained`).
 CONFIG_NAME = "mtu_config.json"
+WEIGHTS_NAME = "mtu_model.safetensors"
+PICKLE_WEIGHTS_NAME = "mtu_model.bin"  # legacy; loaded only when allowed
+LEGACY_EMBEDDING_KEY = "task_embedding.weight"  # one shared table, before per-task embeddings (converted at load)
+
+
+# Far above any real model (SD 1.5 upcycled: 64 / 64 / 4 / 5 tasks), far below what would exhaust memory.
+BOUNDS = {
+    "num_experts": 1024,
+    "router_hidden_dim": 65536,
+    "task_embedding_dim": 65536,
+    "tasks": 1024,
+    "extra_channels": 4096,
+    "rank": 65536,
+}
+
+
+def check_bounds(config: Any) -> None:
+    """Refuse an MTU config (`mtu.config.MTUConfig`) whose sizes no real model has: a damaged or hostile file,
+    or a typo in `mtu upcycle --router-hidden-dim`, would otherwise allocate them."""
+    sizes = {name: getattr(config, name) for name in ("num_experts", "router_hidden_dim", "task_embedding_dim")}
+    sizes["tasks"] = len(config.tasks)
+    for task in config.tasks:
+        sizes[f"extra_channels of task {task.name!r}"] = task.extra_channels or 0
+    for name, value in sizes.items():
+        bound = BOUNDS[name.split(" ")[0]]
+        if value > bound:
+            raise ValueError(f"{name} = {value} is over {bound:,}: no real model is this large (a damaged file?)")
 
 
 # How a task's conditioning enters the denoiser, after the noisy latent (C = its latent channels):

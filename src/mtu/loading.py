@@ -6,158 +6,43 @@
   shipped name `shapes-mtu`: the upcycled denoiser with its weights.
 - An `mtu train` run's `model/` folder, any method (`mtu_config.json` + `training_method.json`): mtu,
   single-task and add-task load as MTU folders; lora / ia3 as per-task adapters on MTU's task layers; full
-  as the whole fine-tuned denoiser (`mtu.baselines`).
+  as the whole fine-tuned denoiser (`mtu.baseline_models`).
 
-`inspect_model` says which one a reference is without reading weights (what the commands check before
-they load anything); `MTUPipeline.from_pretrained` loads any of them as a pipeline, `load` (`mtu.load`)
-onto a denoiser you loaded yourself; `save_trained` writes a run's folder. Base models named inside a
-config or by `base=` resolve through `resolve_base`. Every reference (a shipped name, a local folder, a hub id
-"org/name" from huggingface_hub's cache) is resolved by `mtu.assets.resolve_model_path`.
+`inspect_model` (`mtu.folders`, no torch) says which one a reference is without reading weights (what the
+commands check before they load anything); `MTUPipeline.from_pretrained` loads any of them as a pipeline,
+`load` (`mtu.load`) onto a denoiser you loaded yourself; `save_trained` writes a run's folder. Base models
+named inside a config or by `base=` resolve through `resolve_base`. Every reference (a shipped name, a local
+folder, a hub id "org/name" from huggingface_hub's cache) is resolved by `mtu.assets.resolve_model_path`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from mtu.assets import resolve_model_path
-from mtu.config import CONFIG_NAME, MTUConfig
-from mtu.hub import is_hub_id  # noqa: F401 - the training config checks model names with it from here
-from mtu.methods import Method, method_of
-from mtu.model_sizes import check_sizes
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
 
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
-    from mtu.baselines import AdapterSpec
-    from mtu.model import MTUModel
-    from mtu.sampler import SamplerSettings
-
-METHOD_FILE = "training_method.json"  # `mtu train` writes it beside the MTU weights: the method and its adapter
-ADAPTERS_FILE = "adapters.safetensors"  # lora / ia3: every task's adapter weights
-DENOISER_FILE = "denoiser.safetensors"  # full: every weight of the fine-tuned denoiser
-PIPELINE_INDEX = "model_index.json"  # a diffusers pipeline folder
-
-
-def resolve_base(reference: str | Path) -> str:
-    """The folder of a base model reference (`resolve_model_path`: a shipped name, a local folder, or a hub id
-    from huggingface_hub's cache), as a string for diffusers. FileNotFoundError otherwise."""
-    return str(resolve_model_path(reference))
-
-
-@dataclass(frozen=True)
-class ModelFolder:
-    """What a model reference holds, found by `inspect_model` from its marker files (no weights read).
-
-    Attributes:
-        name: the reference as given (a folder or a shipped name), for messages.
-        path: its folder.
-        kind: "base" (a diffusers pipeline), "mtu" (an MTU folder) or "run" (an `mtu train` model/ folder).
-        method: a run's training method (`mtu.methods.Method`); None otherwise.
-        adapter: a lora / ia3 run's `AdapterSpec` fields.
-    """
-
-    name: str
-    path: Path
-    kind: str
-    method: Method | None = None
-    adapter: dict | None = None
-
-    @property
-    def label(self) -> str:
-        """What it is, for messages: "a base pipeline", "an MTU folder", "a lora run"."""
-        return {"base": "a base pipeline", "mtu": "an MTU folder"}.get(self.kind) or f"a {self.method} run"
-
-    @property
-    def has_experts(self) -> bool:
-        """False for the baselines (lora, ia3, full): their folders hold task layers, but no experts to route."""
-        return self.method is None or self.method.has_experts
-
-    @property
-    def mixes_tasks(self) -> bool:
-        """Whether one denoising loop can serve several tasks; per-task adapters switch the whole model."""
-        return self.method is None or self.method.mixes_tasks
-
-    def config(self) -> MTUConfig:
-        """The MTU config of an MTU folder or a run (its tasks, sizes and base model)."""
-        if self.kind == "base":
-            raise ValueError(f"{self.name} is {self.label}: it has no MTU config until upcycled")
-        return MTUConfig.load(self.path)
-
-    def task_names(self, config: MTUConfig | None = None) -> list[str]:
-        """The tasks it serves once loaded; a base pipeline serves `config`'s (default: the built-in five)."""
-        return (config or MTUConfig()).task_names if self.kind == "base" else self.config().task_names
-
-    def base_reference(self, base: str | Path | None = None) -> str:
-        """The base pipeline to load: the folder itself for a base, else `base` or the one its config names."""
-        if self.kind == "base":
-            if base is not None:
-                raise ValueError(f"{self.name} is {self.label} itself: base= applies to MTU folders and runs")
-            return str(self.path)
-        base = base or self.config().base_model_name_or_path
-        if base is None:
-            raise ValueError(f"{self.name} does not name its base model: pass base=<base model folder> (--base)")
-        return resolve_base(base)
-
-    def inputs(self, base: str | Path | None = None) -> list[Path]:
-        """The folders loading it reads: itself and, for an MTU folder or a run, its base pipeline when found.
-        A command's outputs must stay out of them (`mtu.outputs.check_not_source`)."""
-        found = [self.path]
-        if self.kind != "base":
-            try:
-                found.append(Path(self.base_reference(base)))
-            except (FileNotFoundError, ValueError):
-                pass  # no base to find: loading will say so, and nothing of it can be written over
-        return found
-
-    def check_exportable(self) -> None:
-        """Refuse, in one line, to fold a model whose tasks are adapters into a stock denoiser."""
-        if self.method is not None and not self.method.exports:
-            raise ValueError(
-                f"{self.name} is {self.label}: its per-task adapters do not fold into one stock denoiser, so it "
-                "cannot be exported; export an MTU folder or a full run (mtu generate / mtu serve run this one)"
-            )
-
-    def check_extendable(self) -> None:
-        """Refuse, in one line, to add a task to anything but a model with experts (an MTU folder or run)."""
-        if self.kind == "base":
-            raise ValueError(f"{self.name} is {self.label}; add-task extends MTU models (make one with mtu upcycle)")
-        if not self.has_experts:
-            raise ValueError(f"{self.name} is a {self.method} run, which has no experts; add-task extends MTU models")
-
-
-def inspect_model(name_or_path: str | Path) -> ModelFolder:
-    """What `name_or_path` (a folder or shipped name) holds, from its marker files; ValueError if nothing `mtu`
-    loads, FileNotFoundError if it does not exist."""
-    path = resolve_model_path(name_or_path)
-    name = str(name_or_path)
-    if (path / METHOD_FILE).is_file():
-        info = _method_info(path / METHOD_FILE)
-        return ModelFolder(name, path, "run", Method(info["method"]), info.get("adapter"))
-    if (path / CONFIG_NAME).is_file():
-        return ModelFolder(name, path, "mtu")
-    if (path / PIPELINE_INDEX).is_file():
-        return ModelFolder(name, path, "base")
-    raise ValueError(
-        f"{path} holds neither {CONFIG_NAME} (an MTU folder or an `mtu train` run's model/) nor {PIPELINE_INDEX} "
-        "(a diffusers pipeline)"
-    )
-
-
-def _method_info(path: Path) -> dict:
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:  # JSON and UTF-8 errors alike
-        raise ValueError(f"{path}: {error}") from None
-    methods = [method.value for method in Method]
-    if not isinstance(info, dict) or info.get("method") not in methods:
-        raise ValueError(f"{path} names no training method of {methods}: {info!r}")
-    if not isinstance(info.get("adapter"), (dict, type(None))):
-        raise ValueError(f"{path}: adapter must be an object of AdapterSpec fields, got {info['adapter']!r}")
-    return info
+from mtu.baseline_models import build_baseline
+from mtu.config import PICKLE_WEIGHTS_NAME, WEIGHTS_NAME, MTUConfig
+from mtu.folders import (  # noqa: F401 - what a model folder holds, named here beside the loader
+    ADAPTERS_FILE,
+    DENOISER_FILE,
+    METHOD_FILE,
+    PIPELINE_INDEX,
+    ModelFolder,
+    inspect_model,
+    resolve_base,
+)
+from mtu.layers.adapters import adapter_parameters
+from mtu.methods import AdapterSpec, Method, method_of
+from mtu.model import MTUModel
+from mtu.model_sizes import check_adapter, check_sizes, weight_shapes
+from mtu.sampler import SamplerSettings, same_for_tasks, save_sampler
+from mtu.upcycling import find_input_conv, upcycle
+from mtu.utils.outputs import write_text_atomic
 
 
 def load(base_model: nn.Module, path: str | Path, *, allow_pickle: bool = False) -> MTUModel:
@@ -169,8 +54,6 @@ def load(base_model: nn.Module, path: str | Path, *, allow_pickle: bool = False)
             model/ folder of an `mtu train` run of any method.
         allow_pickle: also accept a legacy `mtu_model.bin` (unpickled with `weights_only=True`).
     """
-    from mtu.model import WEIGHTS_NAME
-    from mtu.upcycle import upcycle
 
     source = inspect_model(path)
     if source.kind == "base":
@@ -191,8 +74,6 @@ def load(base_model: nn.Module, path: str | Path, *, allow_pickle: bool = False)
     if source.has_experts:
         model = upcycle(base_model, config)
     else:
-        from mtu.baselines import AdapterSpec, build_baseline
-
         adapter = AdapterSpec(**source.adapter) if source.adapter else None
         model = build_baseline(base_model, source.method, config, adapter)
     model.load_mtu_state_dict(state_dict)
@@ -203,10 +84,6 @@ def load(base_model: nn.Module, path: str | Path, *, allow_pickle: bool = False)
 def check_weight_sizes(source: ModelFolder, config: MTUConfig, base_model: nn.Module) -> None:
     """Every size `config` and the adapter ask for against the shapes in the weights' headers (`mtu.model_sizes`):
     a folder builds a model only as large as its own weights."""
-    from mtu.model import WEIGHTS_NAME
-    from mtu.model_sizes import check_adapter, weight_shapes
-    from mtu.upcycle import find_input_conv
-
     weights = source.path / WEIGHTS_NAME
     if weights.is_file():
         conv = base_model.get_submodule(find_input_conv(base_model))
@@ -218,12 +95,6 @@ def check_weight_sizes(source: ModelFolder, config: MTUConfig, base_model: nn.Mo
 
 def read_weights(folder: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """The MTU weights of `folder`, checked (`check_weights`); a pickle file only with `allow_pickle`."""
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from mtu.model import PICKLE_WEIGHTS_NAME, WEIGHTS_NAME
-
     safetensors_path, pickle_path = folder / WEIGHTS_NAME, folder / PICKLE_WEIGHTS_NAME
     if safetensors_path.is_file():
         try:
@@ -246,8 +117,6 @@ def check_weights(state_dict: dict, path: Path) -> dict[str, torch.Tensor]:
     `copy_` casts integer tensors to float silently, and one NaN spreads through every later layer
     (an all-black image); both mean the file is not a trained MTU model.
     """
-    import torch
-
     if not isinstance(state_dict, dict):
         raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a dict of named tensors")
     for key, value in state_dict.items():
@@ -269,11 +138,6 @@ def save_trained(
     """Write a trained model of any method: MTU weights (`save_pretrained`), adapters or the whole denoiser if
     the method has them, and `training_method.json` (what `inspect_model` reads); with `sampler`, also
     `sampler.json` giving every task those settings (`mtu.sampler`)."""
-    from safetensors.torch import save_file
-
-    from mtu.baselines import adapter_parameters
-    from mtu.outputs import write_text_atomic
-
     folder, method = Path(folder), Method.parse(method)
     model.save_pretrained(folder)
     if method.adapters:
@@ -285,8 +149,6 @@ def save_trained(
     info = {"method": method.value, "adapter": None if adapter is None else adapter.__dict__}
     write_text_atomic(folder / METHOD_FILE, json.dumps(info, indent=1) + "\n")
     if sampler is not None:
-        from mtu.sampler import same_for_tasks, save_sampler
-
         save_sampler(folder, same_for_tasks(model.task_names, sampler))
 
 
@@ -298,11 +160,6 @@ def load_weights(model: MTUModel, folder: str | Path, method: Method | str | Non
 
 def _load_baseline_weights(model: MTUModel, folder: Path, method: Method | None) -> None:
     """What a baseline saves beyond the MTU weights: lora / ia3 adapters, or a full run's denoiser."""
-    import torch
-    from safetensors.torch import load_file
-
-    from mtu.baselines import adapter_parameters
-
     with torch.no_grad():
         if method is not None and method.adapters:
             saved, own = load_file(folder / ADAPTERS_FILE), adapter_parameters(model.base_model)

@@ -155,6 +155,17 @@ METHODS: dict[Method, MethodSpec] = {
     ),
 }
 
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """The adapter of an adapter method's run (`training_method.json`): peft method, rank and alpha (LoRA)."""
+
+    method: str
+    rank: int = 0
+    alpha: float | None = None
+    dropout: float = 0.0
+
+
 BASELINES = tuple(method for method in Method if not method.has_experts)  # the paper's baselines: no experts
 
 

@@ -22,13 +22,18 @@ import torch.utils.checkpoint
 from safetensors.torch import save_file
 from torch import nn
 
-from mtu.config import CONFIG_NAME, MTUConfig, TaskSpec, as_task_spec
+from mtu.config import (
+    CONFIG_NAME,
+    LEGACY_EMBEDDING_KEY,
+    WEIGHTS_NAME,
+    MTUConfig,
+    TaskSpec,
+    as_task_spec,
+)
 from mtu.layers import MTUFeedForward, TaskBatch, TaskContext, TaskInputConv, TaskLayerNorm
-from mtu.outputs import write_file_atomic
+from mtu.layers.adapters import has_adapters
+from mtu.utils.outputs import write_file_atomic
 
-WEIGHTS_NAME = "mtu_model.safetensors"
-LEGACY_EMBEDDING_KEY = "task_embedding.weight"  # one shared table, before per-task embeddings (converted at load)
-PICKLE_WEIGHTS_NAME = "mtu_model.bin"
 MTU_LAYER_TYPES = (MTUFeedForward, TaskLayerNorm, TaskInputConv)
 
 TaskArgument = str | Sequence[str] | Sequence[int] | torch.Tensor
@@ -320,8 +325,6 @@ class MTUModel(nn.Module):
         Its config's `in_channels` is set for the task, so `export(task).save_pretrained(dir)` writes a
         folder that stock diffusers loads (e.g. as the UNet of `StableDiffusionInstructPix2PixPipeline`).
         """
-        from mtu.baselines import has_adapters
-
         self.mtu_config.task_index(task)
         if has_adapters(self.base_model):
             raise ValueError("this model's per-task adapters (lora / ia3) do not fold into one stock denoiser")

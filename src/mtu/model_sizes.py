@@ -3,8 +3,8 @@
 Loading builds the model from `mtu_config.json` first and copies the weights in after, so each size in that
 file (router_hidden_dim, task_embedding_dim, num_experts, the task count, a custom task's channels, an
 adapter's rank) is memory allocated on its word: `router_hidden_dim: 1000000000` asked for 256 GB in one
-tensor. A downloaded folder must not be able to do that. `check_bounds` refuses absurd values whenever an
-`MTUConfig` is made (standard library only); `check_sizes` compares every size with the shapes in the weights file's
+tensor. A downloaded folder must not be able to do that. `mtu.config.check_bounds` refuses absurd values whenever
+an `MTUConfig` is made; `check_sizes` compares every size with the shapes in the weights file's
 header (`weight_shapes`: the safetensors header alone, no tensor read), so a model is only ever as large
 as its own weights.
 """
@@ -12,35 +12,15 @@ as its own weights.
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from mtu.methods import Method, method_of
+from mtu.config import BOUNDS, LEGACY_EMBEDDING_KEY
+from mtu.methods import AdapterSpec, Method, method_of
 
-# Far above any real model (SD 1.5 upcycled: 64 / 64 / 4 / 5 tasks), far below what would exhaust memory.
-BOUNDS = {
-    "num_experts": 1024,
-    "router_hidden_dim": 65536,
-    "task_embedding_dim": 65536,
-    "tasks": 1024,
-    "extra_channels": 4096,
-    "rank": 65536,
-}
 _ROUTER = re.compile(r"\.router\.net\.(0|2)\.(weight|bias)$")
 _INPUT_CONV = re.compile(r"\.convs\.(\w+)\.weight$")
-
-
-def check_bounds(config: Any) -> None:
-    """Refuse an MTU config (`mtu.config.MTUConfig`) whose sizes no real model has: a damaged or hostile file,
-    or a typo in `mtu upcycle --router-hidden-dim`, would otherwise allocate them."""
-    sizes = {name: getattr(config, name) for name in ("num_experts", "router_hidden_dim", "task_embedding_dim")}
-    sizes["tasks"] = len(config.tasks)
-    for task in config.tasks:
-        sizes[f"extra_channels of task {task.name!r}"] = task.extra_channels or 0
-    for name, value in sizes.items():
-        bound = BOUNDS[name.split(" ")[0]]
-        if value > bound:
-            raise ValueError(f"{name} = {value} is over {bound:,}: no real model is this large (a damaged file?)")
 
 
 def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -76,8 +56,6 @@ def check_sizes(config: Any, shapes: dict[str, tuple[int, ...]], where: Path, la
 
 
 def _embedding_problems(config: Any, shapes: dict) -> list[str]:
-    from mtu.model import LEGACY_EMBEDDING_KEY
-
     names, width = config.task_names, config.task_embedding_dim
     if LEGACY_EMBEDDING_KEY in shapes:
         table = shapes[LEGACY_EMBEDDING_KEY]
@@ -136,10 +114,6 @@ def check_adapter(
     """A run's adapter fields (training_method.json): a lora / ia3 run needs its own method's adapter, with a
     bounded rank (LoRA: >= 1) that matches the saved LoRA matrices (`shapes`: `weight_shapes` of
     adapters.safetensors, None when absent); another run may leave it out."""
-    from dataclasses import fields
-
-    from mtu.baselines import AdapterSpec
-
     method = method_of(method)
     if adapter is None and not (method is not None and method.adapters):
         return

@@ -21,7 +21,7 @@ from mtu.assets import ASSETS_DIR, SHAPES_BASE_SAMPLER, resolve_model_path, ship
 from mtu.config import DEFAULT_TASKS
 from mtu.evaluation.shapes_eval import IMAGE_ONLY_SUFFIX
 from mtu.evaluation.shapes_metrics import summary
-from mtu.outputs import check_not_source
+from mtu.utils.outputs import check_not_source
 
 DEFAULT_CONFIG = ASSETS_DIR / "configs" / "shapes.yaml"
 TASKS = DEFAULT_TASKS  # the five tasks an MTUConfig serves by default

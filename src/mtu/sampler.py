@@ -14,7 +14,7 @@ writes the file from the sampler its samples use, the reproduction from the samp
     >>> from mtu.sampler import SamplerSettings, save_sampler
     >>> save_sampler("my-mtu", {"t2i": SamplerSettings("DDIMScheduler", 30, 5.0)})
 
-This module imports only the standard library and `mtu.limits`; the scheduler name is checked against
+This module imports only the standard library and `mtu.utils.limits`; the scheduler name is checked against
 diffusers when a pipeline builds it.
 """
 
@@ -24,7 +24,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from mtu.limits import PIPELINE_NAMES, check_settings
+from mtu.utils.limits import PIPELINE_NAMES, check_settings
 
 SAMPLER_NAME = "sampler.json"
 
@@ -106,7 +106,7 @@ def load_sampler(folder: str | Path, tasks: list[str] | None = None) -> dict[str
 
 def save_sampler(folder: str | Path, samplers: dict[str, SamplerSettings]) -> Path:
     """Write `sampler.json` into `folder` (atomically); returns its path."""
-    from mtu.outputs import write_text_atomic
+    from mtu.utils.outputs import write_text_atomic
 
     path = Path(folder) / SAMPLER_NAME
     data = {task: asdict(settings) for task, settings in samplers.items()}

@@ -222,7 +222,7 @@ def test_sixteen_bit_input_reaches_the_pipeline_scaled(workspace, monkeypatch):
 
 
 def test_info_says_what_a_lora_run_folder_is(workspace, capsys):
-    from mtu.baselines import AdapterSpec, build_baseline
+    from mtu.baseline_models import AdapterSpec, build_baseline
     from mtu.config import MTUConfig
     from mtu.loading import save_trained
     from tests.core.tiny_models import tiny_sd_unet

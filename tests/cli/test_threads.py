@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from mtu import threads
 from mtu.cli.main import main
+from mtu.utils import threads
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 import mtu
 from mtu.layers import TaskInputConv, TaskLayerNorm
-from mtu.training.extend import train_only
+from mtu.training.methods import train_only
 from tests.core.test_invariants import latent_for, rows_alone, run, task_sample
 from tests.core.tiny_models import CASES, Case, output_of, relative_error, tiny_sd_unet
 from tests.helpers import perturb

@@ -16,11 +16,11 @@ from safetensors.torch import save_file
 import mtu
 from mtu.assets import resolve_model_path
 from mtu.config import CONFIG_NAME, MTUConfig
-from mtu.images import open_image, to_rgb
-from mtu.limits import check_count, check_image_size, check_side, check_steps, check_text, max_side
 from mtu.model import WEIGHTS_NAME
-from mtu.outputs import check_target, replace_folder, write_folder, write_text_atomic
 from mtu.pipelines import MTUPipeline, MTURequest
+from mtu.utils.images import open_image, to_rgb
+from mtu.utils.limits import check_count, check_image_size, check_side, check_steps, check_text, max_side
+from mtu.utils.outputs import check_target, replace_folder, write_folder, write_text_atomic
 from tests.core.tiny_models import tiny_sd_unet
 from tests.helpers import tiny_sd_components
 
@@ -42,7 +42,7 @@ def pipe(tmp_path_factory):
     return pipe
 
 
-# --- mtu.limits -----------------------------------------------------------------------------------------
+# --- mtu.utils.limits -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("steps", [0, -3, 1001, 2.5, True])
@@ -76,7 +76,7 @@ def test_image_sizes_and_text():
         check_text("caf\udcff")
 
 
-# --- mtu.images -----------------------------------------------------------------------------------------
+# --- mtu.utils.images -----------------------------------------------------------------------------------------
 
 
 def test_open_image_refuses_large_and_bomb_images_before_decoding(tmp_path):
@@ -240,8 +240,8 @@ def test_long_prompts_warn_how_many_tokens_are_dropped(pipe, caplog):
 def test_import_mtu_is_lazy_and_keeps_the_api():
     code = (
         "import sys, mtu; assert 'torch' not in sys.modules and 'diffusers' not in sys.modules; "
-        "from mtu.upcycle import add_task_layers; "
-        "assert callable(mtu.upcycle) and mtu.upcycle.__module__ == 'mtu.upcycle'; "
+        "from mtu.upcycling import add_task_layers; "
+        "assert callable(mtu.upcycle) and mtu.upcycle.__module__ == 'mtu.upcycling'; "
         "from mtu import MTUModel, load; print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

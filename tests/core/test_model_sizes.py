@@ -42,7 +42,8 @@ def never_built(monkeypatch):
     def built(*args, **kwargs):
         raise AssertionError("the model was built from the config")
 
-    monkeypatch.setattr(importlib.import_module("mtu.upcycle"), "upcycle", built)  # `mtu.upcycle` is the function
+    monkeypatch.setattr(importlib.import_module("mtu.loading"), "upcycle", built)
+    monkeypatch.setattr(importlib.import_module("mtu.loading"), "build_baseline", built)
 
 
 @pytest.mark.parametrize(

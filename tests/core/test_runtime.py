@@ -1,4 +1,4 @@
-"""mtu.runtime.tune_allocator: glibc keeps freed memory (no page faults for reused blocks), outputs unchanged,
+"""mtu.utils.runtime.tune_allocator: glibc keeps freed memory (no page faults for reused blocks), outputs unchanged,
 inherited by the processes it starts, left alone where the environment or platform says so; the command
 line applies it."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtu import runtime
+from mtu.utils import runtime
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 ALLOCATOR_VARIABLES = (*runtime.USER_SETTINGS, "GLIBC_TUNABLES", runtime.OPT_OUT)
@@ -23,7 +23,7 @@ GLIBC = sys.platform.startswith("linux") and (os.confstr("CS_GNU_LIBC_VERSION") 
 # threshold, 32 MiB, so by default it is mapped and unmapped each time), then a tiny UNet's output.
 PROBE = """
 import ctypes, json, os, resource, sys, torch
-from mtu.runtime import tune_allocator
+from mtu.utils.runtime import tune_allocator
 tuned = tune_allocator()
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]

@@ -1,4 +1,4 @@
-"""Issue 31: one validator for request settings (`mtu.limits.check_settings`), the same answer on every surface:
+"""Issue 31: one validator for request settings (`mtu.utils.limits.check_settings`), the same answer on every surface:
 the command line, `MTUPipeline.__call__`, stored sampler settings and the server (tests/serve/test_service.py)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import pytest
 
 from mtu.cli.main import main
-from mtu.limits import PIPELINE_NAMES, check_settings
 from mtu.sampler import SamplerSettings
+from mtu.utils.limits import PIPELINE_NAMES, check_settings
 from tests.helpers import mtu_pipeline, tiny_sd_components
 
 BAD = [

@@ -92,7 +92,7 @@ def test_a_one_task_folder_runs_its_task_and_names_it_for_others(pipe, tmp_path)
 
 
 def test_big_graphs_keep_their_weights_in_a_side_file(pipe, tmp_path, monkeypatch):
-    monkeypatch.setattr("mtu.deploy.onnx_export.EXTERNAL_DATA_BYTES", 0)  # what a >2 GiB model gets
+    monkeypatch.setattr("mtu.deploy.onnx_graphs.EXTERNAL_DATA_BYTES", 0)  # what a >2 GiB model gets
     export_denoiser(pipe.unet.export("t2i").eval(), tmp_path / "unet", text_length=16)
     assert sorted(p.name for p in (tmp_path / "unet").iterdir()) == ["config.json", "model.onnx", "model.onnx_data"]
     sample, timestep, text = _inputs(pipe.unet, ["t2i"])

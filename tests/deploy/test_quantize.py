@@ -141,7 +141,7 @@ def test_int8_weights_are_smaller(exports, mode, fraction):
 
 
 def test_int8_of_a_graph_with_a_side_file(pipe, tmp_path, monkeypatch):
-    monkeypatch.setattr("mtu.deploy.onnx_export.EXTERNAL_DATA_BYTES", 0)  # what a >2 GiB model gets
+    monkeypatch.setattr("mtu.deploy.onnx_graphs.EXTERNAL_DATA_BYTES", 0)  # what a >2 GiB model gets
     folder = export_onnx(pipe, "t2i", tmp_path / "t2i", quantize="int8")
     assert sorted(p.name for p in (folder / "unet").iterdir()) == ["config.json", "model.onnx", "model.onnx_data"]
     runner = OnnxPipeline.from_onnx(folder, threads=1)

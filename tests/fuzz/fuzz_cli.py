@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtu.limits import MAX_IMAGES, MAX_PORT, MAX_SEED, MAX_STEPS, MAX_THREADS, WAIT_S
+from mtu.utils.limits import MAX_IMAGES, MAX_PORT, MAX_SEED, MAX_STEPS, MAX_THREADS, WAIT_S
 
 NO_LIMIT = None
 # command -> option -> (argparse type, lowest, highest): what a command that went on to its work must have had.
@@ -120,8 +120,8 @@ def stubbed_work():
     import mtu.cli.generate
     import mtu.quickstart
     import mtu.serve
-    import mtu.threads
     import mtu.training
+    import mtu.utils.threads
     from mtu.pipelines import MTUPipeline
 
     def reached(*args, **kwargs):
@@ -134,13 +134,14 @@ def stubbed_work():
         (mtu.quickstart, "quickstart"),
         (mtu.training, "train"),
     ]
-    saved = [(owner, name, getattr(owner, name)) for owner, name in [*targets, (mtu.threads, "configure_threads")]]
+    patched = [*targets, (mtu.utils.threads, "configure_threads")]
+    saved = [(owner, name, getattr(owner, name)) for owner, name in patched]
     try:
         for owner, name in targets:
             setattr(owner, name, reached)
         # main still checks --threads; applying 4096 would leave this process (the test session) with them,
         # and choosing a count samples /proc/stat for 0.25 s
-        mtu.threads.configure_threads = lambda requested: requested
+        mtu.utils.threads.configure_threads = lambda requested: requested
         MTUPipeline.from_pretrained = classmethod(reached)  # mtu upcycle's base model; the mixin's stays below
         yield
     finally:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.kill_resume import kill_and_resume, report
-from mtu import outputs
 from mtu.training import checkpoint
+from mtu.utils import outputs
 
 
 @pytest.mark.slow  # four `mtu train` start-ups: ~45 s on 2 idle cores, more on a busy machine

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import mtu
-from mtu.baselines import AdapterSpec, activate, adapter_parameters
+from mtu.baseline_models import AdapterSpec, activate, adapter_parameters
 from mtu.cli.main import main
 from mtu.config import MTUConfig
 from mtu.loading import save_trained

@@ -65,7 +65,7 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
 
 def local_model_path(reference: object) -> Path | None:
     """The folder of a model reference if it is on this machine (`resolve_model_path` without downloading);
-    None otherwise. What the output checks compare with (`mtu.outputs.check_not_source`)."""
+    None otherwise. What the output checks compare with (`mtu.utils.outputs.check_not_source`)."""
     from mtu.hub import is_hub_id
 
     if not isinstance(reference, (str, Path)) or not str(reference).strip():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from mtu.outputs import output_path
+from mtu.utils.outputs import output_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,7 +57,7 @@ def parse_task(text: str, description: str = ""):
 
 def run(args: argparse.Namespace) -> None:
     from mtu.loading import inspect_model
-    from mtu.outputs import check_target, write_folder
+    from mtu.utils.outputs import check_target, write_folder
 
     spec = parse_task(args.task, args.description)  # a bad name or conditioning costs no model load
     source = inspect_model(args.model)

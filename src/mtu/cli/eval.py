@@ -12,8 +12,8 @@ import json
 import sys
 
 from mtu.config import BUILTIN_TASKS
-from mtu.devices import add_options
-from mtu.limits import setting_range
+from mtu.utils.devices import add_options
+from mtu.utils.limits import setting_range
 
 BENCHMARKS = ("shapes", "folder")
 TASK_CHOICES = tuple(BUILTIN_TASKS)  # the Shapes world makes every built-in task (mtu.data.shapes.tasks.TASKS)
@@ -187,7 +187,7 @@ def _shared_options(args: argparse.Namespace) -> dict:
 
 def check_numbers(args: argparse.Namespace) -> None:
     """Refuse impossible or oversized numbers before any model loads (`--resolution 0` used to mean "default")."""
-    from mtu.limits import MAX_IMAGES, check_count, check_settings, check_side
+    from mtu.utils.limits import MAX_IMAGES, check_count, check_settings, check_side
 
     check_settings(steps=args.steps, guidance=args.guidance, image_guidance=args.image_guidance, seed=args.seed)
     if args.num_samples is not None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from mtu.devices import add_options
-from mtu.outputs import output_path
+from mtu.utils.devices import add_options
+from mtu.utils.outputs import output_path
 
 FORMATS = {
     "diffusers": "a stock diffusers pipeline folder (router folded: zero overhead)",
@@ -60,9 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from mtu.devices import check_placement, load_pipeline, refuse_for_onnx
     from mtu.loading import inspect_model
-    from mtu.outputs import check_target
+    from mtu.utils.devices import check_placement, load_pipeline, refuse_for_onnx
+    from mtu.utils.outputs import check_target
 
     if args.task == "all" and args.format not in GRAPH_FORMATS:
         raise ValueError(

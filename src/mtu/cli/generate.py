@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtu.devices import add_options
-from mtu.limits import setting_range
-from mtu.outputs import output_path
 from mtu.sampler import SamplerSettings
+from mtu.utils.devices import add_options
+from mtu.utils.limits import setting_range
+from mtu.utils.outputs import output_path
 
 # What a model without stored sampler settings (`mtu.sampler`) runs with: the Shapes sampler, as before.
 FALLBACK_SAMPLER = SamplerSettings(num_inference_steps=25, guidance_scale=1.0, image_guidance_scale=1.5)
@@ -87,8 +87,8 @@ def apply_example(args: argparse.Namespace) -> None:
 def check_arguments(args: argparse.Namespace) -> list[Path]:
     """Everything that can be refused without the model; returns the PNG paths to write."""
     from mtu.assets import local_model_path
-    from mtu.limits import check_settings, check_text
-    from mtu.outputs import check_folder
+    from mtu.utils.limits import check_settings, check_text
+    from mtu.utils.outputs import check_folder
 
     check_settings(  # --guidance inf made an all-black PNG with exit 0
         steps=args.steps,
@@ -110,9 +110,9 @@ def check_arguments(args: argparse.Namespace) -> list[Path]:
 
 def run(args: argparse.Namespace) -> None:
     from mtu.config import BUILTIN_TASKS
-    from mtu.devices import check_placement, openvino_precision, refuse_for_onnx
-    from mtu.images import open_image
-    from mtu.limits import check_image_size
+    from mtu.utils.devices import check_placement, openvino_precision, refuse_for_onnx
+    from mtu.utils.images import open_image
+    from mtu.utils.limits import check_image_size
 
     apply_example(args)
     paths = check_arguments(args)
@@ -165,9 +165,9 @@ def load_pipeline(args: argparse.Namespace):
         return OnnxPipeline.from_onnx(args.model)
     if args.runtime == "openvino":
         from mtu.deploy.openvino_pipeline import OpenVINOPipeline
-        from mtu.devices import openvino_precision
+        from mtu.utils.devices import openvino_precision
 
         return OpenVINOPipeline.from_openvino(args.model, precision=openvino_precision(args, "--runtime openvino"))
-    from mtu.devices import load_pipeline as load_placed
+    from mtu.utils.devices import load_pipeline as load_placed
 
     return load_placed(args.model, args.base, args.device, args.dtype)

@@ -11,13 +11,13 @@ import importlib
 import logging
 import sys
 
-from mtu.limits import setting_range
+from mtu.utils.limits import setting_range
 
 # Errors whose message says what went wrong by itself (refusals, missing files, bad settings).
 EXPECTED_ERRORS = (ValueError, OSError, RuntimeError)
 # Commands that give their workers threads themselves (reproduce: cores / jobs; pretrain-shapes: 1).
 OWN_THREADS = {"reproduce", "pretrain-shapes"}
-# Commands that only sample get glibc's keep-freed-memory setting (mtu.runtime): an SD1.5 forward took 0.94x
+# Commands that only sample get glibc's keep-freed-memory setting (mtu.utils.runtime): an SD1.5 forward took 0.94x
 # the time with it; a training step took 1.07x (BENCHMARKS.md "PyTorch on CPU"), so training keeps the default.
 TUNED_ALLOCATOR = {"generate", "serve", "eval", "info", "export", "demo"}
 # Sub-command modules, in the order `mtu --help` lists them. Each imports only the standard library (and
@@ -111,7 +111,7 @@ OS_FIXES = {
     "ENAMETOOLONG": "the name is too long: choose a shorter path",
     "ELOOP": "it is a loop of symlinks: fix the link",
 }
-# What Ctrl-C leaves, by command: the others write whole outputs at the end (mtu.outputs), so nothing.
+# What Ctrl-C leaves, by command: the others write whole outputs at the end (mtu.utils.outputs), so nothing.
 INTERRUPTED = {
     "train": "checkpoints already written are kept: --resume latest continues",
     "quickstart": "the training checkpoints already written are kept: the same command continues",
@@ -138,18 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     quiet_known_noise()
     try:
         if args.command in TUNED_ALLOCATOR:
-            from mtu.runtime import tune_allocator
+            from mtu.utils.runtime import tune_allocator
 
             tune_allocator()  # before any model loads: glibc keeps activations for the next forward
         check_device(getattr(args, "device", None))
-        from mtu.limits import check_settings
+        from mtu.utils.limits import check_settings
 
         for given in (args.global_threads, getattr(args, "threads", None)):
             check_settings(threads=given)  # 0 used to mean "the default" without a word
         threads = getattr(args, "threads", None)
         threads = args.global_threads if threads is None else threads
         if args.command not in OWN_THREADS:
-            from mtu.threads import configure_threads
+            from mtu.utils.threads import configure_threads
 
             configure_threads(threads)
         result = args.func(args)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtu.limits import setting_range
-from mtu.outputs import output_path
+from mtu.utils.limits import setting_range
+from mtu.utils.outputs import output_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from mtu.limits import check_count, check_settings
+    from mtu.utils.limits import check_count, check_settings
 
     check_count("--steps", args.steps)
     check_count("--eval-samples", args.eval_samples)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtu.outputs import output_path
+from mtu.utils.outputs import output_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -130,7 +130,7 @@ def check_outputs(args: argparse.Namespace, config: Path) -> None:
     import yaml
 
     from mtu.assets import local_model_path
-    from mtu.outputs import check_not_source
+    from mtu.utils.outputs import check_not_source
 
     try:
         data = yaml.safe_load(Path(config).read_text(encoding="utf-8"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from mtu.devices import add_options, check_placement
-from mtu.limits import MAX_IMAGES, MAX_PORT, MAX_STEPS, WAIT_S
+from mtu.utils.devices import add_options, check_placement
+from mtu.utils.limits import MAX_IMAGES, MAX_PORT, MAX_STEPS, WAIT_S
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from mtu.limits import check_count, check_number
+    from mtu.utils.limits import check_count, check_number
 
     # before anything loads: --port 99999 was an OverflowError, --max-steps 100000 started a server
     check_count("--port", args.port, MAX_PORT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mtu.limits import setting_range
+from mtu.utils.limits import setting_range
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the config with the overrides and train (or count parameters)."""
-    from mtu.limits import check_count
     from mtu.training import dry_run, load_config, train
+    from mtu.utils.limits import check_count
 
     overrides = {
         "train.max_steps": args.max_steps,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mtu.config import DEFAULT_TASKS, MTUConfig
-from mtu.outputs import output_path
+from mtu.utils.outputs import output_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from mtu.assets import resolve_model_path
-    from mtu.outputs import check_target, write_folder
+    from mtu.utils.outputs import check_target, write_folder
 
     # before loading the base model: a refusal costs nothing
     check_target(args.out, args.overwrite, [resolve_model_path(args.base)])

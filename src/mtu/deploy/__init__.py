@@ -7,8 +7,7 @@ Imports are lazy: `import mtu.deploy` loads neither onnx, onnxruntime nor openvi
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mtu.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "AllTaskDenoiser": "mtu.deploy.gather",
@@ -29,8 +28,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mtu.deploy' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,7 +8,7 @@ import struct
 from collections.abc import Iterable
 from pathlib import Path
 
-from mtu.outputs import check_not_source, check_parents
+from mtu.utils.outputs import check_not_source, check_parents
 
 EXPORT_KEY = "mtu_task"  # in the safetensors metadata of every single-file export: the file is mtu's own
 MAX_HEADER = 100_000_000  # the safetensors format's own limit on its JSON header
@@ -30,7 +30,7 @@ def safetensors_metadata(path: Path) -> dict | None:
 
 def check_file_target(out: str | Path, overwrite: bool, sources: Iterable[str | os.PathLike | None] = ()) -> Path:
     """A .safetensors path that may be written: absent, or (with `overwrite`) a single-file export mtu wrote;
-    never one of `sources`, a model the command reads (`mtu.outputs.check_not_source`)."""
+    never one of `sources`, a model the command reads (`mtu.utils.outputs.check_not_source`)."""
     if not str(out).strip():
         raise ValueError("the output path is empty; give the .safetensors file to write (e.g. model-edit.safetensors)")
     out = Path(out)

@@ -15,11 +15,9 @@ The folder follows diffusers' ONNX layout and holds everything a runner needs:
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +25,12 @@ import torch
 from torch import nn
 
 from mtu.deploy.gather import AllTaskDenoiser, build_all_task_denoiser
-from mtu.outputs import check_target, write_folder
+from mtu.deploy.onnx_graphs import INDEX_KEY, require, save_graph
+from mtu.deploy.quantize import check_mode, quantize_folder
+from mtu.utils.outputs import check_target, write_folder
 
 OPSET = 17
 ALL_TASKS = "all"
-INDEX_KEY = "mtu_onnx"
-# Above this size a graph keeps its weights in a side file (`model.onnx_data`): protobuf stops at 2 GiB.
-EXTERNAL_DATA_BYTES = 1_800_000_000
-DATA_FILE = "model.onnx_data"
 
 
 def export_onnx(pipe: Any, task: str, out: str | Path, overwrite: bool = False, quantize: str | None = None) -> Path:
@@ -49,16 +45,12 @@ def export_onnx(pipe: Any, task: str, out: str | Path, overwrite: bool = False, 
     require("onnx")
     channels = check_exportable(pipe, task)
     if quantize is not None:
-        from mtu.deploy.quantize import check_mode
-
         check_mode(quantize, list(channels))
         require("onnxruntime")
 
     def write(folder: Path) -> None:
         write_onnx_folder(pipe, task, folder)
         if quantize is not None:
-            from mtu.deploy.quantize import quantize_folder
-
             quantize_folder(folder, quantize)
 
     return write_folder(out, write, overwrite)
@@ -96,16 +88,6 @@ def write_onnx_folder(pipe: Any, task: str, folder: Path) -> None:
     manifest = {"task": task, "tasks": [dataclasses.asdict(spec) for spec in specs], "task_channels": channels}
     index = _index(pipe, {**manifest, "opset": OPSET})
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-
-
-def require(module: str) -> Any:
-    """Import an optional ONNX dependency, or say in one line how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise RuntimeError(
-            f"{module} is not installed: pip install 'mtu-diffusion[onnx]' (onnx and onnxruntime)"
-        ) from None
 
 
 def _index(pipe: Any, manifest: dict) -> dict:
@@ -250,57 +232,3 @@ def _export(module: nn.Module, inputs: tuple, folder: Path, names: list[str], ou
             )
         save_graph(traced, path)
     return path
-
-
-def save_graph(source: Path, path: Path) -> Path:
-    """Copy the graph file `source` to `path`, its weights in one side file `model.onnx_data` when it is big.
-
-    A graph whose weights already lie outside it (the tracer's and onnxruntime's way past 2 GiB, in one file
-    or many) is copied one tensor at a time: loading SD1.5's 3.4 GB of weights to save them again held them
-    twice over, beside the torch model, on a 24 GB machine.
-    """
-    onnx = require("onnx")
-    from onnx.external_data_helper import uses_external_data
-
-    graph = onnx.load(str(source), load_external_data=False)
-    if any(uses_external_data(tensor) for tensor in _tensors(graph.graph)):
-        _stream_external_data(graph, source.parent, path.parent / DATA_FILE)
-        onnx.save_model(graph, str(path))
-        return path
-    weights = sum(len(tensor.raw_data) for tensor in graph.graph.initializer)  # ByteSize() fails past 2 GiB
-    external = weights > EXTERNAL_DATA_BYTES
-    onnx.save_model(graph, str(path), save_as_external_data=external, all_tensors_to_one_file=True, location=DATA_FILE)
-    return path
-
-
-def _tensors(graph: Any) -> Iterator[Any]:
-    """Every TensorProto of `graph`: initializers and node attributes, subgraphs included."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            for subgraph in [*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs]:
-                yield from _tensors(subgraph)
-
-
-def _stream_external_data(graph: Any, source: Path, data_path: Path) -> None:
-    """Append each external tensor's bytes (read from under `source`) to `data_path`; re-point the tensor there."""
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    root = source.resolve()
-    with open(data_path, "wb") as data:
-        for tensor in filter(uses_external_data, _tensors(graph.graph)):
-            info = ExternalDataInfo(tensor)
-            where = (root / info.location).resolve()
-            if not where.is_relative_to(root):
-                raise ValueError(f"{tensor.name}: external data {info.location!r} lies outside {root}")
-            with open(where, "rb") as file:
-                file.seek(info.offset or 0)
-                blob = file.read() if info.length is None else file.read(info.length)
-            offset = data.tell()
-            data.write(blob)
-            del tensor.external_data[:]
-            for key, value in (("location", DATA_FILE), ("offset", offset), ("length", len(blob))):
-                tensor.external_data.add(key=key, value=str(value))

@@ -22,7 +22,7 @@ import torch
 from diffusers.configuration_utils import FrozenDict
 
 from mtu.config import MTUConfig
-from mtu.deploy.onnx_export import INDEX_KEY, require
+from mtu.deploy.onnx_graphs import INDEX_KEY, require
 from mtu.pipelines.pipeline_mtu import MTUPipeline
 
 OPENVINO_KEY = "mtu_openvino"  # the OpenVINO folder's manifest (`mtu.deploy.openvino_export`)

@@ -43,7 +43,7 @@ from mtu.deploy.onnx_export import INDEX_KEY, check_exportable, require, write_o
 from mtu.deploy.onnx_pipeline import OPENVINO_KEY
 from mtu.deploy.openvino_pipeline import XML, OpenVINOPipeline, require_openvino
 from mtu.deploy.quantize import DYNAMIC, STATIC, check_mode, pipeline_calibration
-from mtu.outputs import check_target, write_folder
+from mtu.utils.outputs import check_target, write_folder
 
 GRAPHS = ("unet", "text_encoder", "vae_encoder", "vae_decoder")
 MODES = {

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from mtu.deploy.onnx_export import DATA_FILE, INDEX_KEY, require, save_graph
+from mtu.deploy.onnx_graphs import DATA_FILE, INDEX_KEY, require, save_graph
 
 DYNAMIC, STATIC = "int8", "int8-static"
 MODES = {

@@ -55,7 +55,7 @@ def write_safetensors(state: dict[str, torch.Tensor], out: Path, metadata: dict[
     """Write to a temp file beside `out`, then rename: the file is complete or absent."""
     from safetensors.torch import save_file
 
-    from mtu.outputs import write_file_atomic
+    from mtu.utils.outputs import write_file_atomic
 
     state = {key: value.detach().cpu().contiguous() for key, value in state.items()}
     write_file_atomic(out, lambda temp: save_file(state, str(temp), metadata=metadata))

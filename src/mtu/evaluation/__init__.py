@@ -9,9 +9,8 @@
 Importing this package stays light; the names below from the other modules load on first use.
 """
 
-import importlib
-
 from mtu.evaluation.shapes_metrics import pair_metrics, t2i_accuracy
+from mtu.utils.lazy import lazy_exports
 
 _LAZY = {
     "evaluate_folder": "mtu.evaluation.user_eval",
@@ -22,8 +21,4 @@ _LAZY = {
 
 __all__ = ["pair_metrics", "t2i_accuracy", *_LAZY]
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

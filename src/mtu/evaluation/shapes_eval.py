@@ -209,13 +209,13 @@ def evaluate_shapes(
             stored ones for the task (`mtu.sampler`), else `SHAPES_BASE_SAMPLER`'s (image guidance 1.5).
         device: torch device; None picks "cuda" when available.
         prompt: False scores the image tasks with empty prompts (see `example_request`).
-        dtype: "float32" (None), "bfloat16" or "float16" (`mtu.devices`).
+        dtype: "float32" (None), "bfloat16" or "float16" (`mtu.utils.devices`).
 
     Returns:
         The metrics dict, with ``task`` and ``model`` added.
     """
-    from mtu.devices import load_pipeline
     from mtu.loading import inspect_model
+    from mtu.utils.devices import load_pipeline
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid options: {list(TASKS)}")

@@ -197,9 +197,9 @@ def choose_metrics(
 
 
 def _centre_square(path: Path, mode: str, size: int, resample: PIL.Image.Resampling) -> np.ndarray:
-    from mtu.images import open_image
+    from mtu.utils.images import open_image
 
-    image = open_image(path).convert(mode)  # within mtu.limits; 16-bit files scaled, not clipped
+    image = open_image(path).convert(mode)  # within mtu.utils.limits; 16-bit files scaled, not clipped
     side = min(image.size)
     left, top = (image.width - side) // 2, (image.height - side) // 2
     return np.asarray(image.crop((left, top, left + side, top + side)).resize((size, size), resample))
@@ -334,7 +334,7 @@ def evaluate_folder(
             stored ones for the task (`mtu.sampler`), else 50 steps, guidance 7.5, image guidance 1.5.
         batch_size: examples per denoising loop.
         device: torch device; None picks cuda when available.
-        dtype: "float32" (None), "bfloat16" or "float16" (`mtu.devices`).
+        dtype: "float32" (None), "bfloat16" or "float16" (`mtu.utils.devices`).
 
     Returns:
         ``{"task", "model", "data", "num_samples", "seed", "resolution", "sampler", "metrics": {name: value},
@@ -382,7 +382,7 @@ def evaluate_folder(
 
 
 def _check_settings(num_samples: int | None, batch_size: int, steps: int | None, resolution: int | None) -> None:
-    from mtu.limits import check_side, check_steps
+    from mtu.utils.limits import check_side, check_steps
 
     if (num_samples is not None and num_samples < 1) or batch_size < 1:
         raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}")
@@ -394,8 +394,8 @@ def _check_settings(num_samples: int | None, batch_size: int, steps: int | None,
 
 def _load_model(model: str | Path, task: str, device: str, dtype: str | None = None) -> tuple[Any, Any]:
     """The pipeline of any model the loader takes (`MTUPipeline.from_pretrained`) and `task`'s spec in it."""
-    from mtu.devices import load_pipeline
     from mtu.loading import inspect_model
+    from mtu.utils.devices import load_pipeline
 
     source = inspect_model(model)  # the task is checked before any weights load
     if task not in source.task_names():

@@ -14,8 +14,8 @@ from diffusers import (
     StableDiffusionXLPipeline,
 )
 
-from mtu.outputs import EXPORT_INDEX_KEY, check_target, write_folder
 from mtu.pipelines.pipeline_mtu import MTUPipeline
+from mtu.utils.outputs import EXPORT_INDEX_KEY, check_target, write_folder
 
 # conditioning -> (SD 1.x/2.x class, SDXL class) whose input layout the exported UNet has
 STOCK_PIPELINES = {
@@ -46,7 +46,7 @@ def export_pipeline(pipe: MTUPipeline, task: str, out: str | Path, overwrite: bo
 
 
 def _save_marked(stock, folder: Path, task: str) -> None:
-    """Save the stock pipeline, its model_index.json marked as mtu's (`mtu.outputs.EXPORT_INDEX_KEY`): --overwrite
+    """Save the stock pipeline, its model_index.json marked as mtu's (`mtu.utils.outputs.EXPORT_INDEX_KEY`): --overwrite
     may replace it later. diffusers skips keys starting with "_" when it loads a pipeline."""
     stock.save_pretrained(folder)
     index_path = folder / "model_index.json"

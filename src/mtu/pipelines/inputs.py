@@ -9,7 +9,7 @@ import PIL.Image
 import torch
 from diffusers.image_processor import PipelineImageInput
 
-from mtu.limits import MAX_IMAGES, check_count, check_image_size, check_text
+from mtu.utils.limits import MAX_IMAGES, check_count, check_image_size, check_text
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def image_size(image: PipelineImageInput) -> tuple[int, int]:
 
 
 def check_bounds(request, height: int, width: int, upscale: int = 1) -> None:
-    """Refuse inputs and outputs over `mtu.limits`, before any compute.
+    """Refuse inputs and outputs over `mtu.utils.limits`, before any compute.
 
     `upscale` is how many times its input a side the output is when the request does not give its size
     (`TaskSpec.upscale`: sr's output is 4x its input), named in the message.

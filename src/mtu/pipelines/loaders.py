@@ -49,7 +49,7 @@ class MTULoaderMixin:
         """
         from mtu.loading import inspect_model, load
         from mtu.sampler import load_sampler
-        from mtu.upcycle import upcycle
+        from mtu.upcycling import upcycle
 
         source = inspect_model(pretrained_model_name_or_path)
         if config is not None and source.kind != "base":

@@ -25,7 +25,6 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img impo
 from diffusers.utils.torch_utils import randn_tensor
 
 from mtu.conditioning import conditioning_channels, denoiser_input, latent_mask, mask_image
-from mtu.limits import check_steps
 from mtu.model import MTUModel, concat_task_inputs
 from mtu.pipelines.inputs import tokenize
 from mtu.pipelines.loaders import MTULoaderMixin
@@ -41,6 +40,7 @@ from mtu.pipelines.requests import (
     step_end_callback,
 )
 from mtu.pipelines.sampling import StoredSamplers
+from mtu.utils.limits import check_steps
 
 __all__ = ["MTUPipeline", "MTUPipelineOutput", "MTURequest"]
 
@@ -190,7 +190,7 @@ class MTUPipeline(MTULoaderMixin, DiffusionPipeline, StoredSamplers):
     @property
     def mixes_tasks(self) -> bool:
         """Whether one denoising loop serves several tasks; a lora / ia3 model switches adapters per task."""
-        from mtu.baselines import has_adapters
+        from mtu.baseline_models import has_adapters
 
         return not has_adapters(self.unet)
 
@@ -230,7 +230,7 @@ class MTUPipeline(MTULoaderMixin, DiffusionPipeline, StoredSamplers):
 
     def _switch_adapters(self, requests: list[MTURequest]) -> None:
         """Per-task adapters (lora / ia3) switch the whole model: one task per loop, its adapter active."""
-        from mtu.baselines import activate, has_adapters
+        from mtu.baseline_models import activate, has_adapters
 
         if not requests or not has_adapters(self.unet):
             return

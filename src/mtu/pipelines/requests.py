@@ -17,8 +17,8 @@ from diffusers.image_processor import PipelineImageInput
 from diffusers.utils import BaseOutput
 
 from mtu.config import TaskSpec
-from mtu.limits import PIPELINE_NAMES, check_settings
 from mtu.pipelines.inputs import check_bounds, image_count, image_size
+from mtu.utils.limits import PIPELINE_NAMES, check_settings
 
 
 @dataclass

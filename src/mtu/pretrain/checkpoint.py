@@ -5,7 +5,7 @@ and RNG state, by prefixed key) and ``state.json`` (step, optimizer hyper-parame
 metrics). It is written under ``<name>.tmp`` and renamed into place, so a reader or a resumed run sees
 either a complete checkpoint or none. We do not use accelerate's ``save_state``: it pickles RNG states
 and writes in place, so a kill mid-save leaves a half-written checkpoint behind. The optimizer is split
-into tensors and JSON by `mtu.safe_state`.
+into tensors and JSON by `mtu.utils.safe_state`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from mtu.outputs import remove_folder, replace_folder
+from mtu.utils.outputs import remove_folder, replace_folder
 
 TENSORS_FILE = "tensors.safetensors"
 STATE_FILE = "state.json"

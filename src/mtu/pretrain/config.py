@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from mtu.outputs import write_text_atomic
 from mtu.pretrain.components import ModelSizes
+from mtu.utils.outputs import write_text_atomic
 
 RUN_CONFIG_FILE = "run_config.json"
 

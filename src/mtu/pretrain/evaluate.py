@@ -16,11 +16,11 @@ from mtu.assets import SHAPES_BASE_SAMPLER
 from mtu.data.shapes import evaluation_set
 from mtu.evaluation.shapes_eval import evaluate_t2i
 from mtu.evaluation.shapes_metrics import t2i_accuracy
-from mtu.outputs import write_text_atomic
 from mtu.pretrain.card import render_card, run_summary
 from mtu.pretrain.data import images_to_tensor, tensor_to_uint8
 from mtu.pretrain.export import INFO_FILE
 from mtu.pretrain.objectives import psnr_uint8, vae_reconstructions
+from mtu.utils.outputs import write_text_atomic
 
 
 def vae_report(vae, num_scenes: int, seed: int = 0) -> dict:

@@ -11,10 +11,10 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionMod
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from mtu.data.shapes import vocabulary
-from mtu.outputs import replace_folder
 from mtu.pretrain.card import render_card
 from mtu.pretrain.components import build_sample_scheduler, count_parameters
 from mtu.pretrain.tokenizer import save_tokenizer
+from mtu.utils.outputs import replace_folder
 
 INFO_FILE = "pretrain_info.json"
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mtu.ema import update_averages
 from mtu.pretrain.checkpoint import list_checkpoints, load_checkpoint, prefixed, save_checkpoint, unprefixed
-from mtu.safe_state import optimizer_from_flat, optimizer_to_flat
-from mtu.signals import StopRequest
+from mtu.training.ema import update_averages
+from mtu.utils.safe_state import optimizer_from_flat, optimizer_to_flat
+from mtu.utils.signals import StopRequest
 
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"

@@ -30,7 +30,6 @@ from diffusers import AutoencoderKL, DDPMScheduler
 from transformers import CLIPTokenizer
 
 from mtu.data.shapes import vocabulary
-from mtu.outputs import replace_folder
 from mtu.pretrain.components import build_text_encoder, build_train_scheduler, build_unet, build_vae
 from mtu.pretrain.config import PretrainConfig, load_run_config, save_run_config
 from mtu.pretrain.data import SceneBatches, held_out_images, step_batches
@@ -38,7 +37,8 @@ from mtu.pretrain.export import export_pipeline
 from mtu.pretrain.loop import Stage, StepBudget, latest_checkpoint, log_metrics, lr_at, run_steps
 from mtu.pretrain.objectives import diffusion_loss, latent_scaling_factor, vae_loss, vae_psnr
 from mtu.pretrain.tokenizer import build_tokenizer, save_tokenizer
-from mtu.signals import StopRequest
+from mtu.utils.outputs import replace_folder
+from mtu.utils.signals import StopRequest
 
 VAE_REPORT = "report.json"
 _PSNR_EVERY = 500  # VAE steps between quick PSNR checks (100 held-out scenes)

@@ -10,7 +10,6 @@ import statistics
 from pathlib import Path
 
 from mtu.methods import Method
-from mtu.outputs import write_text_atomic
 from mtu.reproduce.claims import (
     claim_line,
     group,
@@ -23,6 +22,7 @@ from mtu.reproduce.claims import (
     versus,
 )
 from mtu.reproduce.plan import MAIN_EXPERTS, Run
+from mtu.utils.outputs import write_text_atomic
 
 METHODS = (("base", "base model"), ("single-task", "single-task models"), ("mtu", f"MTU (N={MAIN_EXPERTS})"),
            ("lora", "LoRA-FFN"), ("ia3", "IA3-FFN"), ("full", "full fine-tuning (one task each)"))  # fmt: skip

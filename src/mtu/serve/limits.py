@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtu.limits import MAX_STEPS, WAIT_S, check_count, check_number
-from mtu.limits import max_side as library_max_side
+from mtu.utils.limits import MAX_STEPS, WAIT_S, check_count, check_number
+from mtu.utils.limits import max_side as library_max_side
 
 
 class RequestError(ValueError):
@@ -18,7 +18,7 @@ class ServeLimits:
 
     Args:
         max_side: largest accepted upload side in pixels; larger uploads are refused (default: the library's
-            `mtu.limits.max_side()`, 1024 unless MTU_MAX_SIDE is set, which the pipeline enforces anyway).
+            `mtu.utils.limits.max_side()`, 1024 unless MTU_MAX_SIDE is set, which the pipeline enforces anyway).
         max_bytes: largest accepted upload file in bytes.
         max_steps: most denoising steps a request may ask for.
         timeout_s: seconds a request may wait for its result (queue + compute) before it is given up.

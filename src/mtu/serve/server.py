@@ -22,11 +22,11 @@ def load_pipeline(
             afresh: untrained, every task acts as the base model). None: the shipped Shapes MTU model when
             there is one, else `base` (default "shapes-base") upcycled afresh.
         base: the base pipeline of an MTU folder or run (default: the one its config names).
-        device, dtype: where and in what precision it runs (`mtu.devices`; default: cuda when available,
+        device, dtype: where and in what precision it runs (`mtu.utils.devices`; default: cuda when available,
             float32).
     """
-    from mtu.devices import load_pipeline as load_placed
     from mtu.loading import inspect_model
+    from mtu.utils.devices import load_pipeline as load_placed
 
     if model is None and shipped_mtu() is not None:
         model, base = SHIPPED_MTU_NAME, base or "shapes-base"

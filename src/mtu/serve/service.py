@@ -11,12 +11,12 @@ import PIL.Image
 import torch
 
 from mtu.assets import SHAPES_BASE_SAMPLER
-from mtu.limits import check_settings
 from mtu.pipelines import MTURequest
 from mtu.sampler import SamplerSettings
 from mtu.serve.batching import BatchWorker, ServerBusy
 from mtu.serve.guess import guess_task
 from mtu.serve.limits import RequestError, ServeLimits
+from mtu.utils.limits import check_settings
 
 AUTO = "auto"
 SERVER_NAMES = {"image_guidance": "image guidance", "steps": "steps", "guidance": "guidance", "seed": "seed"}
@@ -185,7 +185,7 @@ class ChatService:
         return max(self.factor, int(round(side / self.factor)) * self.factor)
 
     def check_settings(self, settings: Settings) -> Settings:
-        """`settings` checked and converted by the library's one validator (`mtu.limits.check_settings`, as the
+        """`settings` checked and converted by the library's one validator (`mtu.utils.limits.check_settings`, as the
         command line and `MTUPipeline` check them), steps within `limits.max_steps`; RequestError otherwise."""
         seed = settings.seed
         draw = seed is None or isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed < 0

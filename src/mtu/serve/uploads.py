@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from mtu.images import bomb_pixels, to_rgb
 from mtu.serve.limits import RequestError, ServeLimits
+from mtu.utils.images import bomb_pixels, to_rgb
 
 _FORMATS = "PNG, JPEG, WebP, GIF or BMP"
 

@@ -37,15 +37,15 @@ from tqdm.auto import tqdm
 
 from mtu.config import TaskSpec
 from mtu.layers.routing import task_runs
-from mtu.outputs import write_file_atomic
 from mtu.training.pairs import UnreadableSample, stack_pairs
 from mtu.training.sources import ExamplePool
+from mtu.utils.outputs import write_file_atomic
 
 logger = logging.getLogger(__name__)
 
 FORMAT = 1
 CHUNK = 256  # entries per part file: a killed fill loses at most this much work
-# Version of how record images become pixels, part of a record source's cache identity. 2: `mtu.images`
+# Version of how record images become pixels, part of a record source's cache identity. 2: `mtu.utils.images`
 # (alpha onto white, 16-bit scaled down; before, alpha was dropped and 16-bit clipped), so caches of 1 refill.
 RECORD_DECODING = 2
 

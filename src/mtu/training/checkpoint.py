@@ -4,7 +4,7 @@ A checkpoint ``<output_dir>/checkpoints/step-00000100`` holds:
 
 - ``model/``: the trainable weights, written by `mtu.loading.save_trained` (safetensors; the
   frozen base is not copied);
-- ``state.safetensors``: the optimizer moments (``optimizer.<param>.<name>``, see `mtu.safe_state`) and
+- ``state.safetensors``: the optimizer moments (``optimizer.<param>.<name>``, see `mtu.utils.safe_state`) and
   the EMA weights (``ema.<i>``);
 - ``state.json``: the format, `Progress`, the LR scheduler, the optimizer's param groups, the EMA's
   decay and update count, the fp16 grad scaler;
@@ -42,8 +42,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from mtu.loading import load_weights, save_trained
-from mtu.outputs import remove_folder, replace_folder
-from mtu.safe_state import optimizer_from_flat, optimizer_to_flat
+from mtu.utils.outputs import remove_folder, replace_folder
+from mtu.utils.safe_state import optimizer_from_flat, optimizer_to_flat
 
 logger = logging.getLogger(__name__)
 

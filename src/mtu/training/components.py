@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from mtu.conditioning import conditioning_channels, latent_mask, mask_image
-from mtu.loading import is_hub_id, resolve_base
+from mtu.hub import is_hub_id
+from mtu.loading import resolve_base
 
 
 @dataclass

@@ -15,11 +15,13 @@ from typing import Any
 
 import yaml
 
+from mtu.assets import SHIPPED_MODELS, local_model_path
 from mtu.config import LAYER_SETTINGS, MTUConfig, TaskSpec
-from mtu.limits import MAX_SEED
-from mtu.loading import inspect_model, is_hub_id
+from mtu.folders import inspect_model
+from mtu.hub import is_hub_id
 from mtu.methods import Method
 from mtu.training.checks import choice, is_int, is_number, need, raise_problems
+from mtu.training.extend import extends_problems
 from mtu.training.sections import (
     SECTIONS,
     AdapterSection,
@@ -29,6 +31,8 @@ from mtu.training.sections import (
     TrainSection,
 )
 from mtu.training.task_config import SourceConfig, TaskConfig
+from mtu.utils.limits import MAX_SEED
+from mtu.utils.outputs import MODEL_MARKERS, check_not_source
 
 __all__ = [
     "SECTIONS",
@@ -98,8 +102,6 @@ class TrainConfig:
         else:
             found += _model_problems(self.model)
         choice(found, "method", self.method, tuple(method.value for method in Method))
-        from mtu.training.extend import extends_problems
-
         found += extends_problems(self)
         output_ok = isinstance(self.output_dir, str) and bool(self.output_dir.strip())
         need(found, output_ok, f"output_dir: expected a path, got {self.output_dir!r}")
@@ -175,7 +177,7 @@ def _mtu_section(data: Any, found: list[str]) -> MTUConfig:
     found += [f"mtu.{name}: {problem}" for name, problem in problems]
     try:
         return MTUConfig(**values) if not problems else MTUConfig()
-    except ValueError as error:  # a size over its bound (`mtu.model_sizes.check_bounds`)
+    except ValueError as error:  # a size over its bound (`mtu.config.check_bounds`)
         found.append(f"mtu: {error}")
         return MTUConfig()
 
@@ -194,8 +196,6 @@ def _known(cls: type | tuple[str, ...], data: Any, where: str, found: list[str])
 
 
 def _model_problems(model: str) -> list[str]:
-    from mtu.assets import SHIPPED_MODELS
-
     if is_hub_id(model) and model not in SHIPPED_MODELS:
         return []
     try:
@@ -212,9 +212,6 @@ def _model_problems(model: str) -> list[str]:
 def _output_problems(output_dir: str, models: list) -> list[str]:
     """output_dir must not be, hold or lie inside a model the run reads, nor be a model folder at all: the run
     writes checkpoints, logs and model/ into it."""
-    from mtu.assets import local_model_path
-    from mtu.outputs import MODEL_MARKERS, check_not_source
-
     local = [local_model_path(model) for model in models]
     try:
         check_not_source(output_dir, local, "output_dir")

@@ -11,11 +11,12 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from mtu.baselines import AdapterSpec, ffn_linears
+from mtu.baseline_models import AdapterSpec, ffn_linears
 from mtu.config import MTUConfig, TaskSpec
 from mtu.methods import Method
+from mtu.training.extend import ADD_TASK, extended_config
 from mtu.training.methods import build_model
-from mtu.upcycle import add_task_layers
+from mtu.upcycling import add_task_layers, upcycle
 
 
 def trainable_count(model: nn.Module) -> int:
@@ -77,3 +78,16 @@ def format_counts(counts: dict, method: str) -> str:
     ratio = counts["lora"] / max(counts["mtu"], 1)
     lines.append(f"lora / mtu = {ratio:.3f} (rank chosen to match MTU's count as closely as possible)")
     return "\n".join(lines)
+
+
+def extend_dry_run(config, unet_config) -> str:
+    """What an add-task run trains and what it leaves frozen (counted on the meta device, no weights)."""
+    model = upcycle(meta_unet(unet_config), extended_config(config))
+    new = sum(p.numel() for task in config.task_names for p in model.task_parameters(task))
+    frozen = sum(p.numel() for p in model.parameters() if p.requires_grad) - new
+    served = model.task_names[: len(model.task_names) - len(config.tasks)]
+    return (
+        f"{config.model}, adding {config.task_names} to {config.extends} (serving {served})\n"
+        f"{ADD_TASK} trains {new:,} parameters (the new tasks' embeddings, input convs and norms); "
+        f"{frozen:,} MTU parameters (experts, routers, the served tasks' parts) stay frozen"
+    )

@@ -4,11 +4,11 @@
     extends: runs/shapes-mtu/model                  # the MTU folder whose tasks must not change
     tasks: {colorize: {source: {type: shapes}}}     # the new tasks only: the data stream draws these
 
-The model is the extended folder's (`mtu.load`) plus each new task (`MTUModel.add_task`, appended, so
-the old tasks keep their ids); everything but the new tasks' embeddings, input convs and pre-FFN norms is
-frozen. The old tasks' weights, the experts and the routers never reach the optimizer (no gradient, no
-weight decay, no moments), so every old task's output stays bit-identical. Layer sizes come from the
-extended folder; the config's `mtu` section is not used.
+The model (`mtu.training.methods.extend_model`) is the extended folder's (`mtu.load`) plus each new task
+(`MTUModel.add_task`, appended, so the old tasks keep their ids); everything but the new tasks' embeddings,
+input convs and pre-FFN norms is frozen. The old tasks' weights, the experts and the routers never reach the
+optimizer (no gradient, no weight decay, no moments), so every old task's output stays bit-identical. Layer
+sizes come from the extended folder; the config's `mtu` section is not used.
 
 The run's model/ folder holds the whole MTU weights (the old ones copied verbatim, plus the new tasks'),
 not the new parts plus a reference to the extended folder: it then loads as any MTU folder (`mtu.load`,
@@ -21,8 +21,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from mtu.assets import resolve_model_path
 from mtu.config import MTUConfig
-from mtu.loading import inspect_model
+from mtu.folders import inspect_model
 from mtu.methods import Method
 
 ADD_TASK = Method.ADD_TASK.value  # the method this module serves (`Method.extends`)
@@ -60,8 +61,6 @@ def extends_problems(config) -> list[str]:
 
 def _same_model(model: str, base: str | None) -> bool:
     """Whether two model references name one folder (shipped names resolved); unknown bases are not refused."""
-    from mtu.assets import resolve_model_path
-
     if base is None or model == base:
         return True
     try:
@@ -75,46 +74,4 @@ def extended_config(config) -> MTUConfig:
     extended = MTUConfig.load(Path(config.extends).expanduser())
     return dataclasses.replace(
         extended, tasks=[*extended.tasks, *config.task_specs()], base_model_name_or_path=config.model
-    )
-
-
-def extend_model(unet, folder: str | Path, mtu_config: MTUConfig):
-    """The model of `folder` on `unet` (modified in place) plus the tasks `mtu_config` lists after its own.
-
-    Only the new tasks' parts are left trainable.
-    """
-    from mtu.loading import load
-
-    model = load(unet, Path(folder).expanduser())
-    served = model.task_names
-    if mtu_config.task_names[: len(served)] != served:
-        raise ValueError(f"{folder} serves {served}; the run's tasks {mtu_config.task_names} must start with those")
-    new = mtu_config.tasks[len(served) :]
-    for spec in new:
-        model.add_task(spec)  # the embedding draws from torch's global RNG, which the run's seed has set
-    train_only(model, [spec.name for spec in new])
-    return model
-
-
-def train_only(model, tasks: list[str]) -> None:
-    """Freeze every parameter of `model` except the parts only `tasks` use (embedding, input conv, norms)."""
-    model.requires_grad_(False)
-    for task in tasks:
-        for parameter in model.task_parameters(task):
-            parameter.requires_grad_(True)
-
-
-def dry_run_text(config, unet_config) -> str:
-    """What an add-task run trains and what it leaves frozen (counted on the meta device, no weights)."""
-    from mtu.training.counts import meta_unet
-    from mtu.upcycle import upcycle
-
-    model = upcycle(meta_unet(unet_config), extended_config(config))
-    new = sum(p.numel() for task in config.task_names for p in model.task_parameters(task))
-    frozen = sum(p.numel() for p in model.parameters() if p.requires_grad) - new
-    served = model.task_names[: len(model.task_names) - len(config.tasks)]
-    return (
-        f"{config.model}, adding {config.task_names} to {config.extends} (serving {served})\n"
-        f"{ADD_TASK} trains {new:,} parameters (the new tasks' embeddings, input convs and norms); "
-        f"{frozen:,} MTU parameters (experts, routers, the served tasks' parts) stay frozen"
     )

@@ -11,7 +11,7 @@ from contextlib import nullcontext
 import numpy as np
 from tqdm.auto import tqdm
 
-from mtu.baselines import activate
+from mtu.baseline_models import activate
 from mtu.evaluation.router_health import router_health
 from mtu.layers import MTUFeedForward
 from mtu.training.run import Run

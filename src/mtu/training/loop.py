@@ -21,7 +21,7 @@ from mtu.sampler import save_sampler
 from mtu.training.cache import training_sources
 from mtu.training.checkpoint import CONFIG_FILE, list_checkpoints, save_checkpoint, step_of
 from mtu.training.config import TrainConfig
-from mtu.training.counts import format_counts, parameter_counts
+from mtu.training.counts import extend_dry_run, format_counts, parameter_counts
 from mtu.training.data import Dropout, Layout, StepBatches, micro_batches
 from mtu.training.feedback import Feedback, preview_pairs, write_samples
 from mtu.training.methods import mtu_config_of
@@ -48,9 +48,7 @@ def dry_run(config: TrainConfig) -> str:
 
     config.check()
     if config.training_method.extends:
-        from mtu.training.extend import dry_run_text
-
-        return dry_run_text(config, unet_config(config.model))
+        return extend_dry_run(config, unet_config(config.model))
     adapter = config.adapter
     counts = parameter_counts(unet_config(config.model), mtu_config_of(config), adapter.rank, adapter.alpha)
     return f"{config.model}, tasks {config.task_names}\n" + format_counts(counts, config.method)

@@ -8,26 +8,28 @@
 | full | every denoiser weight, for one task (the paper's Fig. 2 deviation analysis), plus the task layers |
 | add-task | the new tasks' embeddings, input convs and norms on a trained MTU model (`mtu.training.extend`) |
 
-The baselines' models are `mtu.baselines`'; a run's folder is written by `mtu.loading.save_trained` and
+The baselines' models are `mtu.baseline_models`'; a run's folder is written by `mtu.loading.save_trained` and
 loaded back by the one loader (`mtu.load`, `MTUPipeline.from_pretrained`). The data loader gives adapter
-methods single-task batches (`mtu.baselines.activate` switches the whole model to one task's adapter).
+methods single-task batches (`mtu.baseline_models.activate` switches the whole model to one task's adapter).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from torch import nn
 
-from mtu.baselines import AdapterSpec, activate, build_baseline
+from mtu.baseline_models import AdapterSpec, activate, build_baseline
 from mtu.config import MTUConfig
+from mtu.loading import load
 from mtu.methods import Method
 from mtu.model import MTUModel
 from mtu.training.config import TrainConfig
-from mtu.training.extend import extend_model, extended_config
-from mtu.upcycle import upcycle
+from mtu.training.extend import extended_config
+from mtu.upcycling import upcycle
 
-# AdapterSpec and activate are the baselines' (mtu.baselines), named here beside build_model for training code.
+# AdapterSpec and activate are the baselines' (mtu.baseline_models), named here beside build_model for training code.
 __all__ = ["AdapterSpec", "activate", "build_model", "mtu_config_of"]
 
 
@@ -54,3 +56,27 @@ def build_model(
     if method.has_experts:
         return upcycle(unet, mtu_config)
     return build_baseline(unet, method, mtu_config, adapter)
+
+
+def extend_model(unet, folder: str | Path, mtu_config: MTUConfig):
+    """The model of `folder` on `unet` (modified in place) plus the tasks `mtu_config` lists after its own.
+
+    Only the new tasks' parts are left trainable.
+    """
+    model = load(unet, Path(folder).expanduser())
+    served = model.task_names
+    if mtu_config.task_names[: len(served)] != served:
+        raise ValueError(f"{folder} serves {served}; the run's tasks {mtu_config.task_names} must start with those")
+    new = mtu_config.tasks[len(served) :]
+    for spec in new:
+        model.add_task(spec)  # the embedding draws from torch's global RNG, which the run's seed has set
+    train_only(model, [spec.name for spec in new])
+    return model
+
+
+def train_only(model, tasks: list[str]) -> None:
+    """Freeze every parameter of `model` except the parts only `tasks` use (embedding, input conv, norms)."""
+    model.requires_grad_(False)
+    for task in tasks:
+        for parameter in model.task_parameters(task):
+            parameter.requires_grad_(True)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mtu.limits import check_image_size, check_text, training_max_side
+from mtu.utils.limits import check_image_size, check_text, training_max_side
 
 
 class UnreadableSample(Exception):
@@ -75,7 +75,7 @@ def fit(image: np.ndarray, resolution: int) -> np.ndarray:
 def to_rgb(value: Any, root: Path | None = None) -> np.ndarray:
     """uint8 (H, W, 3) from a PIL image, an array, encoded bytes, a `datasets` image dict or a file path.
 
-    Files and bytes are read by `mtu.images.open_image` within `training_max_side()`: a decompression bomb,
+    Files and bytes are read by `mtu.utils.images.open_image` within `training_max_side()`: a decompression bomb,
     a missing, truncated or garbage file is an `UnreadableSample` naming the file, never the end of the run.
     """
     if isinstance(value, dict):  # datasets Image feature with decode=False: {"bytes": ..., "path": ...}
@@ -94,8 +94,8 @@ def to_rgb(value: Any, root: Path | None = None) -> np.ndarray:
 
 
 def _decode(source: Any, what: str) -> np.ndarray:
-    from mtu.images import open_image
-    from mtu.images import to_rgb as convert
+    from mtu.utils.images import open_image
+    from mtu.utils.images import to_rgb as convert
 
     limit = training_max_side()
     try:

@@ -14,9 +14,7 @@ import numpy as np
 import torch
 import yaml
 
-from mtu.baselines import AdapterSpec
-from mtu.ema import TrainableEMA
-from mtu.signals import StopRequest
+from mtu.baseline_models import AdapterSpec
 from mtu.training.checkpoint import (
     Progress,
     check_loadable,
@@ -28,7 +26,9 @@ from mtu.training.checkpoint import (
 from mtu.training.components import Components, load_components
 from mtu.training.config import TrainConfig
 from mtu.training.counts import parameter_counts, trainable_count
+from mtu.training.ema import TrainableEMA
 from mtu.training.methods import build_model, mtu_config_of
+from mtu.utils.signals import StopRequest
 
 # Settings that must not change when a run is resumed: the weights would not fit or would mean something else.
 FIXED_ON_RESUME = ("model", "method", "extends", "mtu", "adapter")

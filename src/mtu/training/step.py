@@ -13,7 +13,7 @@ from contextlib import nullcontext
 import torch
 from diffusers.training_utils import compute_snr
 
-from mtu.baselines import activate
+from mtu.baseline_models import activate
 from mtu.conditioning import denoiser_input
 from mtu.layers.routing import task_runs
 from mtu.model import concat_task_inputs

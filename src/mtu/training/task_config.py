@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtu.config import BUILTIN_TASKS, CONDITIONINGS, TaskSpec, task_name
-from mtu.loading import is_hub_id
+from mtu.hub import is_hub_id
 from mtu.training.checks import choice, is_int, is_number, need
 
 SOURCE_TYPES = ("shapes", "hf", "jsonl", "folder")

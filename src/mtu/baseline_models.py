@@ -5,43 +5,31 @@
 | lora / ia3 | one peft adapter per task on each FFN's `ff.net.0.proj` and `ff.net.2`, plus MTU's task layers |
 | full | nothing: every denoiser weight trains, plus MTU's task layers |
 
-The task layers (per-task input conv and pre-FFN norms) come from `mtu.upcycle.add_task_layers`, so a
+The task layers (per-task input conv and pre-FFN norms) come from `mtu.upcycling.add_task_layers`, so a
 comparison with MTU isolates what the experts add. Adapters cannot mix tasks in one forward: `activate`
 switches the whole model to one task's adapter (`MTUPipeline` does it per denoising loop).
 """
 
 from __future__ import annotations
 
-import sys
 import warnings
-from dataclasses import dataclass
 
 from torch import nn
 
 from mtu.config import MTUConfig
 from mtu.layers import TaskInputConv, TaskLayerNorm
-from mtu.methods import BASELINES, Method
+from mtu.layers.adapters import adapter_layers, adapter_parameters, has_adapters
+from mtu.methods import BASELINES, AdapterSpec, Method
 from mtu.model import MTUModel
-from mtu.upcycle import add_task_layers, find_feedforwards
+from mtu.upcycling import add_task_layers, find_feedforwards
 
 
-@dataclass(frozen=True)
-class AdapterSpec:
-    """The adapter of a baseline: peft method, rank and alpha (LoRA)."""
-
-    method: str
-    rank: int = 0
-    alpha: float | None = None
-    dropout: float = 0.0
-
-    def peft_config(self, inputs: list[str], outputs: list[str]):
-        """The peft config of this adapter on the FFN linears `inputs` (`ff.net.0.proj`) and `outputs` (`ff.net.2`)."""
-        make = _PEFT_CONFIGS.get(self.method)
-        if make is None:
-            raise ValueError(
-                f"unknown adapter method {self.method!r}; valid options: {[m.value for m in _PEFT_CONFIGS]}"
-            )
-        return make(self, inputs, outputs)
+def peft_config(spec: AdapterSpec, inputs: list[str], outputs: list[str]):
+    """The peft config of `spec` on the FFN linears `inputs` (`ff.net.0.proj`) and `outputs` (`ff.net.2`)."""
+    make = _PEFT_CONFIGS.get(spec.method)
+    if make is None:
+        raise ValueError(f"unknown adapter method {spec.method!r}; valid options: {[m.value for m in _PEFT_CONFIGS]}")
+    return make(spec, inputs, outputs)
 
 
 def _lora_config(spec: AdapterSpec, inputs: list[str], outputs: list[str]):
@@ -64,33 +52,13 @@ def _ia3_config(spec: AdapterSpec, inputs: list[str], outputs: list[str]):
 _PEFT_CONFIGS = {Method.LORA: _lora_config, Method.IA3: _ia3_config}
 
 
+__all__ = ["AdapterSpec", "activate", "adapter_parameters", "build_baseline", "ffn_linears", "has_adapters"]
+
+
 def ffn_linears(model: nn.Module, target_modules: list[str] | None) -> tuple[list[str], list[str]]:
     """(input projections, output projections) of the targeted FFNs: `<ff>.net.0.proj` and `<ff>.net.2`."""
     feedforwards = find_feedforwards(model, target_modules)
     return [f"{name}.net.0.proj" for name in feedforwards], [f"{name}.net.2" for name in feedforwards]
-
-
-def _adapter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    if "peft" not in sys.modules or not isinstance(model, nn.Module):
-        return []  # no peft layer can exist before peft is imported (and an ONNX denoiser has none)
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return [(name, module) for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)]
-
-
-def has_adapters(model: nn.Module) -> bool:
-    """Whether `model` holds peft adapter layers (a LoRA / IA3 baseline): it then runs one task per forward."""
-    return bool(_adapter_layers(model))
-
-
-def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Every adapter weight of every peft layer, by qualified name (found by type, not by name)."""
-    found = {}
-    for module_name, module in _adapter_layers(model):
-        for layer_name in module.adapter_layer_names:
-            for name, parameter in getattr(module, layer_name).named_parameters():
-                found[f"{module_name}.{layer_name}.{name}"] = parameter
-    return found
 
 
 def activate(model: MTUModel, task: str) -> None:
@@ -99,7 +67,7 @@ def activate(model: MTUModel, task: str) -> None:
     peft's `set_adapter` also freezes the inactive adapters; we turn them back to trainable so the set of
     trainable parameters never changes during training (the optimizer and DDP are built once over it).
     """
-    layers = _adapter_layers(model.base_model)
+    layers = adapter_layers(model.base_model)
     for _, module in layers:
         module.set_adapter(task)
     if layers:
@@ -115,7 +83,7 @@ def _inject_adapters(model: MTUModel, spec: AdapterSpec, target_modules: list[st
         # peft warns that a second adapter joins the first: one adapter per task is the point here.
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
         for task in model.task_names:
-            inject_adapter_in_model(spec.peft_config(inputs, outputs), model.base_model, adapter_name=task)
+            inject_adapter_in_model(peft_config(spec, inputs, outputs), model.base_model, adapter_name=task)
     # peft froze everything but the adapters: unfreeze the task layers again, by type as upcycle does.
     for module in model.base_model.modules():
         if isinstance(module, (TaskLayerNorm, TaskInputConv)):

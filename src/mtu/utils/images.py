@@ -1,4 +1,4 @@
-"""Reading user images: within the size limits of `mtu.limits`, any PIL mode converted the same way everywhere.
+"""Reading user images: within the size limits of `mtu.utils.limits`, any PIL mode converted the same way everywhere.
 
 The command line, the folder evaluation and the demo server all turn files into RGB through `to_rgb`, so a
 16-bit PNG is scaled to 8 bits (not clipped to white) whichever entry point reads it.
@@ -14,14 +14,14 @@ from typing import BinaryIO
 import numpy as np
 import PIL.Image
 
-from mtu.limits import check_image_size, check_pixel_count, max_pixels
+from mtu.utils.limits import check_image_size, check_pixel_count, max_pixels
 
 
 def open_image(
     path: str | os.PathLike | BinaryIO, what: str | None = None, max_side: int | None = None
 ) -> PIL.Image.Image:
     """The image file at `path` (or an open binary file) as RGB; ValueError naming it when it is unreadable
-    or has a side over `max_side` (default `mtu.limits.max_side()`).
+    or has a side over `max_side` (default `mtu.utils.limits.max_side()`).
 
     The size is checked from the header, before the pixels are decoded, so an oversized file costs nothing.
     """
