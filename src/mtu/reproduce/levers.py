@@ -138,6 +138,51 @@ def _write(results: Path, protocol: dict, config, runs: dict) -> None:
     }
     results.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(results, json.dumps(record, indent=1) + "\n")
+    levers_figure(record, results.with_suffix(".png"))
+
+
+def levers_figure(record: dict, path: Path) -> Path:
+    """Edit per lever, edit per kind, remove per lever: PSNR above, parser all-correct below, bars drawn in."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from mtu.reproduce.pilot import ALL_CORRECT_BAR, PSNR_MARGIN_DB
+
+    figure = Figure(figsize=(11, 5.6), constrained_layout=True)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, 3, squeeze=False)
+    runs, baselines = record["runs"], record["baselines"]
+    for column, task in ((0, "edit"), (2, "remove")):
+        for run in (r for r in runs.values() if r["task"] == task):
+            steps = sorted(run["curve"], key=int)
+            for row, metric in ((0, "psnr"), (1, "all_correct")):
+                values = [run["curve"][s][metric] for s in steps]
+                axes[row][column].plot([int(s) for s in steps], values, marker=".", label=run["setting"])
+        axes[0][column].axhline(baselines[task]["psnr"], color="grey", linestyle=":", label="no-learning baseline")
+        axes[0][column].axhline(baselines[task]["psnr"] + PSNR_MARGIN_DB, color="black", linestyle="--", label="bar")
+        axes[0][column].set_title(f"{task}, per lever")
+    styles = {"v2": "-", "snr5": "--", "full": ":"}
+    for run in (r for r in runs.values() if r["task"] == "edit"):
+        steps = sorted(run["curve"], key=int)
+        kinds = sorted({k for s in steps for k in run["curve"][s].get("by_kind", {})})
+        for index, kind in enumerate(kinds):
+            for row, metric in ((0, "psnr"), (1, "all_correct")):
+                values = [run["curve"][s].get("by_kind", {}).get(kind, {}).get(metric) for s in steps]
+                label = f"{kind} ({run['setting']})"
+                axes[row][1].plot([int(s) for s in steps], values, styles.get(run["setting"], "-"), color=f"C{index}",
+                                  marker=".", label=label)  # fmt: skip
+    axes[0][1].set_title("edit, per kind (line style: lever)")
+    for column in range(3):
+        axes[1][column].axhline(ALL_CORRECT_BAR, color="black", linestyle="--")
+        axes[1][column].set_ylim(0, 1)
+        axes[1][column].set_xlabel("optimizer steps (single-task)")
+    axes[0][0].set_ylabel("PSNR (dB), validation")
+    axes[1][0].set_ylabel("parser all-correct, validation")
+    for column in range(3):
+        axes[0][column].legend(fontsize=6)
+    path = Path(path)
+    figure.savefig(path, dpi=110)
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,7 +191,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", type=Path, default=RECORD_FILE, help="the committed record")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one process each")
     parser.add_argument("--quick", action="store_true", help="a smoke test: few steps, few examples")
+    parser.add_argument("--figure-only", action="store_true", help="redraw the record's figure (.png beside it)")
     args = parser.parse_args(argv)
+    if args.figure_only:
+        print(levers_figure(json.loads(args.record.read_text()), args.record.with_suffix(".png")))
+        return
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     record = run_levers(args.out, results=args.record, quick=args.quick, jobs=args.jobs)
