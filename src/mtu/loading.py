@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from mtu.baseline_models import build_baseline
@@ -43,6 +43,7 @@ from mtu.model_sizes import check_adapter, check_sizes, weight_shapes
 from mtu.sampler import SamplerSettings, same_for_tasks, save_sampler
 from mtu.upcycling import find_input_conv, upcycle
 from mtu.utils.outputs import write_text_atomic
+from mtu.utils.tensor_files import save_tensors
 
 
 def load(base_model: nn.Module, path: str | Path, *, allow_pickle: bool = False) -> MTUModel:
@@ -141,11 +142,9 @@ def save_trained(
     folder, method = Path(folder), Method.parse(method)
     model.save_pretrained(folder)
     if method.adapters:
-        tensors = {name: p.detach().cpu().contiguous() for name, p in adapter_parameters(model.base_model).items()}
-        save_file(tensors, folder / ADAPTERS_FILE)
+        save_tensors(folder / ADAPTERS_FILE, adapter_parameters(model.base_model))
     if method.whole_denoiser:
-        tensors = {name: p.detach().cpu().contiguous() for name, p in model.base_model.state_dict().items()}
-        save_file(tensors, folder / DENOISER_FILE)
+        save_tensors(folder / DENOISER_FILE, model.base_model.state_dict())
     info = {"method": method.value, "adapter": None if adapter is None else adapter.__dict__}
     write_text_atomic(folder / METHOD_FILE, json.dumps(info, indent=1) + "\n")
     if sampler is not None:

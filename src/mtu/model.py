@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.utils.checkpoint
-from safetensors.torch import save_file
 from torch import nn
 
 from mtu.config import (
@@ -32,7 +31,8 @@ from mtu.config import (
 )
 from mtu.layers import MTUFeedForward, TaskBatch, TaskContext, TaskInputConv, TaskLayerNorm
 from mtu.layers.adapters import has_adapters
-from mtu.utils.outputs import write_file_atomic
+from mtu.utils.modules import count_parameters, replace_submodule
+from mtu.utils.tensor_files import save_tensors
 
 MTU_LAYER_TYPES = (MTUFeedForward, TaskLayerNorm, TaskInputConv)
 
@@ -251,18 +251,18 @@ class MTUModel(nn.Module):
     def parameter_report(self) -> ParameterReport:
         """Total and trainable parameters, split into experts, routers, task parts and the frozen rest."""
         counts: dict[str, int] = defaultdict(int)
-        counts["task_embeddings"] = sum(p.numel() for p in self.task_embeddings.parameters())
+        counts["task_embeddings"] = count_parameters(self.task_embeddings)
         for module in self.base_model.modules():
             if isinstance(module, MTUFeedForward):
-                counts["experts (FFN)"] += sum(p.numel() for p in module.base_layer.parameters())
-                counts["routers"] += sum(p.numel() for p in module.router.parameters())
+                counts["experts (FFN)"] += count_parameters(module.base_layer)
+                counts["routers"] += count_parameters(module.router)
             elif isinstance(module, TaskLayerNorm):
-                counts["task_norms"] += sum(p.numel() for p in module.parameters())
+                counts["task_norms"] += count_parameters(module)
             elif isinstance(module, TaskInputConv):
-                counts["task_input_layers"] += sum(p.numel() for p in module.parameters())
-        total = sum(p.numel() for p in self.parameters())
+                counts["task_input_layers"] += count_parameters(module)
+        total = count_parameters(self)
         counts["frozen (base)"] = total - sum(counts.values())
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        trainable = count_parameters(self, trainable=True)
         return ParameterReport(total=total, trainable=trainable, components=dict(counts))
 
     def mtu_state_dict(self) -> dict[str, torch.Tensor]:
@@ -313,9 +313,7 @@ class MTUModel(nn.Module):
         """
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {key: value.detach().cpu().contiguous() for key, value in self.mtu_state_dict().items()}
-        metadata = {"format": "pt", "mtu_config": CONFIG_NAME}
-        write_file_atomic(folder / WEIGHTS_NAME, lambda temp: save_file(tensors, str(temp), metadata=metadata))
+        save_tensors(folder / WEIGHTS_NAME, self.mtu_state_dict(), {"format": "pt", "mtu_config": CONFIG_NAME})
         self.mtu_config.save(folder / CONFIG_NAME)
 
     @torch.no_grad()
@@ -337,8 +335,7 @@ class MTUModel(nn.Module):
                 folded = module.fold(task)
             else:
                 continue
-            parent_name, _, attribute = name.rpartition(".")
-            setattr(exported.get_submodule(parent_name) if parent_name else exported, attribute, folded)
+            replace_submodule(exported, name, folded)
         if hasattr(exported, "register_to_config"):
             updates = {"in_channels": self.task_in_channels(task)}
             if exported.config.get("out_channels", 0) is None:

@@ -24,6 +24,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from mtu.assets import SHAPES_BASE_SAMPLER
 from mtu.utils.limits import PIPELINE_NAMES, check_settings
 
 SAMPLER_NAME = "sampler.json"
@@ -79,6 +80,12 @@ class SamplerSettings:
 
 # What `MTUPipeline.__call__` uses for a task without stored settings: diffusers' defaults.
 DEFAULT_SAMPLER = SamplerSettings()
+
+
+# What the Shapes models sample with when their folder stores no settings (`mtu.assets.SHAPES_BASE_SAMPLER`:
+# 25 steps, text guidance 1, i.e. off) and image guidance 1.5; None keeps the pipeline's scheduler. Evaluation,
+# `mtu generate`, `mtu serve` and the reproduction's shipped sampler all start from it.
+SHAPES_SAMPLER = SamplerSettings(**SHAPES_BASE_SAMPLER, image_guidance_scale=1.5)
 
 
 def load_sampler(folder: str | Path, tasks: list[str] | None = None) -> dict[str, SamplerSettings]:

@@ -17,6 +17,7 @@ from mtu.config import MTUConfig
 from mtu.layers import MTUFeedForward, TaskContext, TaskInputConv, TaskLayerNorm
 from mtu.layers.experts import check_feedforward, expert_count_problem, feedforward_hidden_size
 from mtu.model import MTU_LAYER_TYPES, MTUModel
+from mtu.utils.modules import replace_submodule
 
 # Input layers that see the noisy latent (and, per task, the conditioning channels).
 INPUT_CONV_NAMES = ("conv_in", "pos_embed.proj")
@@ -93,11 +94,6 @@ def _check(model: nn.Module, config: MTUConfig, targets: list[str], experts: boo
     find_input_conv(model)
 
 
-def _replace(model: nn.Module, name: str, new_module: nn.Module) -> None:
-    parent_name, _, attribute = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, attribute, new_module)
-
-
 def _mark_trainable(model: MTUModel) -> None:
     """Freeze everything, then unfreeze by module type (never by name: a user module may be called 'router')."""
     model.requires_grad_(False)
@@ -170,11 +166,11 @@ def _inject(model: nn.Module, config: MTUConfig, experts: bool) -> MTUModel:
             router_bias=config.router_bias,
             gate_dropout=config.gate_dropout,
         )
-        _replace(model, name, layer)
+        replace_submodule(model, name, layer)
     for name in filter(None, norms):
-        _replace(model, name, TaskLayerNorm(model.get_submodule(name), config.task_names, context))
+        replace_submodule(model, name, TaskLayerNorm(model.get_submodule(name), config.task_names, context))
     input_name = find_input_conv(model)
-    _replace(model, input_name, TaskInputConv(model.get_submodule(input_name), config.tasks, context))
+    replace_submodule(model, input_name, TaskInputConv(model.get_submodule(input_name), config.tasks, context))
     mtu_model = MTUModel(model, config, context, input_name)
     _mark_trainable(mtu_model)
     return mtu_model

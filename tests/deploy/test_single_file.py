@@ -44,9 +44,9 @@ def test_the_shipped_model_round_trips(tmp_path):
     stock = DiffusionPipeline.from_pretrained(resolve_model_path("shapes-base"))
     state = to_original_layout(stock.unet, stock.vae, stock.text_encoder)  # checked against diffusers inside
     assert "model.diffusion_model.output_blocks.1.2.conv.weight" in state
-    from mtu.deploy.single_file import write_safetensors
+    from mtu.utils.tensor_files import save_tensors
 
-    write_safetensors(state, tmp_path / "shapes.safetensors", {"format": "pt"})
+    save_tensors(tmp_path / "shapes.safetensors", state, {"format": "pt"})
     loaded = StableDiffusionPipeline.from_single_file(
         str(tmp_path / "shapes.safetensors"), config=str(resolve_model_path("shapes-base")), local_files_only=True
     )

@@ -36,15 +36,14 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     import mtu
+    from mtu.utils.modules import count_parameters
 
     with torch.no_grad():
         base = small_unet()
         latent, timestep, text = torch.randn(1, 4, 16, 16), torch.tensor([500]), torch.randn(1, 7, 32)
         expected = base(latent, timestep, text).sample
         model = mtu.upcycle(small_unet(), mtu.MTUConfig(num_experts=args.experts))
-        print(
-            f"Upcycled a {sum(p.numel() for p in base.parameters()):,}-parameter UNet into tasks {model.task_names}\n"
-        )
+        print(f"Upcycled a {count_parameters(base):,}-parameter UNet into tasks {model.task_names}\n")
         print(model.parameter_report(), "\n")
         for task in model.task_names:
             extra = torch.randn(1, model.task_in_channels(task) - 4, 16, 16)

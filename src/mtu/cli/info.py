@@ -101,8 +101,10 @@ def describe_baseline(source, base: str | None) -> None:
     print(f"{source.method.spec.summary}{rank}; trained with `mtu train`, base {config.base_model_name_or_path}")
     _print_tasks(config)
     model = _load(source, base)
-    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"parameters: {sum(p.numel() for p in model.parameters()):,} total, {trained:,} trained")
+    from mtu.utils.modules import count_parameters
+
+    trained = count_parameters(model, trainable=True)
+    print(f"parameters: {count_parameters(model):,} total, {trained:,} trained")
 
 
 def _samplers(source) -> dict:

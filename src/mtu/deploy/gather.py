@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtu.utils.modules import replace_submodule
+
 # Largest relative difference tolerated between `export(task)`'s folded FFN weights and W_base x scales
 # (rounding of float32 / 16-bit weights): a bigger one means the expert layout is not the contiguous
 # blocks assumed here.
@@ -152,12 +154,14 @@ def build_all_task_denoiser(model: nn.Module) -> AllTaskDenoiser:
     for name in routing:
         feedforward = skeleton.get_submodule(name)
         feedforward.net[2].weight.copy_(bases[name].to(feedforward.net[2].weight.dtype))
-        _replace(skeleton, name, ScaledFeedForward(feedforward, scales[name].to(feedforward.net[2].weight.dtype), ids))
+        replace_submodule(
+            skeleton, name, ScaledFeedForward(feedforward, scales[name].to(feedforward.net[2].weight.dtype), ids)
+        )
     for name in sorted({key.rpartition(".")[0] for key in varying}):
         tables = {
             attribute: _table(reference, varying, f"{name}.{attribute}", len(names)) for attribute in ("weight", "bias")
         }
-        _replace(skeleton, name, _gathered(name, skeleton.get_submodule(name), tables, ids))
+        replace_submodule(skeleton, name, _gathered(name, skeleton.get_submodule(name), tables, ids))
     channels = [model.task_in_channels(task) for task in names]
     if hasattr(skeleton, "register_to_config") and "in_channels" in skeleton.config:
         skeleton.register_to_config(in_channels=max(channels))
@@ -234,8 +238,3 @@ def _gathered(name: str, module: nn.Module, tables: dict, ids: TaskIds) -> nn.Mo
         f"{name} ({type(module).__name__}) differs between tasks; mtu.deploy only gathers per-task LayerNorms, "
         "Conv2d input layers and upcycled FFNs"
     )
-
-
-def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, attribute = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, attribute, module)

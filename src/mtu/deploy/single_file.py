@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from mtu.deploy.files import EXPORT_KEY, check_file_target
+from mtu.utils.tensor_files import save_tensors
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -47,18 +48,8 @@ def export_single_file(pipe: Any, task: str, out: str | Path, overwrite: bool = 
             "original layout is not supported yet"
         )
     state = to_original_layout(pipe.unet.export(task), pipe.vae, pipe.text_encoder)
-    write_safetensors(state, out, {"format": "pt", EXPORT_KEY: task})
+    save_tensors(out, state, {"format": "pt", EXPORT_KEY: task})
     return out
-
-
-def write_safetensors(state: dict[str, torch.Tensor], out: Path, metadata: dict[str, str]) -> None:
-    """Write to a temp file beside `out`, then rename: the file is complete or absent."""
-    from safetensors.torch import save_file
-
-    from mtu.utils.outputs import write_file_atomic
-
-    state = {key: value.detach().cpu().contiguous() for key, value in state.items()}
-    write_file_atomic(out, lambda temp: save_file(state, str(temp), metadata=metadata))
 
 
 @torch.no_grad()

@@ -10,15 +10,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mtu.assets import SHAPES_BASE_SAMPLER
 from mtu.config import BUILTIN_TASKS
 from mtu.data.shapes.tasks import TASKS, TaskExample, evaluation_set
 from mtu.evaluation.shapes_metrics import pair_metrics, t2i_accuracy
-from mtu.sampler import SamplerSettings
+from mtu.sampler import SHAPES_SAMPLER
 
 IMAGE_ONLY_SUFFIX = " (image only)"
 # What a model without stored sampler settings is evaluated with.
-SHAPES_SAMPLER = SamplerSettings(**SHAPES_BASE_SAMPLER, image_guidance_scale=1.5)
 
 
 def scored_image_only(task: str) -> bool:

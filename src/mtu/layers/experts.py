@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtu.layers.routing import TaskBatch, TaskContext, TaskRouter
+from mtu.layers.router import TaskBatch, TaskContext, TaskRouter
 
 
 def feedforward_hidden_size(feedforward: nn.Module) -> int:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mtu.config import TaskSpec
-from mtu.layers.routing import TaskContext
+from mtu.layers.router import TaskContext
 
 
 class TaskLayerNorm(nn.Module):

@@ -15,9 +15,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from mtu.utils.outputs import remove_folder, replace_folder
+from mtu.utils.tensor_files import save_tensors
 
 TENSORS_FILE = "tensors.safetensors"
 STATE_FILE = "state.json"
@@ -30,7 +31,7 @@ def save_checkpoint(root: Path, name: str, tensors: dict[str, torch.Tensor], sta
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp / TENSORS_FILE)
+    save_tensors(tmp / TENSORS_FILE, tensors)
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
     final = root / name
     replace_folder(tmp, final)

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from mtu.utils.modules import count_parameters  # noqa: F401 - the recipe names it from here
+
 LATENT_CHANNELS = 4
 # Each GEGLU inner dim (4 x channels) must split into this many experts when upcycled.
 FFN_DIVISOR = 16
@@ -147,7 +149,3 @@ def build_sample_scheduler() -> DDIMScheduler:
         # Unused by "trailing"; 1 keeps StableDiffusionPipeline from flagging the config as outdated.
         steps_offset=1,
     )
-
-
-def count_parameters(module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -21,7 +21,7 @@ from pathlib import Path
 from mtu.assets import SHAPES_BASE_SAMPLER, SHIPPED_MTU
 from mtu.config import MTUConfig
 from mtu.reproduce.plan import EXTRA_TASKS, MAIN_EXPERTS, PAPER_TASKS, Run
-from mtu.sampler import SamplerSettings, same_for_tasks, save_sampler
+from mtu.sampler import SHAPES_SAMPLER, SamplerSettings, same_for_tasks, save_sampler
 
 SHIPPED_RUN = Run("mtu", PAPER_TASKS + EXTRA_TASKS, MAIN_EXPERTS, 0)
 SHIPPED_FILES = ("mtu_config.json", "mtu_model.safetensors")
@@ -55,7 +55,7 @@ def shapes_sampler(steps: int = SHAPES_BASE_SAMPLER["num_inference_steps"]) -> S
     """The sampler the reproduction evaluates with (`evaluate` in `mtu.reproduce.runner`): shapes-base's DDIM
     scheduler, `steps` steps, text guidance 1 (off), image guidance 1.5 (the pipeline's, unused without text
     guidance)."""
-    return SamplerSettings("DDIMScheduler", steps, SHAPES_BASE_SAMPLER["guidance_scale"], 1.5)
+    return SHAPES_SAMPLER.replace(scheduler="DDIMScheduler", num_inference_steps=steps)
 
 
 def ship_sampler(folder: str | Path = SHIPPED_MTU, steps: int = SHAPES_BASE_SAMPLER["num_inference_steps"]) -> Path:

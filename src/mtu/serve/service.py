@@ -10,9 +10,8 @@ from dataclasses import dataclass
 import PIL.Image
 import torch
 
-from mtu.assets import SHAPES_BASE_SAMPLER
 from mtu.pipelines import MTURequest
-from mtu.sampler import SamplerSettings
+from mtu.sampler import SHAPES_SAMPLER
 from mtu.serve.batching import BatchWorker, ServerBusy
 from mtu.serve.guess import guess_task
 from mtu.serve.limits import RequestError, ServeLimits
@@ -21,7 +20,7 @@ from mtu.utils.limits import check_settings
 AUTO = "auto"
 SERVER_NAMES = {"image_guidance": "image guidance", "steps": "steps", "guidance": "guidance", "seed": "seed"}
 # What a task without stored sampler settings (`mtu.sampler`) is served with: the Shapes sampler.
-FALLBACK_SAMPLER = SamplerSettings(**SHAPES_BASE_SAMPLER, image_guidance_scale=1.5)
+FALLBACK_SAMPLER = SHAPES_SAMPLER  # a model folder storing no sampler settings
 
 
 @dataclass(frozen=True)

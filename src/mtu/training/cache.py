@@ -32,14 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from mtu.config import TaskSpec
-from mtu.layers.routing import task_runs
+from mtu.layers.router import task_runs
 from mtu.training.pairs import UnreadableSample, stack_pairs
 from mtu.training.sources import ExamplePool
-from mtu.utils.outputs import write_file_atomic
+from mtu.utils.tensor_files import save_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def _fill(components, pool: ExamplePool, spec: TaskSpec, identity: dict, path: P
             part = parts_dir / f"part-{start:08d}.safetensors"
             if not _part_ok(part, metadata):  # parts of a killed fill are reused when they match
                 tensors = _encode_entries(components, pool, spec, range(start, min(start + CHUNK, len(pool))))
-                _save_atomic(tensors, part, metadata)
+                save_tensors(part, tensors, metadata)
             bar.update(min(CHUNK, len(pool) - start))
     parts = [load_file(str(parts_dir / f"part-{start:08d}.safetensors")) for start in starts]
     joined = {key: torch.cat([p[key] for p in parts]) for key in parts[0] if not key.startswith("empty_")}
@@ -260,7 +260,7 @@ def _fill(components, pool: ExamplePool, spec: TaskSpec, identity: dict, path: P
     joined["empty_text"] = text[0].float().cpu()
     if pooled is not None:
         joined["empty_pooled"] = pooled[0].float().cpu()
-    _save_atomic(joined, path, metadata)
+    save_tensors(path, joined, metadata)
     shutil.rmtree(parts_dir, ignore_errors=True)
 
 
@@ -277,11 +277,6 @@ def _metadata(path: Path) -> dict:
     """A safetensors file's header metadata, without reading its tensors."""
     with safe_open(str(path), framework="pt") as handle:
         return handle.metadata() or {}
-
-
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict) -> None:
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
-    write_file_atomic(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))
 
 
 def _encode_entries(components, pool: ExamplePool, spec: TaskSpec, indices: range) -> dict[str, torch.Tensor]:

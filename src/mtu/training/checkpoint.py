@@ -39,11 +39,12 @@ import numpy as np
 import torch
 import yaml
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from mtu.loading import load_weights, save_trained
 from mtu.utils.outputs import remove_folder, replace_folder
 from mtu.utils.safe_state import optimizer_from_flat, optimizer_to_flat
+from mtu.utils.tensor_files import save_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def write_state(run, folder: Path) -> None:
         ema = run.ema.state_dict()
         tensors |= {f"ema.{index}": shadow for index, shadow in enumerate(ema.pop("shadow"))}
         state["ema"] = ema
-    save_file({key: value.detach().cpu().contiguous() for key, value in tensors.items()}, folder / TENSORS_FILE)
+    save_tensors(folder / TENSORS_FILE, tensors)
     _write_json(folder / STATE_FILE, state)
 
 
@@ -172,7 +173,7 @@ def _write_rng(folder: Path, process: int) -> None:
     tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         tensors |= {f"cuda.{index}": state for index, state in enumerate(torch.cuda.get_rng_state_all())}
-    save_file(tensors, folder / f"process-{process}.safetensors")
+    save_tensors(folder / f"process-{process}.safetensors", tensors)
     version, internal, gauss = random.getstate()
     name, keys, position, has_gauss, cached = np.random.get_state()
     numpy_state = [name, keys.tolist(), int(position), int(has_gauss), float(cached)]

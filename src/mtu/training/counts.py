@@ -17,10 +17,11 @@ from mtu.methods import Method
 from mtu.training.extend import ADD_TASK, extended_config
 from mtu.training.methods import build_model
 from mtu.upcycling import add_task_layers, upcycle
+from mtu.utils.modules import count_parameters
 
 
 def trainable_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return count_parameters(model, trainable=True)
 
 
 def meta_unet(unet_config) -> nn.Module:
@@ -84,7 +85,7 @@ def extend_dry_run(config, unet_config) -> str:
     """What an add-task run trains and what it leaves frozen (counted on the meta device, no weights)."""
     model = upcycle(meta_unet(unet_config), extended_config(config))
     new = sum(p.numel() for task in config.task_names for p in model.task_parameters(task))
-    frozen = sum(p.numel() for p in model.parameters() if p.requires_grad) - new
+    frozen = count_parameters(model, trainable=True) - new
     served = model.task_names[: len(model.task_names) - len(config.tasks)]
     return (
         f"{config.model}, adding {config.task_names} to {config.extends} (serving {served})\n"

@@ -15,7 +15,7 @@ from diffusers.training_utils import compute_snr
 
 from mtu.baseline_models import activate
 from mtu.conditioning import denoiser_input
-from mtu.layers.routing import task_runs
+from mtu.layers.router import task_runs
 from mtu.model import concat_task_inputs
 from mtu.training.cache import encode_batch
 from mtu.training.run import Run
