@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -59,6 +60,28 @@ def test_generate_every_task_writes_pngs(workspace, task, extra):
     assert main(generate_argv(workspace / "mtu", task, out, *extra)) == 0
     images = list(out.glob("*.png"))
     assert len(images) == 1 and PIL.Image.open(images[0]).size == (16, 16)
+
+
+def test_an_interrupt_while_pngs_are_written_leaves_only_whole_ones(workspace, monkeypatch, capsys):
+    """Ctrl-C (or SIGTERM, mtu.utils.signals.Terminated) in the middle of the second PNG (issue 30): the first is
+    whole and listed, the second neither written nor left half-written, no temp file; one line, exit 130."""
+    real_save, calls = PIL.Image.Image.save, []
+
+    def save(image, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).write_bytes(b"\x89PNG\r\n")  # half a file, then the interrupt
+            raise KeyboardInterrupt
+        return real_save(image, path, *args, **kwargs)
+
+    monkeypatch.setattr(PIL.Image.Image, "save", save)
+    out = workspace / "out" / "interrupted"
+    assert main([*generate_argv(workspace / "mtu", "t2i", out), "--num-images", "3"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == "mtu generate: interrupted; only the PNGs listed above were written"
+    listed = [Path(line) for line in captured.out.split()]
+    assert len(listed) == 1 and sorted(out.iterdir()) == listed  # no second PNG, no temp file
+    assert PIL.Image.open(listed[0]).size == (16, 16)
 
 
 @pytest.mark.parametrize(

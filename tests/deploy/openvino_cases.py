@@ -10,7 +10,15 @@ steps per task) ~0.05 per call, ~0.024 in pixels. Quality on Shapes per task is 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +37,7 @@ openvino = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 pytestmark = pytest.mark.usefixtures("few_calibration_steps")
 STEPS = 3
+PROMPT = "a red circle"  # within the tiny tokenizer's 16 tokens
 DENOISER_TOLERANCE = {None: 1e-4, "int8": 0.03, "int8-static": 0.15}
 PIXEL_TOLERANCE = {None: 1e-4, "int8": 0.03, "int8-static": 0.1}
 
@@ -186,3 +195,71 @@ def test_command_line_refusals_are_one_line(workspace, onnx_all, capsys):
     generate = generate_argv(onnx_all, "t2i", workspace / "y", "--runtime", "openvino")
     assert "is an ONNX export of mtu, not an OpenVINO one" in _one_line_error(generate, capsys)
     assert not (workspace / "x").exists() and not (workspace / "y").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_during_openvino_generation_is_one_line_and_writes_nothing(exports, tmp_path, signum):
+    """Ctrl-C / SIGTERM while `mtu generate --runtime openvino` denoises (in a process of its own: OpenVINO
+    loaded, its own signal): one line, exit 128 + the signal (130, 143), no traceback, no PNG or temp file."""
+    out = tmp_path / "pictures"
+    argv = generate_argv(exports["all", None], "t2i", out, "--runtime", "openvino", "--num-images", "8")
+    argv[argv.index("--steps") + 1] = "500"  # long enough to be interrupted while it denoises
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mtu.cli.main", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    err = bytearray()
+
+    def read() -> None:
+        for chunk in iter(lambda: child.stderr.read1(4096), b""):
+            err.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 300
+    while b"/500 [" not in err and child.poll() is None and time.monotonic() < deadline:  # the sampler's progress
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert child.poll() is None, err.decode(errors="replace")[-2000:]
+    child.send_signal(signum)
+    code = child.wait(120)
+    reader.join(10)
+    lines = [line.split("\r")[-1] for line in err.decode(errors="replace").strip().splitlines()]
+    assert code == 128 + signum, lines[-5:]
+    assert lines[-1] == "mtu generate: interrupted; only the PNGs listed above were written", lines[-5:]
+    assert not any("Traceback" in line for line in lines)
+    assert child.stdout.read() == b"" and not out.exists()  # nothing listed, nothing written
+
+
+NO_MTU = """
+import sys
+
+
+class _NoMtu:  # the snippet must run where mtu is not installed
+    def find_spec(self, name, path=None, target=None):
+        if name == "mtu" or name.startswith("mtu."):
+            raise ImportError("mtu is not installed here")
+
+
+sys.meta_path.insert(0, _NoMtu())
+"""
+
+
+def test_the_docs_snippet_runs_an_export_without_mtu_and_makes_the_pipelines_image(exports, tmp_path):
+    """docs/deploy.md's "Without mtu installed" loop, as written (only its folder changed), with `import mtu`
+    blocked: the image `OpenVINOPipeline` makes with the same prompt, guidance, steps and seed."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    snippet = re.search(r"\*\*Without mtu installed\*\*.*?```python\n(.*?)```", page, re.S).group(1)
+    folder = str(exports["all", None])
+    code = snippet.replace('= "ov-all", "a red circle at the top left", 3.0, 25', f"= {folder!r}, {PROMPT!r}, 3.0, 25")
+    assert code != snippet, "the snippet's first line changed: update this test"
+    code = NO_MTU + code + f"\nnp.save({str(tmp_path / 'image.npy')!r}, image)\n"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    image = (np.load(tmp_path / "image.npy")[0].transpose(1, 2, 0) / 2 + 0.5).clip(0, 1)
+    pipeline = OpenVINOPipeline.from_openvino(folder, threads=1)
+    pipeline.set_progress_bar_config(disable=True)
+    sampler = {"guidance_scale": 3.0, "num_inference_steps": 25, "output_type": "np"}
+    expected = pipeline("t2i", PROMPT, generator=torch.Generator().manual_seed(0), **sampler).images[0]
+    assert np.abs(image - expected).max() <= 1e-5

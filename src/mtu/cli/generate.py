@@ -135,25 +135,30 @@ def run(args: argparse.Namespace) -> None:
 
     import torch
 
-    pipe = load_pipeline(args)
-    sampler = pipe.sampler_for(args.task, FALLBACK_SAMPLER).replace(
-        num_inference_steps=args.steps, guidance_scale=args.guidance, image_guidance_scale=args.image_guidance
-    )
-    result = pipe(
-        args.task,
-        args.prompt,
-        image=image,
-        mask_image=mask,
-        num_inference_steps=sampler.num_inference_steps,
-        guidance_scale=sampler.guidance_scale,
-        image_guidance_scale=sampler.image_guidance_scale,
-        num_images_per_prompt=args.num_images,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    for path, picture in zip(paths, result.images):
-        picture.save(path)
-        print(path)
+    from mtu.utils.outputs import write_file_atomic
+    from mtu.utils.signals import sigterm_as_interrupt
+
+    # Ctrl-C or SIGTERM: one line and exit 130 / 143 (mtu.cli.main); a PNG is written whole or not at all.
+    with sigterm_as_interrupt():
+        pipe = load_pipeline(args)
+        sampler = pipe.sampler_for(args.task, FALLBACK_SAMPLER).replace(
+            num_inference_steps=args.steps, guidance_scale=args.guidance, image_guidance_scale=args.image_guidance
+        )
+        result = pipe(
+            args.task,
+            args.prompt,
+            image=image,
+            mask_image=mask,
+            num_inference_steps=sampler.num_inference_steps,
+            guidance_scale=sampler.guidance_scale,
+            image_guidance_scale=sampler.image_guidance_scale,
+            num_images_per_prompt=args.num_images,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        for path, picture in zip(paths, result.images):
+            write_file_atomic(path, lambda temp, picture=picture: picture.save(temp, format="PNG"))
+            print(path, flush=True)
 
 
 def load_pipeline(args: argparse.Namespace):

@@ -153,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
 
             configure_threads(threads)
         result = args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if args.debug:
             raise
         kept = INTERRUPTED.get(args.command, "nothing written")
         print(f"\nmtu {args.command}: interrupted; {kept}", file=sys.stderr)
-        return 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
+        # 128 + the signal, as a shell reports a process it ended: 130 Ctrl-C, 143 SIGTERM (mtu.utils.signals)
+        return 128 + int(getattr(interrupt, "signum", 2))
     except Exception as error:  # a traceback helps no user; --debug shows it for reports
         if args.debug:
             raise
