@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 
 import pytest
+from diffusers import DDIMScheduler
 
 from mtu.cli.main import main
 from mtu.sampler import SamplerSettings
-from mtu.utils.limits import PIPELINE_NAMES, check_settings
-from tests.helpers import mtu_pipeline, tiny_sd_components
+from mtu.utils.limits import PIPELINE_NAMES, check_settings, scheduler_max_steps, shown
+from tests.helpers import mtu_pipeline, tiny_sd_components, upcycle_tiny_sd_pipeline
 
 BAD = [
     ("steps", 0, "must be a whole number from 1 to 1000"),
@@ -90,3 +91,34 @@ def test_help_states_the_ranges(capsys):
             main([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert all(expected in text for expected in ranges), (command, text)
+
+
+def test_steps_are_bounded_by_what_the_models_scheduler_can_take(pipe):
+    """The tiny models' DDIM ("leading" spacing, steps_offset 1) cannot take 1000 steps: `mtu generate --steps 1000`
+    was an IndexError ("index 1000 is out of bounds") reported as unexpected (issue 31)."""
+    assert scheduler_max_steps(pipe.scheduler)[0] == 999
+    pipe.scheduler.set_timesteps(999)  # the bound is exact: 999 steps stay within the training timesteps
+    assert int(pipe.scheduler.timesteps.max()) == 999
+    trailing = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")  # adds no offset
+    assert scheduler_max_steps(trailing) == (1000, "DDIMScheduler: 1000 training timesteps")
+    with pytest.raises(ValueError, match=r"^num_inference_steps 1000 is more than this model's scheduler can take: "):
+        pipe("t2i", "a red circle", num_inference_steps=1000)
+
+
+def test_generate_names_the_schedulers_step_limit_in_one_line(tmp_path, capsys):
+    model = upcycle_tiny_sd_pipeline(tmp_path)
+    argv = ["generate", "--model", str(model), "--task", "t2i", "--steps", "1000", "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mtu generate: error: --steps 1000 is more than this model's scheduler can take")
+    assert err[-1].endswith("at most 999 (DDIMScheduler: 1000 training timesteps, steps_offset 1)")
+    assert "unexpected" not in err[-1] and not (tmp_path / "out").exists()
+
+
+def test_refusals_quote_long_values_cut_short():
+    """A 309-digit seed (1e308 through the demo page's number box) was repeated whole in the refusal (issue 31)."""
+    with pytest.raises(ValueError) as refused:
+        check_settings(seed=10**308)
+    expected = f"--seed must be a whole number from 0 to 2**63 - 1, got 1{'0' * 56}... (309 characters)"
+    assert str(refused.value) == expected
+    assert shown("x" * 1000).endswith("... (1002 characters)") and shown(2.5) == "2.5"

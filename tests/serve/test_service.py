@@ -76,6 +76,10 @@ def test_the_task_is_guessed_and_random_seeds_are_reported(service):
         ({"text": "a circle", "settings": Settings(steps=2, image_guidance=-1)}, "image guidance must be a number"),
         ({"text": "a circle", "settings": Settings(steps=2, seed=2**64)}, r"seed must be a whole number .* 2\*\*63"),
         ({"text": "a circle", "settings": Settings(steps=2.5)}, "steps must be a whole number from 1 to 10, got 2.5"),
+        (  # the page's seed box sends 1e308 as a 309-digit whole number: quoted cut short (issue 31)
+            {"text": "a circle", "settings": Settings(steps=2, seed=10**308)},
+            r"^seed must be a whole number from 0 to 2\*\*63 - 1, got 1{1}0{56}\.\.\. \(309 characters\)$",
+        ),
     ],
 )
 def test_bad_requests_get_a_message(service, kwargs, message):
@@ -128,3 +132,13 @@ def test_the_sr_example_comes_with_the_low_resolution_input_it_was_trained_on(se
     (upscale,) = [text for text in SHAPES_EXAMPLES if text.startswith("upscale")]
     assert PIL.Image.open(files[upscale][0]).size == (16, 16)  # Shapes sr: 16 -> 64
     assert all(not attached for text, attached in files.items() if text != upscale)
+
+
+def test_the_server_takes_no_more_steps_than_the_models_scheduler(tiny_pipe):
+    """The tiny model's DDIM ("leading", steps_offset 1) cannot take 1000 steps (issue 31): a server allowing 1000
+    allows 999, on the page's slider as in its validator."""
+    service = ChatService(tiny_pipe, ServeLimits(max_steps=1000))
+    assert service.max_steps == 999
+    with pytest.raises(RequestError, match="^steps must be a whole number from 1 to 999, got 1000$"):
+        service.check_settings(Settings(steps=1000))
+    assert ChatService(tiny_pipe, ServeLimits(max_steps=10)).max_steps == 10

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from mtu.cli.options import add_sampler_options, sampler_options
 from mtu.config import BUILTIN_TASKS
 from mtu.utils.devices import add_options
 from mtu.utils.limits import setting_range
@@ -45,27 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--num-samples", type=int, default=None, help="examples to score (default: shapes 256, folder all)"
     )
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help=f"denoising steps, {setting_range('steps')} (default: the model's stored sampler, else shapes 25, "
-        "folder 50)",
-    )
-    parser.add_argument(
-        "--guidance",
-        type=float,
-        default=None,
-        help=f"guidance scale, {setting_range('guidance')} (default: the model's stored sampler, else shapes 1, "
-        "folder 7.5)",
-    )
-    parser.add_argument(
-        "--image-guidance",
-        type=float,
-        default=None,
-        help=f"image guidance of edit/sr/remove, {setting_range('image_guidance')} (default: the model's stored "
-        "sampler, else 1.5)",
-    )
+    add_sampler_options(parser, steps="shapes 25, folder 50", guidance="shapes 1, folder 7.5")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per pipeline call (default: 16)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     add_options(parser, device=False)
@@ -170,11 +151,7 @@ def _shared_options(args: argparse.Namespace) -> dict:
     """The options both benchmarks take, under their evaluators' names; an unset sampler option is left out, so
     each evaluator takes the model's stored sampler (`mtu.sampler`), else its own default (shapes: 25 steps at
     guidance 1, folder: 50 steps at guidance 7.5)."""
-    sampler = {
-        "num_inference_steps": args.steps,
-        "guidance_scale": args.guidance,
-        "image_guidance_scale": args.image_guidance,
-    }
+    sampler = sampler_options(args)
     return {
         "task": args.task,
         "seed": args.seed,
@@ -189,7 +166,8 @@ def check_numbers(args: argparse.Namespace) -> None:
     """Refuse impossible or oversized numbers before any model loads (`--resolution 0` used to mean "default")."""
     from mtu.utils.limits import MAX_IMAGES, check_count, check_settings, check_side
 
-    check_settings(steps=args.steps, guidance=args.guidance, image_guidance=args.image_guidance, seed=args.seed)
+    sampler_options(args)
+    check_settings(seed=args.seed)
     if args.num_samples is not None:
         check_count("--num-samples", args.num_samples)
     check_count("--batch-size", args.batch_size, MAX_IMAGES)

@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtu.sampler import SamplerSettings
+from mtu.cli.options import add_sampler_options, sampler_options
 from mtu.utils.devices import add_options
 from mtu.utils.limits import setting_range
 from mtu.utils.outputs import output_path
-
-# What a model without stored sampler settings (`mtu.sampler`) runs with: the Shapes sampler, as before.
-FALLBACK_SAMPLER = SamplerSettings(num_inference_steps=25, guidance_scale=1.0, image_guidance_scale=1.5)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,25 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the task's shipped example input and prompt (a 64x64 Shapes scene, its 16x16 copy for sr, a mask; "
         "mtu/assets/examples): every task of the Shapes models in one command; --prompt/--image/--mask override it",
     )
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help=f"denoising steps, {setting_range('steps')} (default: the model's stored sampler, else 25)",
-    )
-    parser.add_argument(
-        "--guidance",
-        type=float,
-        default=None,
-        help=f"text guidance, {setting_range('guidance')} (default: the model's stored sampler, else 1: off)",
-    )
-    parser.add_argument(
-        "--image-guidance",
-        type=float,
-        default=None,
-        help=f"image guidance of edit/sr/remove, {setting_range('image_guidance')} (default: the model's stored "
-        "sampler, else 1.5)",
-    )
+    add_sampler_options(parser, steps="25", guidance="1: off")
     parser.add_argument("--num-images", type=int, default=1, help=f"{setting_range('num_images')} (default 1)")
     parser.add_argument("--seed", type=int, default=0, help=f"{setting_range('seed')} (default 0)")
     parser.add_argument(
@@ -90,13 +69,8 @@ def check_arguments(args: argparse.Namespace) -> list[Path]:
     from mtu.utils.limits import check_settings, check_text
     from mtu.utils.outputs import check_folder
 
-    check_settings(  # --guidance inf made an all-black PNG with exit 0
-        steps=args.steps,
-        guidance=args.guidance,
-        image_guidance=args.image_guidance,
-        seed=args.seed,
-        num_images=args.num_images,
-    )
+    sampler_options(args)  # --guidance inf made an all-black PNG with exit 0
+    check_settings(seed=args.seed, num_images=args.num_images)
     check_text(args.prompt, "--prompt")
     check_folder(args.out, [local_model_path(args.model)])  # a file here failed only after the model loaded
     paths = [args.out / f"{args.task}-{args.seed}-{index}.png" for index in range(args.num_images)]
@@ -112,7 +86,7 @@ def run(args: argparse.Namespace) -> None:
     from mtu.config import BUILTIN_TASKS
     from mtu.utils.devices import check_placement, openvino_precision, refuse_for_onnx
     from mtu.utils.images import open_image
-    from mtu.utils.limits import check_image_size
+    from mtu.utils.limits import check_image_size, check_steps
 
     apply_example(args)
     paths = check_arguments(args)
@@ -135,15 +109,15 @@ def run(args: argparse.Namespace) -> None:
 
     import torch
 
+    from mtu.sampler import SHAPES_SAMPLER  # a model storing no sampler settings runs with the Shapes one
     from mtu.utils.outputs import write_file_atomic
     from mtu.utils.signals import sigterm_as_interrupt
 
     # Ctrl-C or SIGTERM: one line and exit 130 / 143 (mtu.cli.main); a PNG is written whole or not at all.
     with sigterm_as_interrupt():
         pipe = load_pipeline(args)
-        sampler = pipe.sampler_for(args.task, FALLBACK_SAMPLER).replace(
-            num_inference_steps=args.steps, guidance_scale=args.guidance, image_guidance_scale=args.image_guidance
-        )
+        sampler = pipe.sampler_for(args.task, SHAPES_SAMPLER).replace(**sampler_options(args))
+        check_steps(sampler.num_inference_steps, "--steps", pipe.scheduler)  # what this model's scheduler can take
         result = pipe(
             args.task,
             args.prompt,

@@ -8,7 +8,8 @@ guidance arithmetic), so `mtu export` + the stock pipeline reproduces `MTUPipeli
   outside the mask (`preserve_unmasked`).
 Requests of different tasks can share one denoising loop (`run_batch`): the MTU model takes a task
 per sample, which adapter switching (LoRA) cannot do. Requests are checked and planned in
-`mtu.pipelines.requests`; this module loads, encodes, runs the loop and decodes.
+`mtu.pipelines.requests`, prompts encoded in `mtu.pipelines.text`; this module prepares the latents and
+conditioning, runs the loop and decodes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from mtu.conditioning import conditioning_channels, denoiser_input, latent_mask, mask_image
 from mtu.model import MTUModel, concat_task_inputs
-from mtu.pipelines.inputs import tokenize
 from mtu.pipelines.loaders import MTULoaderMixin
 from mtu.pipelines.requests import (
     MTUPipelineOutput,
@@ -40,12 +40,13 @@ from mtu.pipelines.requests import (
     step_end_callback,
 )
 from mtu.pipelines.sampling import StoredSamplers
+from mtu.pipelines.text import TextEncoding
 from mtu.utils.limits import check_steps
 
 __all__ = ["MTUPipeline", "MTUPipelineOutput", "MTURequest"]
 
 
-class MTUPipeline(MTULoaderMixin, DiffusionPipeline, StoredSamplers):
+class MTUPipeline(MTULoaderMixin, DiffusionPipeline, StoredSamplers, TextEncoding):
     """Every task of an MTU model through one diffusers pipeline (SD 1.x/2.x and SDXL layouts).
 
     Example:
@@ -82,10 +83,6 @@ class MTUPipeline(MTULoaderMixin, DiffusionPipeline, StoredSamplers):
         """A PyTorch `MTUModel` only; `OnnxPipeline` overrides this to share the set-up with onnxruntime sessions."""
         if not isinstance(unet, MTUModel):
             raise ValueError(f"unet must be an MTUModel (from mtu.upcycle or mtu.load), got {type(unet).__name__}")
-
-    @property
-    def is_sdxl(self) -> bool:
-        return self.text_encoder_2 is not None
 
     def __call__(
         self,
@@ -215,7 +212,6 @@ class MTUPipeline(MTULoaderMixin, DiffusionPipeline, StoredSamplers):
         callback = step_end_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         requests = [self.check_inputs(request) for request in requests]
         tasks = [request.task for request in requests]
-        num_inference_steps = check_steps(self.loop_steps(tasks, num_inference_steps))
         sizes = {(r.height, r.width) for r in requests}
         if len(sizes) > 1:
             raise ValueError(
@@ -224,6 +220,7 @@ class MTUPipeline(MTULoaderMixin, DiffusionPipeline, StoredSamplers):
         self._switch_adapters(requests)
         device = self._execution_device
         with self.task_scheduler(tasks):
+            num_inference_steps = check_steps(self.loop_steps(tasks, num_inference_steps), scheduler=self.scheduler)
             plans = [self.prepare_request(request, device) for request in requests]
             latents = self.denoise(plans, num_inference_steps, eta, device, callback)
         return self.decode(plans, latents, output_type)
@@ -252,29 +249,6 @@ class MTUPipeline(MTULoaderMixin, DiffusionPipeline, StoredSamplers):
         latent_shape = (self.vae.config.latent_channels, request.height // self.vae_scale_factor)
         check_latents(request, (*latent_shape, request.width // self.vae_scale_factor))
         return self.fill_guidance(request)
-
-    def encode_prompt(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Text states (B, L, D) and, for SDXL, pooled embeddings (B, D2), as the stock pipelines compute them."""
-        if not self.is_sdxl:
-            ids = self._tokenize(self.tokenizer, prompts).to(device)
-            return self.text_encoder(ids)[0], None
-        states, pooled = [], None
-        for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
-            output = encoder(self._tokenize(tokenizer, prompts).to(device), output_hidden_states=True)
-            pooled = output[0]  # the last encoder's projected embedding is SDXL's pooled text
-            states.append(output.hidden_states[-2])
-        return torch.cat(states, dim=-1), pooled
-
-    @staticmethod
-    def _tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
-        return tokenize(tokenizer, prompts)  # warns when a prompt is cut to the encoder's length
-
-    def _negative_text(self, request: MTURequest, count: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if request.negative_prompt is None and self.is_sdxl and self.config.get("force_zeros_for_empty_prompt", True):
-            text, pooled = self.encode_prompt([""] * count, device)
-            return torch.zeros_like(text), torch.zeros_like(pooled)
-        negative = request.negative_prompt if request.negative_prompt is not None else ""
-        return self.encode_prompt([negative] * count if isinstance(negative, str) else negative, device)
 
     def prepare_request(self, request: MTURequest, device: torch.device) -> Plan:
         """Encode text, draw the noise, encode the conditioning, and decide the guidance copies."""
@@ -321,16 +295,6 @@ class MTUPipeline(MTULoaderMixin, DiffusionPipeline, StoredSamplers):
             negative_pooled = negative_pooled.repeat_interleave(per_prompt, 0)
             plan.added_cond = sdxl_conditioning(plan, pooled, negative_pooled, dtype, device)
         return plan
-
-    def _text_states(self, request: MTURequest, device: torch.device) -> tuple:
-        """(text, pooled, negative, negative pooled) per prompt: given embeddings, or encoded prompts."""
-        if request.prompt_embeds is not None:
-            text, pooled = request.prompt_embeds.to(device=device, dtype=self.text_encoder.dtype), None
-        else:
-            text, pooled = self.encode_prompt(request.prompts, device)
-        if request.negative_prompt_embeds is not None:
-            return text, pooled, request.negative_prompt_embeds.to(device=device, dtype=text.dtype), None
-        return text, pooled, *self._negative_text(request, request.batch_size, device)
 
     def _sample_latents(self, image: torch.Tensor, generator) -> torch.Tensor:
         """A VAE sample of each image; one generator per image when given a list (the stock inpaint pipeline's

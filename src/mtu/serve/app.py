@@ -16,6 +16,7 @@ import PIL.Image
 from mtu.serve.limits import RequestError, ServeLimits
 from mtu.serve.service import AUTO, ChatService, Reply, Settings
 from mtu.serve.uploads import load_upload, mask_from_layers
+from mtu.utils.limits import shown
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class ChatApp:
         try:
             settings = _settings(steps, guidance, image_guidance, seed)
             if not isinstance(stored, bool):  # API callers can send anything: "no" would be true
-                raise RequestError(f"the stored-settings box must be true or false, got {_short(stored)}")
+                raise RequestError(f"the stored-settings box must be true or false, got {shown(stored)}")
             if stored:
                 settings = Settings(seed=settings.seed)  # None: the task's stored settings
             reply = self.service.run(text, image, mask, task, settings)
@@ -182,8 +183,8 @@ def _settings(steps, guidance, image_guidance, seed) -> Settings:
     values = (steps, guidance, image_guidance, seed)
     if not all(isinstance(value, numbers.Real) and not isinstance(value, bool) for value in values):
         raise RequestError(
-            f"settings must be numbers, got steps={steps!r}, guidance={guidance!r}, "
-            f"image guidance={image_guidance!r}, seed={seed!r}"
+            f"settings must be numbers, got steps={shown(steps)}, guidance={shown(guidance)}, "
+            f"image guidance={shown(image_guidance)}, seed={shown(seed)}"
         )
     return Settings(*values)
 
@@ -208,12 +209,6 @@ class RefusingBlocks(gr.Blocks):
             raise gr.Error(line, print_exception=False) from None
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    """`repr(value)`, cut to `limit` characters: a refusal quotes what it refused without echoing a megabyte."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
-
-
 def _check_controls(blocks: list, values: list) -> None:
     """Refuse a value a slider, number, menu or checkbox of the page would never send, naming the control."""
     if len(values) < len(blocks):
@@ -225,16 +220,16 @@ def _check_controls(blocks: list, values: list) -> None:
             if value is None and isinstance(block, gr.Number):
                 continue  # gradio passes an empty number on as None; the callback names it
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or value != value:
-                raise RequestError(f"{label}: expected a number, got {_short(value)}")
+                raise RequestError(f"{label}: expected a number, got {shown(value)}")
             low, high = block.minimum, block.maximum
             if (low is not None and value < low) or (high is not None and value > high):
-                raise RequestError(f"{label} must be between {low} and {high}, got {_short(value)}")
+                raise RequestError(f"{label} must be between {low} and {high}, got {shown(value)}")
         elif isinstance(block, gr.Dropdown) and not block.allow_custom_value and not block.multiselect:
             allowed = [choice[1] if isinstance(choice, (list, tuple)) else choice for choice in block.choices or []]
             if value not in allowed:
-                raise RequestError(f"{label}: {_short(value)} is not one of {', '.join(map(str, allowed))}")
+                raise RequestError(f"{label}: {shown(value)} is not one of {', '.join(map(str, allowed))}")
         elif isinstance(block, gr.Checkbox) and not isinstance(value, bool):
-            raise RequestError(f"{label}: expected true or false, got {_short(value)}")
+            raise RequestError(f"{label}: expected true or false, got {shown(value)}")
 
 
 def _one_line(error: Exception) -> str:
@@ -279,7 +274,7 @@ def _api_error_handlers() -> dict:
             tb = tb.tb_next
         if not frames or frames[-1] != "get_fn":  # not an event lookup: a genuine failure, logged as one
             raise error
-        return refuse(request, f"no event with index {_short(error.args[0] if error.args else None)}")
+        return refuse(request, f"no event with index {shown(error.args[0] if error.args else None)}")
 
     return {FnIndexInferError: unknown_name, KeyError: unknown_index}
 
@@ -360,7 +355,7 @@ def _current_image_and_controls(
     choices = [(f"{AUTO}: guess from the request", AUTO)] + [(_label(service, t), t) for t in service.tasks]
     task = gr.Dropdown(choices, value=AUTO, label="Task", elem_id="task")
     with gr.Accordion("Settings", open=False):
-        steps = gr.Slider(1, service.limits.max_steps, value=defaults.steps, step=1, label="Steps")
+        steps = gr.Slider(1, service.max_steps, value=defaults.steps, step=1, label="Steps")
         guidance = gr.Slider(0, 15, value=defaults.guidance, step=0.5, label="Text guidance (off at 1)")
         image_guidance = gr.Slider(
             0, 5, value=defaults.image_guidance, step=0.1, label="Image guidance (edit, sr, remove)"

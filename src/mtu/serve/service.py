@@ -15,12 +15,10 @@ from mtu.sampler import SHAPES_SAMPLER
 from mtu.serve.batching import BatchWorker, ServerBusy
 from mtu.serve.guess import guess_task
 from mtu.serve.limits import RequestError, ServeLimits
-from mtu.utils.limits import check_settings
+from mtu.utils.limits import check_settings, scheduler_max_steps
 
 AUTO = "auto"
 SERVER_NAMES = {"image_guidance": "image guidance", "steps": "steps", "guidance": "guidance", "seed": "seed"}
-# What a task without stored sampler settings (`mtu.sampler`) is served with: the Shapes sampler.
-FALLBACK_SAMPLER = SHAPES_SAMPLER  # a model folder storing no sampler settings
 
 
 @dataclass(frozen=True)
@@ -69,6 +67,8 @@ class ChatService:
         self.tasks: list[str] = list(pipe.unet.task_names)
         self.factor = pipe.vae_scale_factor
         self.native = pipe.unet.config.sample_size * self.factor  # the model's own output side
+        # a request's steps: the server's limit, and no more than the model's scheduler can take
+        self.max_steps = min(self.limits.max_steps, scheduler_max_steps(getattr(pipe, "scheduler", None))[0])
 
     def start(self) -> ChatService:
         self.worker.start()
@@ -125,7 +125,7 @@ class ChatService:
 
     def settings_for(self, task: str, settings: Settings = Settings()) -> Settings:
         """`settings` with what it leaves out (None) taken from `task`'s stored sampler, else the Shapes one."""
-        stored = self.pipe.sampler_for(task, FALLBACK_SAMPLER)
+        stored = self.pipe.sampler_for(task, SHAPES_SAMPLER)
         return Settings(
             stored.num_inference_steps if settings.steps is None else settings.steps,
             stored.guidance_scale if settings.guidance is None else settings.guidance,
@@ -136,7 +136,7 @@ class ChatService:
     def build_request(self, task: str, text: str, image, mask, settings: Settings, seed: int) -> MTURequest:
         """Check the inputs of `task`, resize them to the size it runs at, and make the request."""
         spec = self.spec(task)
-        if self.pipe.sampler_for(task, FALLBACK_SAMPLER).empty_prompt:
+        if self.pipe.sampler_for(task, SHAPES_SAMPLER).empty_prompt:
             text = ""  # trained without captions (sr): the chat's words asked for the task, they do not describe it
         common = dict(
             guidance_scale=float(settings.guidance),
@@ -185,13 +185,13 @@ class ChatService:
 
     def check_settings(self, settings: Settings) -> Settings:
         """`settings` checked and converted by the library's one validator (`mtu.utils.limits.check_settings`, as the
-        command line and `MTUPipeline` check them), steps within `limits.max_steps`; RequestError otherwise."""
+        command line and `MTUPipeline` check them), steps within `max_steps`; RequestError otherwise."""
         seed = settings.seed
         draw = seed is None or isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed < 0
         try:
             checked = check_settings(
                 SERVER_NAMES,
-                self.limits.max_steps,
+                self.max_steps,
                 steps=settings.steps,
                 guidance=settings.guidance,
                 image_guidance=settings.image_guidance,

@@ -52,6 +52,16 @@ PIPELINE_NAMES = {
 TRAINING_MAX_SIDE = 8192
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters, for refusals: a message quotes what it refused without echoing a
+    308-digit seed or a megabyte of text back.
+
+        >>> shown(10**308)   # its first 57 digits, then '... (309 characters)'
+    """
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
+
+
 def max_side() -> int:
     """Largest image side (pixels) of any input or output: `MTU_MAX_SIDE`, else 1024. Read on every call."""
     raw = os.environ.get(MAX_SIDE_VARIABLE)
@@ -60,9 +70,9 @@ def max_side() -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{MAX_SIDE_VARIABLE}={raw!r} must be a whole number of pixels, e.g. 2048") from None
+        raise ValueError(f"{MAX_SIDE_VARIABLE}={shown(raw)} must be a whole number of pixels, e.g. 2048") from None
     if value < 1:
-        raise ValueError(f"{MAX_SIDE_VARIABLE}={raw!r} must be >= 1")
+        raise ValueError(f"{MAX_SIDE_VARIABLE}={shown(raw)} must be >= 1")
     return value
 
 
@@ -88,7 +98,7 @@ def check_whole(name: str, value: object, low: int, high: int | None = None) -> 
         number = int(value)
     if number is None or number < low or (high is not None and number > high):
         bound = f"from {low} to {_spelt(high)}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be a whole number {bound}, got {value!r}")
+        raise ValueError(f"{name} must be a whole number {bound}, got {shown(value)}")
     return number
 
 
@@ -96,7 +106,7 @@ def check_number(name: str, value: object, low: float, high: float) -> float:
     """`value` as a float if it is a finite number in [low, high]; ValueError naming `name` otherwise."""
     real = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not real or not math.isfinite(value) or not low <= value <= high:
-        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {shown(value)}")
     return float(value)
 
 
@@ -137,9 +147,31 @@ def _spelt(bound: int) -> str:
     return "2**63 - 1" if bound == MAX_SEED else str(bound)
 
 
-def check_steps(steps: object, name: str = "num_inference_steps") -> int:
-    """Denoising steps: 1 to `MAX_STEPS` (0 divides by zero in the schedulers; negative ones ran no step)."""
-    return check_settings({"steps": name}, steps=steps)["steps"]
+def check_steps(steps: object, name: str = "num_inference_steps", scheduler: object = None) -> int:
+    """Denoising steps: 1 to `MAX_STEPS` (0 divides by zero in the schedulers; negative ones ran no step), and
+    with `scheduler` (a diffusers scheduler) no more than it can take (`scheduler_max_steps`)."""
+    steps = check_settings({"steps": name}, steps=steps)["steps"]
+    if scheduler is not None:
+        limit, why = scheduler_max_steps(scheduler)
+        if steps > limit:
+            raise ValueError(f"{name} {steps} is more than this model's scheduler can take: at most {limit} ({why})")
+    return steps
+
+
+def scheduler_max_steps(scheduler: object) -> tuple[int, str]:
+    """The most denoising steps `scheduler` (a diffusers scheduler) can take, and why, in words.
+
+    A scheduler samples from its `num_train_timesteps`; with "leading" spacing it adds `steps_offset` to every
+    timestep, so a 1000-timestep DDIM with offset 1 cannot take 1000 steps (it would ask for timestep 1000:
+    IndexError).
+    """
+    config = getattr(scheduler, "config", {})
+    timesteps = int(config.get("num_train_timesteps", MAX_STEPS))
+    offset = int(config.get("steps_offset", 0) or 0)
+    name = type(scheduler).__name__
+    if config.get("timestep_spacing", "leading") == "leading" and offset > 0:
+        return timesteps - offset, f"{name}: {timesteps} training timesteps, steps_offset {offset}"
+    return timesteps, f"{name}: {timesteps} training timesteps"
 
 
 def check_side(name: str, value: object) -> int:
@@ -181,5 +213,5 @@ def check_text(text: str, name: str = "prompt") -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(f"{name} {text!r} is not valid UTF-8 text: re-encode it as UTF-8") from None
+        raise ValueError(f"{name} {shown(text)} is not valid UTF-8 text: re-encode it as UTF-8") from None
     return text
