@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from mtu.loading import inspect_model
-    from mtu.utils.devices import check_placement, load_pipeline, refuse_for_onnx
+    from mtu.utils.devices import check_placement, refuse_for_onnx
     from mtu.utils.outputs import check_target
 
     if args.task == "all" and args.format not in GRAPH_FORMATS:
@@ -89,7 +89,18 @@ def run(args: argparse.Namespace) -> None:
         check_file_target(args.out, args.overwrite, source.inputs(args.base))
     else:
         check_target(args.out, args.overwrite, source.inputs(args.base))
+    from mtu.utils.signals import sigterm_as_interrupt
+
+    # Ctrl-C or SIGTERM: one line and exit 130 / 143 (mtu.cli.main); every format is written next to --out and
+    # renamed into place (mtu.utils.outputs), so an interrupted export leaves nothing behind.
+    with sigterm_as_interrupt():
+        _export(args)
+
+
+def _export(args: argparse.Namespace) -> None:
+    """Load the model and write the export `args` ask for (checked by `run`)."""
     from mtu.pipelines import export_pipeline
+    from mtu.utils.devices import load_pipeline
 
     pipe = load_pipeline(args.model, args.base, args.device, args.dtype)  # exported in that precision
     if args.format == "onnx":

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mtu.utils.devices import add_options, check_placement
 from mtu.utils.limits import MAX_IMAGES, MAX_PORT, MAX_STEPS, WAIT_S
@@ -59,9 +60,15 @@ def run(args: argparse.Namespace) -> None:
     except ImportError as error:
         raise RuntimeError(f"mtu serve needs the demo extra ({error}): pip install 'mtu-diffusion[demo]'") from None
 
+    from mtu.utils.signals import sigterm_as_interrupt
+
     check_placement(args.device, args.dtype)  # before the model loads
     limits = ServeLimits(
         max_steps=args.max_steps, timeout_s=args.timeout, max_queue=args.max_queue, max_batch=args.max_batch
     )
     placement = {"device": args.device, "dtype": args.dtype}
-    serve(args.model, args.base, host=args.host, port=args.port, limits=limits, token=args.token, **placement)
+    # SIGTERM (systemd, docker stop, kill) stops the server as Ctrl-C does: closed, one line, exit 0; while the
+    # model loads it is an interrupt like any command's (one line, exit 143).
+    with sigterm_as_interrupt():
+        serve(args.model, args.base, host=args.host, port=args.port, limits=limits, token=args.token, **placement)
+    print("mtu serve: stopped", file=sys.stderr)

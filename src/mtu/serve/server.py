@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from mtu.assets import SHIPPED_MTU_NAME, shipped_mtu
@@ -64,7 +65,8 @@ def serve(
 
     Returns:
         (demo, service) when `block` is False (the server runs in a background thread; call
-        `demo.close()` and `service.stop()` to end it); blocks until interrupted otherwise.
+        `demo.close()` and `service.stop()` to end it); otherwise serves until Ctrl-C (or SIGTERM under
+        `mtu.utils.signals.sigterm_as_interrupt`), then closes the server and returns None.
     """
     from mtu.serve.app import build_app, launch_options
     from mtu.serve.http_api import add_http_api
@@ -81,8 +83,18 @@ def serve(
         add_http_api(demo.app, service, token)  # routes are looked up per request: added once the app exists
         if not block:
             return demo, service
-        demo.block_thread()  # until interrupted
+        while demo.is_running:  # gradio's block_thread would call a SIGTERM "Keyboard interruption"
+            time.sleep(0.1)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM under `sigterm_as_interrupt` (mtu serve): how serving ends
+        if not block:
+            _close(demo, service)
+            raise
     except BaseException:
-        service.stop()
+        _close(demo, service)
         raise
+    _close(demo, service)
+
+
+def _close(demo, service) -> None:
+    demo.close(verbose=False)
     service.stop()
