@@ -6,6 +6,20 @@ import statistics
 import time
 
 import torch
+from diffusers import UNet2DConditionModel
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import CLIPTokenizer
+
+from mtu.assets import resolve_model_path
+from mtu.baseline_models import activate
+from mtu.config import MTUConfig
+from mtu.methods import AdapterSpec, Method
+from mtu.training.counts import parameter_counts
+from mtu.training.methods import build_model
+from mtu.utils.modules import count_parameters
+
+# The methods whose denoisers are compared with the base, in the table's order.
+COMPARED = (Method.SINGLE_TASK, Method.MTU, Method.LORA, Method.IA3)
 
 
 @torch.no_grad()
@@ -16,15 +30,6 @@ def measure_costs(base_model: str, tasks: tuple[str, ...], num_experts: int, rep
     models are timed alternately in this process, one t2i call at batch 1 each, so the ratios are
     measured side by side whatever machine each run trained on.
     """
-    from diffusers import UNet2DConditionModel
-    from torch.utils.flop_counter import FlopCounterMode
-    from transformers import CLIPTokenizer
-
-    from mtu.assets import resolve_model_path
-    from mtu.config import MTUConfig
-    from mtu.training.counts import parameter_counts
-    from mtu.training.methods import AdapterSpec, activate, build_model
-
     path = resolve_model_path(base_model)
 
     def base_unet():
@@ -32,15 +37,14 @@ def measure_costs(base_model: str, tasks: tuple[str, ...], num_experts: int, rep
 
     config = MTUConfig(tasks=list(tasks), num_experts=num_experts)
     rank = parameter_counts(base_unet().config, config)["lora_rank"]
-    models = {
-        "base": base_unet(),
-        "single-task": build_model(base_unet(), "single-task", MTUConfig(tasks=["t2i"], num_experts=num_experts)),
-        "mtu": build_model(base_unet(), "mtu", config),
-        "lora": build_model(base_unet(), "lora", config, AdapterSpec("lora", rank)),
-        "ia3": build_model(base_unet(), "ia3", config, AdapterSpec("ia3")),
-    }
-    for name in ("lora", "ia3"):
-        activate(models[name], "t2i")
+    models: dict[str, torch.nn.Module] = {"base": base_unet()}
+    for method in COMPARED:
+        method_config = MTUConfig(tasks=["t2i"], num_experts=num_experts) if method.one_task else config
+        adapter = AdapterSpec(method, rank if method.ranked else 0) if method.adapters else None
+        models[method.value] = build_model(base_unet(), method, method_config, adapter)
+    for method in COMPARED:
+        if method.adapters:
+            activate(models[method.value], "t2i")  # the t2i adapter answers, as at inference
     unet = models["base"]
     size, length = unet.config.sample_size, CLIPTokenizer.from_pretrained(path, subfolder="tokenizer").model_max_length
     sample = torch.randn(1, unet.config.in_channels, size, size)
@@ -52,8 +56,8 @@ def measure_costs(base_model: str, tasks: tuple[str, ...], num_experts: int, rep
     for name, call in calls.items():
         with FlopCounterMode(display=False) as counter:
             call()
-        trainable = 0 if name == "base" else sum(p.numel() for p in models[name].parameters() if p.requires_grad)
-        costs[name] = {"params": sum(p.numel() for p in models[name].parameters()), "trainable": trainable,
+        trainable = 0 if name == "base" else count_parameters(models[name], trainable=True)
+        costs[name] = {"params": count_parameters(models[name]), "trainable": trainable,
                        "gflops": counter.get_total_flops() / 1e9, "times": []}  # fmt: skip
     for repeat in range(repeats + 1):
         for name, call in calls.items():
