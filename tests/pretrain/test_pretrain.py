@@ -17,8 +17,9 @@ from mtu.assets import SHAPES_BASE_SAMPLER, resolve_model_path
 from mtu.cli.main import main
 from mtu.data.shapes import caption, sample_scene, vocabulary
 from mtu.pretrain import TINY_SIZES, ModelSizes, build_tokenizer, export_run, pretrain_shapes, save_tokenizer
+from mtu.pretrain.checkpoint import latest_checkpoint
 from mtu.pretrain.evaluate import record_rerun
-from mtu.pretrain.loop import Stage, StepBudget, StopRequest, latest_checkpoint, lr_at, run_steps
+from mtu.pretrain.loop import Stage, StepBudget, StopRequest, lr_at, run_steps
 
 TINY_RUN = {
     "sizes": TINY_SIZES,

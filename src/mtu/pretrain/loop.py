@@ -13,14 +13,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mtu.pretrain.checkpoint import list_checkpoints, load_checkpoint, prefixed, save_checkpoint, unprefixed
+from mtu.pretrain.checkpoint import prefixed, save_checkpoint, unprefixed
 from mtu.training.ema import update_averages
 from mtu.utils.safe_state import optimizer_from_flat, optimizer_to_flat
 from mtu.utils.signals import StopRequest
 
-CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
-STAGES = ("vae", "unet")
 _LOG_EVERY = 50
 
 
@@ -30,16 +28,6 @@ def lr_at(step: int, total: int, peak: float, warmup: int, final_fraction: float
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return peak * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def checkpoint_name(stage: str, step: int) -> str:
-    """Names sort in training order: stage index first, then the zero-padded step."""
-    return f"{STAGES.index(stage)}-{stage}-{step:07d}"
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    found = list_checkpoints(out / CHECKPOINT_DIR)
-    return found[-1] if found else None
 
 
 @dataclass
@@ -96,14 +84,8 @@ class Stage:
             "optimizer_param_groups": groups,
         }
 
-    def save(self, out: Path) -> Path:
-        name = checkpoint_name(self.name, self.step)
-        return save_checkpoint(out / CHECKPOINT_DIR, name, self.tensors(), self.state())
-
-    def restore(self, path: Path) -> None:
-        tensors, state = load_checkpoint(path)
-        if state["stage"] != self.name:
-            raise ValueError(f"checkpoint {path} belongs to stage {state['stage']!r}, not {self.name!r}")
+    def load_state(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        """Take the weights, EMA, optimizer, RNG and progress of a checkpoint's `tensors` and `state`."""
         for name, module in self.modules.items():
             module.load_state_dict(unprefixed(name, tensors))
         self.ema = {
@@ -216,7 +198,7 @@ def run_steps(
             budget.spend()
             stopping = stop.requested or budget.exhausted
             if stage.step % checkpoint_every == 0 or stage.step == total or stopping:
-                stage.save(out)
+                save_checkpoint(out, stage)
             if after_step is not None:
                 after_step(stage.step)
             if stopping and stage.step < total:

@@ -30,11 +30,12 @@ from diffusers import AutoencoderKL, DDPMScheduler
 from transformers import CLIPTokenizer
 
 from mtu.data.shapes import vocabulary
+from mtu.pretrain.checkpoint import latest_checkpoint, load_checkpoint
 from mtu.pretrain.components import build_text_encoder, build_train_scheduler, build_unet, build_vae
 from mtu.pretrain.config import PretrainConfig, load_run_config, save_run_config
 from mtu.pretrain.data import SceneBatches, held_out_images, step_batches
 from mtu.pretrain.export import export_pipeline
-from mtu.pretrain.loop import Stage, StepBudget, latest_checkpoint, log_metrics, lr_at, run_steps
+from mtu.pretrain.loop import Stage, StepBudget, log_metrics, lr_at, run_steps
 from mtu.pretrain.objectives import diffusion_loss, latent_scaling_factor, vae_loss, vae_psnr
 from mtu.pretrain.tokenizer import build_tokenizer, save_tokenizer
 from mtu.utils.outputs import replace_folder
@@ -186,7 +187,7 @@ def _train_vae(out: Path, config: PretrainConfig, checkpoint: Path | None, stop,
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=config.weight_decay)
     stage = Stage("vae", {"vae": vae}, optimizer, _stage_generator(config, "vae"))
     if checkpoint is not None:
-        stage.restore(checkpoint)
+        load_checkpoint(checkpoint, stage)
     stage.hardware = hardware.describe()
     quick_eval = held_out_images(min(100, config.eval_scenes))
     dataset = SceneBatches(config.seed, _stage_index("vae"), config.vae_batch_size, config.vae_steps)
@@ -305,7 +306,7 @@ def _train_unet(
 ) -> bool:
     stage, models = _unet_stage(out, config, hardware.device)
     if checkpoint is not None:
-        stage.restore(checkpoint)
+        load_checkpoint(checkpoint, stage)
     stage.hardware = hardware.describe()
     scheduler = build_train_scheduler()
     dataset = SceneBatches(
@@ -356,6 +357,6 @@ def export_run(out: str | Path, dest: str | Path) -> Path:
             "export once the VAE is done and the UNet has passed its first checkpoint"
         )
     stage, models = _unet_stage(out, config, torch.device("cpu"))
-    stage.restore(checkpoint)
+    load_checkpoint(checkpoint, stage)
     _export(out, config, stage, models, Path(dest))
     return Path(dest)

@@ -22,7 +22,9 @@ previous checkpoint to resume from.
 Every process writes into ``.step-00000100.tmp`` (its RNG states; the main process everything else);
 once all are done the main process renames it. A crash mid-save leaves only a ``.tmp`` folder, which is
 never resumed from and is cleared on the next save; an old checkpoint is renamed to a dot name before it is
-deleted, so a crash mid-delete leaves no half checkpoint under a listed name either.
+deleted, so a crash mid-delete leaves no half checkpoint under a listed name either (`mtu.utils.checkpoints`,
+whose verbs this module and `mtu.pretrain.checkpoint` share: `save_checkpoint(run_dir, state, keep)`,
+`load_checkpoint(checkpoint, state)`, `list_checkpoints(run_dir)`, `latest_checkpoint(run_dir)`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,13 +43,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from mtu.loading import load_weights, save_trained
-from mtu.utils.outputs import remove_folder, replace_folder
+from mtu.utils import checkpoints
+from mtu.utils.checkpoints import CHECKPOINTS
 from mtu.utils.safe_state import optimizer_from_flat, optimizer_to_flat
 from mtu.utils.tensor_files import save_tensors
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
 PREFIX = "step-"
 CONFIG_FILE = "train_config.yaml"
 STATE_FILE = "state.json"
@@ -85,13 +86,20 @@ def checkpoint_name(step: int) -> str:
     return f"{PREFIX}{step:08d}"
 
 
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (temp folders start with a dot and are ignored)."""
-    root = Path(output_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    named = [p for p in root.iterdir() if p.name.startswith(PREFIX) and p.name[len(PREFIX) :].isdigit()]
-    return sorted(p for p in named if p.is_dir())
+def _is_checkpoint(path: Path) -> bool:
+    return path.name.startswith(PREFIX) and path.name[len(PREFIX) :].isdigit()
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of the run in `run_dir` (its output_dir), oldest first (temp folders start with a dot
+    and are ignored)."""
+    return checkpoints.list_checkpoints(run_dir, _is_checkpoint)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of the run in `run_dir`, None when it has none yet."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
 
 
 def step_of(checkpoint: Path) -> int:
@@ -105,41 +113,41 @@ def find_checkpoint(resume: str, output_dir: str | Path) -> Path | None:
         FileNotFoundError: a path that is neither a checkpoint nor a run folder with checkpoints.
     """
     if resume == "latest":
-        found = list_checkpoints(output_dir)
-        return found[-1] if found else None
+        return latest_checkpoint(output_dir)
     path = Path(resume).expanduser()
     if (path / "model").is_dir() and path.name.startswith(PREFIX):
         return path
-    found = list_checkpoints(path)
-    if found:
-        return found[-1]
+    found = latest_checkpoint(path)
+    if found is not None:
+        return found
     raise FileNotFoundError(
         f"--resume {resume}: not a checkpoint folder ({PREFIX}NNNNNNNN with model/ inside) nor a run folder with "
         f"{CHECKPOINTS}/; use --resume latest to continue the run in output_dir"
     )
 
 
-def save_checkpoint(run, step: int, keep: int, config_text: str) -> Path:
-    """Checkpoint `run` (a `mtu.training.run.Run`) at `step`, atomically; keep only the newest `keep`.
+def config_text(config) -> str:
+    """A `TrainConfig` as a run's and a checkpoint's ``train_config.yaml`` hold it."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def save_checkpoint(run_dir: str | Path, run, keep: int = 2) -> Path:
+    """Checkpoint `run` (a `mtu.training.run.Run`) at its step into `run_dir`, atomically; keep only the newest
+    `keep` checkpoints.
 
     Every process must call this (each writes its own RNG states); only the main one renames.
     """
-    accelerator, output_dir = run.accelerator, run.output_dir
-    root = Path(output_dir) / CHECKPOINTS
-    final = root / checkpoint_name(step)
-    temp = root / f".{final.name}.tmp"
+    accelerator = run.accelerator
+    temp = checkpoints.temp_folder(run_dir, checkpoint_name(run.progress.step))
     if accelerator.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
-        for leftover in root.glob(f".{PREFIX}*"):  # temp / old folders of a save or delete that a kill cut short
-            shutil.rmtree(leftover)
+        checkpoints.clear_leftovers(run_dir)  # temp / old folders of a save or delete that a kill cut short
     accelerator.wait_for_everyone()
     write_state(run, temp)
     accelerator.wait_for_everyone()
+    final = temp.with_name(checkpoint_name(run.progress.step))
     if accelerator.is_main_process:
-        (temp / CONFIG_FILE).write_text(config_text)
-        replace_folder(temp, final)
-        for stale in list_checkpoints(output_dir)[:-keep]:
-            remove_folder(stale)  # renamed to a dot name first: no half checkpoint under a listed name
+        (temp / CONFIG_FILE).write_text(config_text(run.config))
+        final = checkpoints.publish_checkpoint(temp, keep, _is_checkpoint)
     accelerator.wait_for_everyone()
     return final
 
@@ -220,7 +228,7 @@ def _parse_config(path: Path) -> dict:
     return saved
 
 
-def load_checkpoint(run, checkpoint: Path) -> None:
+def load_checkpoint(checkpoint: Path, run) -> None:
     """Restore `run` (a `mtu.training.run.Run`) from `checkpoint`, reading only safetensors / JSON files.
 
     Pickle files in the folder are never opened (planted ones are only reported).

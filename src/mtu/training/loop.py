@@ -19,7 +19,7 @@ from pathlib import Path
 from mtu.loading import save_trained
 from mtu.sampler import save_sampler
 from mtu.training.cache import training_sources
-from mtu.training.checkpoint import CONFIG_FILE, list_checkpoints, save_checkpoint, step_of
+from mtu.training.checkpoint import CONFIG_FILE, config_text, latest_checkpoint, save_checkpoint, step_of
 from mtu.training.config import TrainConfig
 from mtu.training.counts import extend_dry_run, format_counts, parameter_counts
 from mtu.training.data import Dropout, Layout, StepBatches, micro_batches
@@ -28,7 +28,6 @@ from mtu.training.methods import mtu_config_of
 from mtu.training.run import (
     Run,
     build_run,
-    config_text,
     make_accelerator,
     release_state,
     resolve_seed,
@@ -143,8 +142,7 @@ def _loop(run: Run, sources: dict, stop_at: int | None) -> dict:
             result["stop"] = result["stop"] or step == stop_at
             due = step % config.checkpoint.every == 0 or step == config.train.max_steps
             if due or result["stop"]:
-                keep = config.checkpoint.keep
-                checkpoint = save_checkpoint(run, step, keep, config_text(config))
+                checkpoint = save_checkpoint(run.output_dir, run, config.checkpoint.keep)
             if config.logging.sample_every and step % config.logging.sample_every == 0:
                 write_samples(run, previews)
             if result["stop"] and step < config.train.max_steps:
@@ -156,8 +154,8 @@ def _loop(run: Run, sources: dict, stop_at: int | None) -> dict:
 
 
 def _non_finite(run: Run, error: NonFiniteLoss) -> RuntimeError:
-    found = list_checkpoints(run.output_dir)
-    kept = f"the last good checkpoint is {found[-1]} (step {step_of(found[-1])})" if found else "no checkpoint yet"
+    last = latest_checkpoint(run.output_dir)
+    kept = f"the last good checkpoint is {last} (step {step_of(last)})" if last else "no checkpoint yet"
     return RuntimeError(
         f"stopped at step {run.progress.step + 1}: {error}; the update was not applied and nothing newer was saved; "
         f"{kept}. Lower train.learning_rate, set train.max_grad_norm, or use mixed_precision: no / bf16, then --resume"

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from mtu.baseline_models import AdapterSpec
 from mtu.training.checkpoint import (
@@ -185,10 +184,6 @@ def resolve_seed(config: TrainConfig, accelerator) -> int:
     return broadcast_object_list(drawn)[0] if accelerator.num_processes > 1 else drawn[0]
 
 
-def config_text(config: TrainConfig) -> str:
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
-
-
 def restore(run: Run, resume: str | None) -> None:
     """Load the checkpoint `resume` names, after checking it belongs to this kind of run."""
     existing = list_checkpoints(run.output_dir)
@@ -205,7 +200,7 @@ def restore(run: Run, resume: str | None) -> None:
         return
     check_loadable(checkpoint)  # an older pickle checkpoint is refused before anything in it is read
     _check_compatible(run.config, checkpoint)
-    load_checkpoint(run, checkpoint)
+    load_checkpoint(checkpoint, run)
     run.accelerator.print(f"resumed from {checkpoint} at step {run.progress.step}")
 
 
