@@ -206,6 +206,8 @@ def test_sixteen_bit_input_reaches_the_pipeline_scaled(workspace, monkeypatch):
     seen = {}
 
     class Recorder:
+        scheduler = None  # no step limit of its own (mtu.utils.limits.scheduler_max_steps)
+
         def to(self, device):
             return self
 
