@@ -30,7 +30,17 @@ import numpy as np
 import yaml
 
 from mtu.config import write_text_atomic
-from mtu.reproduce.pilot import INPUT_PATHWAY, REPRODUCE_CONFIG, PilotRun, Setting, run_pilot_job, score_checkpoint
+from mtu.reproduce.jobs import parallel
+from mtu.reproduce.pilot import (
+    INPUT_PATHWAY,
+    REPRODUCE_CONFIG,
+    PilotRun,
+    Setting,
+    run_pilot_job,
+    score_checkpoint,
+    validation_baselines,
+)
+from mtu.reproduce.thresholds import ALL_CORRECT_BAR, PSNR_MARGIN_DB
 
 RECORD_FILE = Path("reproduction") / "levers.json"
 S = 2000
@@ -101,8 +111,6 @@ def snr_adopted(runs: dict[str, dict]) -> bool | None:
 def run_levers(out: str | Path, config: str | Path = REPRODUCE_CONFIG, results: str | Path = RECORD_FILE,
                quick: bool = False, jobs: int = 1, device: str = "cpu") -> dict:  # fmt: skip
     """Run (or continue) every lever run and write the record (curves, baselines, the min-SNR verdict)."""
-    from mtu.reproduce.runner import parallel
-
     base = yaml.safe_load(Path(config).read_text())
     protocol = dict(QUICK if quick else FULL)
     protocol["prompts"] = {task: base["tasks"][task].get("prompt", True) for task in ("edit", "remove")}
@@ -122,8 +130,6 @@ def run_levers(out: str | Path, config: str | Path = REPRODUCE_CONFIG, results: 
 
 
 def _write(results: Path, protocol: dict, config, runs: dict) -> None:
-    from mtu.reproduce.pilot import validation_baselines
-
     record = {
         "protocol": {
             **protocol,
@@ -145,8 +151,6 @@ def levers_figure(record: dict, path: Path) -> Path:
     """Edit per lever, edit per kind, remove per lever: PSNR above, parser all-correct below, bars drawn in."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from mtu.reproduce.pilot import ALL_CORRECT_BAR, PSNR_MARGIN_DB
 
     figure = Figure(figsize=(11, 5.6), constrained_layout=True)
     FigureCanvasAgg(figure)

@@ -22,7 +22,10 @@ from mtu.reproduce.claims import (
     versus,
 )
 from mtu.reproduce.plan import MAIN_EXPERTS, Run
+from mtu.reproduce.report_v3 import levers_section, router_pilot_section
 from mtu.utils.outputs import write_text_atomic
+
+V2_REPORT = "reproduction/v2/RESULTS.md"  # `mtu reproduce --protocol v2 --report-only --results` this, beside v3
 
 METHODS = (("base", "base model"), ("single-task", "single-task models"), ("mtu", f"MTU (N={MAIN_EXPERTS})"),
            ("lora", "LoRA-FFN"), ("ia3", "IA3-FFN"), ("full", "full fine-tuning (one task each)"))  # fmt: skip
@@ -265,7 +268,8 @@ def write_report(path: Path, tables: dict, records: dict, base: dict, context: d
     costs = measure_costs(base["model"], tasks, MAIN_EXPERTS)
     lines = [
         *_preamble(base, context, missing),
-        *_router_pilot(context),
+        *router_pilot_section(context),
+        *levers_section(context, figures),
         "## Pilot: choice of S",
         "",
         *_pilot(context["pilot"], figures),
@@ -301,23 +305,6 @@ def _protocol_name(context: dict) -> str:
     return protocol.name if protocol is not None else "v2"
 
 
-def _router_pilot(context: dict) -> list[str]:
-    """v3: the multi-task pilot's verdicts per candidate and the recipe it chose (docs/reproduction.md)."""
-    protocol = context.get("protocol")
-    pilot = getattr(protocol, "router_pilot", None)
-    if not pilot:
-        return []
-    lines = ["## Router pilot: choice of the router recipe (validation)", "",
-             "| recipe | (a) learned tasks pass | (b) t2i within 2 points of the base | (c) routing healthy |",
-             "|---|---|---|---|"]  # fmt: skip
-    for name, verdict in pilot.get("verdicts", {}).items():
-        if verdict.get("finished"):
-            marks = [verdict["a_learned_tasks_pass"], verdict["b_t2i_kept"], verdict["c_routing_healthy"]]
-            lines.append(f"| `{name}` | " + " | ".join("yes" if m else "no" for m in marks) + " |")
-    choice = pilot.get("choice") or {}
-    return lines + ["", f"Chosen: `{choice.get('recipe')}` ({choice.get('reason')}).", ""]
-
-
 def _preamble(base: dict, context: dict, missing: list[str]) -> list[str]:
     settings, setting = context["settings"], context["setting"]
     lines = [
@@ -330,6 +317,8 @@ def _preamble(base: dict, context: dict, missing: list[str]) -> list[str]:
         "fixed before any result, and how to read this page: `docs/reproduction.md`.",
         "",
     ]
+    if _protocol_name(context) != "v2":
+        lines += [f"Protocol v2's report, kept as history: `{V2_REPORT}`.", ""]
     if context.get("cut"):
         lines += [
             f"**Cut to fit the budget** (scope `{context['scope']}`; docs/reproduction.md): {len(context['cut'])} "
