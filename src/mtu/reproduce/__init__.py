@@ -4,9 +4,14 @@ plan.py    which runs (method, tasks, experts, seed) each table needs
 runner.py  train and evaluate each run, cached on disk (a finished run is never redone)
 report.py  RESULTS.md: tables, figures and a holds / does not hold / inconclusive line per claim
 adding.py  issue 16's experiment: a task added later to a trained model, its old tasks' check and section
+
+The names below load on first use, so `python -m mtu.reproduce.<module>` runs its module once.
 """
 
-from mtu.reproduce.plan import Run, build_plan
-from mtu.reproduce.runner import reproduce
+from mtu.utils.lazy import lazy_exports
 
-__all__ = ["Run", "build_plan", "reproduce"]
+_LAZY = {"Run": "mtu.reproduce.plan", "build_plan": "mtu.reproduce.plan", "reproduce": "mtu.reproduce.runner"}
+
+__all__ = list(_LAZY)
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
