@@ -187,6 +187,19 @@ QUOTES = [
             summary("shapes-base: all-tasks / t2i graph, file size"),
         ],
     ),
+    *(
+        Quote(
+            page,
+            r"OpenVINO fp32 folder[^.]*? gives PyTorch's scores[^;]*?; (?:its )?int8 stays within ([\d.]+) dB and "
+            r"(\d+) points; (?:its )?int8-static within ([\d.]+) dB but (\d+)",
+            lambda: [
+                summary(f"quality: OpenVINO {m} vs PyTorch, largest |{metric} difference| ({unit})")
+                for m in ("int8", "int8-static")
+                for metric, unit in (("PSNR", "dB"), ("all-correct", "points"))
+            ],
+        )
+        for page in ("README.md", "docs/deploy.md")
+    ),
     Quote(
         "README.md",
         r"both int8 modes stay within ([\d.]+) dB PSNR and (\d+) points of all-correct",
