@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mtu.serve import ServeLimits, Settings, serve
+from tests.serve.conftest import free_port
 
 pytest.importorskip("gradio", reason="the demo extra is not installed: pip install 'mtu-diffusion[demo]'")
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # gradio's own pandas deprecations
@@ -67,15 +67,9 @@ def _playwright():
     return sync_playwright
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_mtu_folder):
-    port = _free_port()
+    port = free_port()
     demo, service = serve(
         tiny_mtu_folder,
         port=port,

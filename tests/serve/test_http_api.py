@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,20 +14,15 @@ import pytest
 
 from mtu.serve import ServeLimits, serve
 from tests.helpers import box_mask, picture
+from tests.serve.conftest import free_port
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def url(tiny_mtu_folder):
-    port = _free_port()
+    port = free_port()
     limits = ServeLimits(max_side=64, max_bytes=32 * 1024, timeout_s=60, max_batch=4)
     demo, service = serve(tiny_mtu_folder, port=port, limits=limits, token=TOKEN, block=False)
     yield f"http://127.0.0.1:{port}"

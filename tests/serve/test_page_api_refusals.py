@@ -5,28 +5,22 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 
 import httpx
 import pytest
 
 pytest.importorskip("gradio", reason="the demo extra is not installed: pip install 'mtu-diffusion[demo]'")
 from mtu.serve import ServeLimits, serve  # noqa: E402
+from tests.serve.conftest import free_port  # noqa: E402
 
 MESSAGE = {"text": "a red circle", "files": []}
 GOOD = [MESSAGE, [], None, "auto", 2, 1.0, 1.5, 0, False]  # respond's inputs: message, conversation, image, controls
 NOT_UPLOADED = {"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def api(tiny_mtu_folder):
-    port = _free_port()
+    port = free_port()
     limits = ServeLimits(max_side=64, max_bytes=32 * 1024, timeout_s=60)
     demo, service = serve(tiny_mtu_folder, port=port, limits=limits, block=False)
     yield f"http://127.0.0.1:{port}/gradio_api"
