@@ -74,3 +74,65 @@ def test_shipped_name_resolves_only_when_shipped(monkeypatch, tmp_path):
     (tmp_path / "shapes-mtu").mkdir()
     (tmp_path / "shapes-mtu" / "mtu_config.json").write_text("{}")
     assert assets.resolve_model_path("shapes-mtu") == tmp_path / "shapes-mtu" == assets.shipped_mtu()
+
+
+def _health(task_dependent: int, saturated: int) -> dict:
+    return {"tasks": ["t2i", "edit", "sr", "remove"], "layers": 13, "task_dependent": task_dependent, "dead": 0,
+            "saturated": saturated, "mean_js_bits": 0.1, "js_threshold_bits": 0.05}  # fmt: skip
+
+
+def test_shipped_bars_are_the_issues_bars():
+    from mtu.reproduce.ship_check import bars
+
+    scores = {"t2i": {"all_correct": 0.97, "psnr": None}, "edit": {"all_correct": 0.5, "psnr": 19.0},
+              "sr": {"all_correct": 0.52, "psnr": 26.0}, "remove": {"all_correct": 0.49, "psnr": 30.0}}  # fmt: skip
+    baselines = {"edit": {"all_correct": 0.0, "psnr": 17.0}, "sr": {"all_correct": 0.52, "psnr": 23.0},
+                 "remove": {"all_correct": 0.0, "psnr": 20.0}}  # fmt: skip
+    met = {row["what"]: row["met"] for row in bars(scores, baselines, 0.98, _health(7, 0))}
+    assert met == {
+        "routing: layers routing by task": True,  # 7 of 13 is enough
+        "routing: layers saturated for every task": True,
+        "t2i: all-correct": True,  # 0.97 is within 0.02 of the base's 0.98
+        "edit: PSNR (dB)": True,  # exactly copy + 2 dB
+        "edit: all-correct": True,  # exactly the protocol's 0.5
+        "sr: PSNR (dB)": True,
+        "sr: all-correct": False,  # equal to bicubic's is not above it
+        "remove: PSNR (dB)": True,
+        "remove: all-correct": False,
+    }
+    worse = {row["what"]: row["met"] for row in bars(scores, baselines, 0.995, _health(6, 1))}
+    assert not worse["t2i: all-correct"] and not worse["routing: layers routing by task"]
+    assert not worse["routing: layers saturated for every task"]
+
+
+def test_shipping_writes_the_card_with_its_check(trained_mtu, tmp_path):
+    """The card of a shipped run gains the base's t2i score and the check on
+    examples no run uses (scored here, on a tiny model, so every bar is missed)."""
+    from mtu.reproduce import runner
+    from mtu.reproduce.plan import Run
+    from mtu.reproduce.ship_check import CHECK_SEED
+
+    record = {"run": "mtu-n2-t2i+edit-s0", "steps": 2, "device": "cpu",
+              "tasks": {"t2i": {"all_correct": 0.25}, "edit": {"all_correct": 0.5, "psnr": 21.5}}}  # fmt: skip
+    base = {"model": str(tmp_path / "base" / "pipeline"), "tasks": {"t2i": {}, "edit": {}}}  # the fixture's tiny base
+    proto = runner.PROTOCOLS["v2"](records=tmp_path / "records")
+    base_record = {"tasks": {"t2i": {"all_correct": 0.75}}}
+    (tmp_path / "records").mkdir()
+    (proto.record_file(Run("base", ("t2i",), 4, 0))).write_text(json.dumps(base_record))
+    settings = {"per_task": 1, "eval_samples": 2, "eval_steps": 1, "setting": "lr1e-3", "protocol": proto,
+                "ship_to": str(tmp_path / "shapes-mtu")}  # fmt: skip
+    runner._ship(trained_mtu, record, base, settings)
+    card = (tmp_path / "shapes-mtu" / "README.md").read_text()
+    assert "`shapes-base`, which scores\n0.750 all-correct on the same test captions" in card
+    assert f"from evaluation seed {CHECK_SEED}" in card and "| t2i: all-correct |" in card
+    assert "| edit: all-correct | 0.000 | >= 0.500 (the protocol's bar) | **no** |" in card
+    assert "routing: layers routing by task" in card
+
+
+def test_ship_only_names_what_is_missing(tmp_path):
+    from mtu.reproduce.pilot import REPRODUCE_CONFIG
+    from mtu.reproduce.runner import ship_only
+
+    with pytest.raises(FileNotFoundError, match="has not finished here .* run `mtu reproduce --protocol v2` first"):
+        ship_only(tmp_path / "out", REPRODUCE_CONFIG, "v2", ship_to=tmp_path / "shapes-mtu")
+    assert not (tmp_path / "shapes-mtu").exists()

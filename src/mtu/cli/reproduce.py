@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--report-only", action="store_true", help="run nothing: write the report from the finished runs"
     )
     parser.add_argument(
+        "--ship-only",
+        action="store_true",
+        help="run nothing: ship the finished shipped run again as shapes-mtu (weights, sampler, model card and its "
+        "check on examples no run uses), from the model in --out and its record",
+    )
+    parser.add_argument(
         "--scope",
         choices=("cpu-budget", "full"),
         default="cpu-budget",
@@ -106,6 +112,11 @@ def run(args: argparse.Namespace) -> None:
         return run_router_pilot(args)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.ship_only:
+        from mtu.reproduce.runner import ship_only
+
+        print(f"shipped {ship_only(args.out, args.config or REPRODUCE_CONFIG, args.protocol)}")
+        return None
     tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
     report = reproduce(
         args.out,

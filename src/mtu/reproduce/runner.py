@@ -231,7 +231,7 @@ def run_once(run: Run, folder: Path, records: Path, base: dict[str, Any], settin
     records.mkdir(parents=True, exist_ok=True)
     write_text_atomic(record_file, json.dumps(_rounded(record), separators=(",", ":")) + "\n")
     if run == SHIPPED_RUN and settings.get("ship_to") and trained is not None:
-        _ship(trained, record, settings)
+        _ship(trained, record, base, settings, pipe)
     return record
 
 
@@ -264,16 +264,53 @@ def _ensure_model(run: Run, out: Path, base: dict[str, Any], settings: dict) -> 
     return True
 
 
-def _ship(model_dir: Path, record: dict, settings: dict) -> None:
+def _ship(model_dir: Path, record: dict, base: dict[str, Any], settings: dict, pipe=None) -> None:
+    """Ship `model_dir` (the shipped run's model) with a card from its record, its test baselines, the
+    base model's t2i score and the check on unused examples (`mtu.reproduce.ship_check`)."""
     from mtu.data.shapes.baselines import BASELINES
     from mtu.data.shapes.tasks import TEST_SEED
     from mtu.evaluation.shapes_eval import evaluate_baseline
     from mtu.reproduce.ship import ship
+    from mtu.reproduce.ship_check import check_shipped
 
     baselines = {
         t: evaluate_baseline(t, settings["eval_samples"], TEST_SEED) for t in record["tasks"] if t in BASELINES
     }
-    ship(model_dir, record, baselines, settings, Path(settings["ship_to"]))
+    base_run = Run("base", ("t2i",), SHIPPED_RUN.num_experts, 0)  # the plan's base row (untrained upcycle)
+    base_record = _read_json(settings["protocol"].record_file(base_run)) if "protocol" in settings else None
+    pipe = pipe or load_pipeline(base["model"], model_dir, SHIPPED_RUN)
+    prompts = {task: base["tasks"][task].get("prompt", True) for task in record["tasks"]}
+    check = check_shipped(pipe, load_pipeline(base["model"], None, base_run), prompts, settings["eval_samples"],
+                          settings["eval_steps"])  # fmt: skip
+    context = {**settings, "base_t2i": base_record["tasks"]["t2i"]["all_correct"] if base_record else None,
+               "check": check, **_recipe(settings.get("protocol"))}  # fmt: skip
+    ship(model_dir, record, baselines, context, Path(settings["ship_to"]))
+
+
+def _recipe(proto) -> dict:
+    """The protocol's name and its router pilot's recipe, for the card (v2 has no router pilot)."""
+    pilot = getattr(proto, "router_pilot", None) or {}
+    return {"protocol": getattr(proto, "name", None), "router_recipe": pilot.get("choice", {}).get("recipe")}
+
+
+def ship_only(out: str | Path, config: str | Path, protocol: str, ship_to: str | Path = SHIPPED_DIR) -> Path:
+    """Ship the finished shipped run of `protocol` again (weights, sampler, card and its check), from the
+    model in `out` and its committed record: the card follows the code that writes it, not the run's."""
+    proto = PROTOCOLS[protocol]()
+    record = _read_json(proto.record_file(SHIPPED_RUN))
+    folder = model_dir(Path(out) if proto.name == "v2" else Path(out) / proto.name, SHIPPED_RUN)
+    if record is None or not (folder / "mtu_config.json").is_file():
+        raise FileNotFoundError(
+            f"the shipped run {SHIPPED_RUN.name} of protocol {protocol} has not finished here (record "
+            f"{proto.record_file(SHIPPED_RUN)}, model {folder}): run `mtu reproduce --protocol {protocol}` first"
+        )
+    settings, setting, _ = _settings(False, {}, None, False)
+    base = yaml.safe_load(Path(config).read_text())
+    if setting is not None:
+        base = _with_setting(base, setting)
+    settings.update(protocol=proto, ship_to=str(ship_to), setting=setting.name if setting else None)
+    _ship(folder, record, base, settings)
+    return Path(ship_to)
 
 
 def _rounded(value: Any) -> Any:

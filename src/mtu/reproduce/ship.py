@@ -21,6 +21,7 @@ from pathlib import Path
 from mtu.assets import SHAPES_BASE_SAMPLER, SHIPPED_MTU
 from mtu.config import MTUConfig
 from mtu.reproduce.plan import EXTRA_TASKS, MAIN_EXPERTS, PAPER_TASKS, Run
+from mtu.reproduce.ship_check import card_lines
 from mtu.sampler import SHAPES_SAMPLER, SamplerSettings, same_for_tasks, save_sampler
 
 SHIPPED_RUN = Run("mtu", PAPER_TASKS + EXTRA_TASKS, MAIN_EXPERTS, 0)
@@ -81,7 +82,10 @@ def model_card(record: dict, baselines: dict[str, dict], context: dict) -> str:
         base_psnr = base.get("psnr_hole", base.get("psnr"))
         rows.append(f"| {task} | {_num(metrics['all_correct'], 3)} | {_num(base.get('all_correct'), 3)} | "
                     f"{_num(psnr, 2)} | {_num(base_psnr, 2)} |")  # fmt: skip
-    setting = context.get("setting") or "config default"
+    setting = f"`{context.get('setting') or 'config default'}` (chosen by the pilot on validation)"
+    if context.get("router_recipe"):
+        setting += f", {context['protocol']}'s router recipe `{context['router_recipe']}` (chosen by its router pilot)"
+    base_t2i = context.get("base_t2i")
     return "\n".join(
         [
             "# shapes-mtu",
@@ -102,8 +106,7 @@ def model_card(record: dict, baselines: dict[str, dict], context: dict) -> str:
             "",
             f"The reproduction's run `{record['run']}` (`mtu reproduce`, docs/reproduction.md): "
             f"{record['steps']:,} optimizer steps at batch 16 ({context['per_task']:,} per task, mixed-task batches), "
-            "learning-rate setting "
-            f"`{setting}` (chosen by the pilot on validation), `configs/reproduce.yaml`, on {record['device']}.",
+            f"learning-rate setting {setting}, `configs/reproduce.yaml`, on {record['device']}.",
             "",
             "## Test scores",
             "",
@@ -119,10 +122,21 @@ def model_card(record: dict, baselines: dict[str, dict], context: dict) -> str:
             "What a row means: all-correct is the share of outputs in which the Shapes parser finds every object",
             "with the right colour, shape and cell; PSNR compares with the exact target (per image, capped at 60 dB).",
             "A task is learned where both beat the baseline; RESULTS.md holds the protocol's bar and the claims.",
+            *_base_lines(base_t2i),
             "",
             *_health_lines(record.get("router_health")),
+            *card_lines(context.get("check")),
         ]
     )
+
+
+def _base_lines(base_t2i: float | None) -> list[str]:
+    if base_t2i is None:
+        return []
+    return [
+        "t2i has no exact target: it is judged against the model it was upcycled from, `shapes-base`, which scores",
+        f"{base_t2i:.3f} all-correct on the same test captions (RESULTS.md's base row).",
+    ]
 
 
 def _health_lines(health: dict | None) -> list[str]:
