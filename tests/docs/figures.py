@@ -156,6 +156,12 @@ def results_cost_table(text: str | None = None) -> dict[str, dict[str, float]]:
     }
 
 
+def results_protocol(text: str | None = None) -> str:
+    """The protocol RESULTS.md reports ("v2"), from its title."""
+    text = RESULTS.read_text() if text is None else text
+    return re.search(r"^# Results: .*\(protocol (v\d+)\)", text, re.M).group(1)
+
+
 def results_bar(text: str | None = None) -> dict[str, float]:
     """The protocol's bar for a learned task, and the margin for keeping t2i, as RESULTS.md states them."""
     text = RESULTS.read_text() if text is None else text
@@ -218,7 +224,8 @@ def what_works_box(card: str | None = None, results: str | None = None) -> str:
         BOX_BEGIN,
         "**What works today** — the shipped, trained `shapes-mtu` (`shapes-base` upcycled, 4 experts per FFN, "
         f"{training['per_task']} steps per task on five tasks) on {card_examples(card)} held-out test examples per "
-        "task, from its model card (`src/mtu/assets/shapes-mtu/README.md`) and RESULTS.md (protocol v2, one seed). "
+        "task, from its model card (`src/mtu/assets/shapes-mtu/README.md`) and RESULTS.md "
+        f"(protocol {results_protocol(results)}, one seed). "
         "*All-correct*: the share of outputs in which the Shapes scene parser finds every object with the right "
         "colour, shape and cell. *Learned* (the protocol's bar): PSNR at least "
         f"{bar['psnr_gain']:g} dB above the no-learning baseline and all-correct >= {bar['all_correct']:g}.",
