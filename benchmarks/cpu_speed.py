@@ -33,7 +33,7 @@ from benchmarks import train_cache
 from benchmarks.report import Section, Table, Target
 from benchmarks.settings import Settings
 from benchmarks.timing import measure
-from benchmarks.workers import Worker, reply, run_worker
+from benchmarks.workers import Worker, max_rss_bytes, reply, run_worker
 from mtu.utils.runtime import OPT_OUT, USER_SETTINGS
 
 # Latent side and batch: SD1.5 at its 512 px, one image; shapes-base at its 64 px with the guidance pair.
@@ -103,8 +103,8 @@ def page_faults() -> int:
 
 
 def peak_gib() -> float:
-    """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """This process's peak resident memory (`workers.max_rss_bytes`: not ru_maxrss, which a worker inherits)."""
+    return max_rss_bytes() / 2**30
 
 
 def serve(args: argparse.Namespace) -> None:

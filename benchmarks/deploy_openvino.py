@@ -19,7 +19,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -32,7 +31,7 @@ from benchmarks import deploy
 from benchmarks.report import Section, Table, Target
 from benchmarks.settings import Settings
 from benchmarks.timing import measure
-from benchmarks.workers import run_worker
+from benchmarks.workers import max_rss_bytes, run_worker
 
 TORCH, ONNX_ONE, ONNX_ALL = deploy.TORCH, deploy.ONE, deploy.ALL
 OV_ONE, OV_ALL, OV_BF16 = "OpenVINO fp32, t2i graph", "OpenVINO fp32, all-tasks graph", "OpenVINO bf16, all-tasks graph"
@@ -240,7 +239,7 @@ def _memory(name: str, folder: Path, variant: str, threads: int) -> None:
     with torch.inference_mode():
         call()
         call()
-    print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_mib": max_rss_bytes() / 2**20}))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import time
 
@@ -20,25 +19,11 @@ import mtu
 from benchmarks.configs import build_unet, unet_inputs
 from benchmarks.report import Section, Table, Target
 from benchmarks.settings import Settings
-from benchmarks.workers import run_worker
+from benchmarks.workers import max_rss_bytes, run_worker
 
 VARIANTS = ["full fine-tuning", "MTU", "LoRA (FFNs)"]
 TASKS = ["t2i", "edit", "sr", "remove", "inpaint"]
 LORA_RANK = 16
-
-
-def max_rss_bytes() -> int:
-    """This process's peak resident memory.
-
-    `getrusage`'s ru_maxrss is not used: across fork + exec it keeps the parent's peak (the benchmark
-    process holds a full UNet), while /proc's VmHWM belongs to this process's own address space.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            line = next(line for line in status if line.startswith("VmHWM:"))
-        return int(line.split()[1]) * 1024  # kB
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def prepare(variant: str, name: str) -> torch.nn.Module:

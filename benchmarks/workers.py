@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,21 @@ def run_worker(module: str, arguments: list[str], env: dict[str, str] | None = N
     if process.returncode != 0:
         raise RuntimeError(f"worker `{' '.join(command[2:])}` failed ({process.returncode}):\n{process.stderr[-3000:]}")
     return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+def max_rss_bytes() -> int:
+    """This process's peak resident memory, for a worker to report.
+
+    `getrusage`'s ru_maxrss is not used: it is kept across fork + exec, so a worker started by a benchmark
+    process that once held a full UNet reports that process's peak (it did: every shapes-base row of the
+    openvino section's first run read 17,877 MiB); /proc's VmHWM belongs to this process's own address space.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 REPLY = "@@ "  # a persistent worker's answers start with this; anything else on its stdout is library chatter
