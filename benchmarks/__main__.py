@@ -161,7 +161,7 @@ def merge(path: Path, env: dict, fresh: list[Section], seconds: float) -> tuple[
         raise SystemExit(f"{path} was written in {previous['environment']['mode']!r} mode, this run is {env['mode']!r}")
     old = sections_from_json(previous)
     sections = old | {section.key: section for section in fresh}
-    update = {key: env[key] for key in ("command", "date", "load_average_at_start", "note")}
+    update = {key: env[key] for key in ("command", "date", "load_average_at_start", "note", "machine")}
     update["sections"] = [section.key for section in fresh]
     merged_env = dict(previous["environment"])
     merged_env["updates"] = [*merged_env.get("updates", []), update]

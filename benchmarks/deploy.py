@@ -49,11 +49,12 @@ CAUSES = {
     ALL: "the all-tasks graph runs every task's input conv (one conv of tasks x 320 channels) and gathers the "
     "per-task tables each call; the first is ~0.1% of SD1.5's FLOPs, so a gap on a small model is mostly fixed "
     "per-call cost",
-    INT8["int8"]: "on this AVX2 CPU (no VNNI) an 8-bit linear layer ran at ~0.7-0.8x the float32 time and the "
+    INT8["int8"]: "an 8-bit linear layer ran at ~0.7-0.8x the float32 time (2026-11-30, on an AVX2 CPU without "
+    "VNNI; the machine may differ between runs: the header's Machine line) and the "
     "dynamic mode keeps every conv in float32 (onnxruntime's ConvInteger ran ~5x slower than its float conv): "
-    "int8 convs need the static mode; CPUs with VNNI / AMX have the 8-bit dot-product instructions this one lacks",
+    "int8 convs need the static mode",
     INT8["int8-static"]: "QDQ pairs quantize every activation before each conv and linear layer; an 8-bit conv "
-    "ran at ~0.8x the float32 time on this AVX2 CPU, which the requantization and small layers can eat up",
+    "ran at ~0.8x the float32 time (2026-11-30, AVX2 CPU), which the requantization and small layers can eat up",
 }
 SIZE_CAUSE = (
     "the per-task tables (input convs, pre-FFN norm rows, FFN hidden-unit scales) have a fixed size per task; "

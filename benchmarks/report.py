@@ -72,6 +72,7 @@ def environment(threads: int, quick: bool, note: str) -> dict:
     except (OSError, StopIteration):
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0
+    cpu += _isa_extensions()
     return {
         "command": "python -m benchmarks " + shlex.join(sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -85,6 +86,18 @@ def environment(threads: int, quick: bool, note: str) -> dict:
         | {"python": platform.python_version()},
         "note": note,
     }
+
+
+def _isa_extensions() -> str:
+    """The CPU's 8-bit and 16-bit matrix extensions, as /proc/cpuinfo lists them: which int8 / bf16 kernels
+    a runtime can use differs with them, and the machine may change between sessions."""
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next(line.split(":", 1)[1].split() for line in handle if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return ""
+    return " (" + " ".join(flag for flag in wanted if flag in flags) + ")"
 
 
 def _cell(value) -> str:
@@ -142,7 +155,9 @@ def to_markdown(env: dict, sections: list[Section], total_seconds: float) -> str
     for update in env.get("updates", []):
         lines.append(
             f"- Updated: section(s) {', '.join(update['sections'])} re-measured on {update['date']} by "
-            f"`{update['command']}` (load average at start {update['load_average_at_start']}"
+            f"`{update['command']}` ("
+            + (f"machine: {update['machine']}; " if update.get("machine") else "")
+            + f"load average at start {update['load_average_at_start']}"
             + (f"; {update['note']}" if update["note"] else "")
             + "); the other sections keep the figures of the run above."
         )

@@ -462,6 +462,33 @@ QUOTES = [
             bench_text(r"pays back after ([\d,]+) forwards", 1),
         ],
     ),
+    Quote(
+        "README.md",
+        r"on SD1\.5 a denoiser call took ([\d.]+)x PyTorch eager's time in OpenVINO fp32, ([\d.]+)x with int8 weights "
+        r"and\s+([\d.]+)x in int8-static \(goals 0\.6 and 0\.4: only int8-static meets its goal\), "
+        r"and ([\d.]+)x in bf16",
+        lambda: [
+            summary(f"SD1.5 (random weights), 1 thread(s): OpenVINO {m}, all-tasks graph / PyTorch eager fp32, time")
+            for m in ("fp32", "int8", "int8-static", "bf16")
+        ],
+    ),
+    Quote(
+        "README.md",
+        r"Its all-tasks IR costs ([\d.]+)x the one-task IR's time on SD1\.5 \(([\d.]+)x on\s+shapes-base",
+        lambda: [
+            summary(f"{m}, 1 thread(s): OpenVINO fp32, all-tasks graph / OpenVINO fp32, t2i graph, time")
+            for m in ("SD1.5 (random weights)", "shapes-base")
+        ],
+    ),
+    Quote(
+        "docs/deploy.md",
+        r"on SD1\.5 \(random weights\) OpenVINO fp32 ([\d.]+)x \(goal 0\.6: not met\), int8 ([\d.]+)x \(goal 0\.4:\s+"
+        r"not met\), int8-static ([\d.]+)x \(met\), bf16 ([\d.]+)x; ONNX fp32 ([\d.]+)x in the same run",
+        lambda: [
+            summary(f"SD1.5 (random weights), 1 thread(s): {m}, all-tasks graph / PyTorch eager fp32, time")
+            for m in ("OpenVINO fp32", "OpenVINO int8", "OpenVINO int8-static", "OpenVINO bf16", "ONNX fp32")
+        ],
+    ),
     # docs/deploy.md
     Quote(
         "docs/deploy.md",
