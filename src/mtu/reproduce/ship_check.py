@@ -16,6 +16,7 @@ else, so its card can say whether it meets the bars set for it before it was tra
 
 from __future__ import annotations
 
+from mtu.reproduce.pilot import headline
 from mtu.reproduce.thresholds import ALL_CORRECT_BAR, PSNR_MARGIN_DB
 
 CHECK_SEED = 2027  # an evaluation seed no other command uses (test 0, validation 1, the quickstart 0 and 1)
@@ -37,7 +38,7 @@ def check_shipped(pipe, base_pipe, prompts: dict[str, bool], samples: int, steps
     from mtu.evaluation.shapes_eval import evaluate_baseline
 
     scores = {task: _score(pipe, task, samples, steps, prompt) for task, prompt in prompts.items()}
-    baselines = {t: _headline(evaluate_baseline(t, samples, CHECK_SEED)) for t in prompts if t in BASELINES}
+    baselines = {t: headline(t, evaluate_baseline(t, samples, CHECK_SEED)) for t in prompts if t in BASELINES}
     base_t2i = _score(base_pipe, "t2i", samples, steps, True)["all_correct"]
     health = router_health(pipe.unet, [t for t in ROUTING_TASKS if t in pipe.unet.task_names]).summary()
     return {
@@ -110,11 +111,7 @@ def _score(pipe, task: str, samples: int, steps: int, prompt: bool) -> dict:
     from mtu.evaluation.shapes_eval import evaluate_mtu_task
 
     sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": steps}
-    return _headline(evaluate_mtu_task(pipe, task, samples, CHECK_SEED, batch_size=32, prompt=prompt, **sampler))
-
-
-def _headline(metrics: dict) -> dict:
-    return {"all_correct": metrics["all_correct"], "psnr": metrics.get("psnr_hole", metrics.get("psnr"))}
+    return headline(task, evaluate_mtu_task(pipe, task, samples, CHECK_SEED, batch_size=32, prompt=prompt, **sampler))
 
 
 def _fmt(value: float) -> str:
