@@ -47,8 +47,8 @@ CAUSES = {
     "kernels (the layers above: conv ~0.86x, linear ~0.9x of torch's time); OpenVINO, or "
     "torch's own freezing / channels-last, are the next things to measure",
     ALL: "the all-tasks graph runs every task's input conv (one conv of tasks x 320 channels) and gathers the "
-    "per-task tables each call; the first is ~0.1% of SD1.5's FLOPs, so a gap on a small model is mostly fixed "
-    "per-call cost",
+    "per-task tables each call: ~0.1% of SD1.5's FLOPs, so on SD1.5 a ratio beyond ~1.001 is timing spread (the "
+    "row's half-IQR column) and on a small model mostly fixed per-call cost",
     INT8["int8"]: "an 8-bit linear layer ran at ~0.7-0.8x the float32 time (2026-11-30, on an AVX2 CPU without "
     "VNNI; the machine may differ between runs: the header's Machine line) and the "
     "dynamic mode keeps every conv in float32 (onnxruntime's ConvInteger ran ~5x slower than its float conv): "
