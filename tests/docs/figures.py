@@ -132,6 +132,18 @@ def card_training(text: str | None = None) -> dict[str, str]:
     return {"steps": match.group(1), "batch": match.group(2), "per_task": match.group(3)}
 
 
+def card_check(text: str | None = None) -> list[dict[str, str | bool]]:
+    """The card's check on unused examples (`mtu.reproduce.ship_check`): rows of check, measured, bar, met;
+    empty for a card without one (shipped before v3)."""
+    text = CARD.read_text() if text is None else text
+    try:
+        body = section(text, "Checked on")
+    except LookupError:
+        return []
+    (rows,) = [rows for rows in tables(body) if rows and "check" in rows[0]]
+    return [{**row, "met": row["met"].strip("*") == "yes"} for row in rows]
+
+
 def results_main_table(text: str | None = None) -> dict[str, dict[str, str]]:
     """RESULTS.md's main table: method -> column -> cell."""
     text = RESULTS.read_text() if text is None else text
@@ -236,8 +248,8 @@ def what_works_box(card: str | None = None, results: str | None = None) -> str:
     for task, row in scores.items():
         lines.append(_box_row(task, row, bar, base_t2i))
     kept = results_t2i_kept(results)
+    lines += ["", *_check_lines(card_check(card))]
     lines += [
-        "",
         "The base has no image task of its own (its untrained upcycle, which computes what the base computes, is "
         "scored in the quickstart report). The reproduction's 4-task MTU models (3 seeds) lose more of t2i: "
         f"{kept:+.1f} points against the base, beyond the protocol's {bar['t2i_margin']:g}-point margin "
@@ -246,6 +258,19 @@ def what_works_box(card: str | None = None, results: str | None = None) -> str:
         BOX_END,
     ]
     return "\n".join(lines)
+
+
+def _check_lines(check: list[dict]) -> list[str]:
+    """One paragraph: how many of the shipped model's own bars it meets on unused examples, and which not."""
+    if not check:
+        return []
+    missed = [f"{row['check']} ({row['measured']}; bar {row['bar']})" for row in check if not row["met"]]
+    met = sum(row["met"] for row in check)
+    text = (
+        "Checked on examples no run, pilot or test uses (the card's last table), it meets "
+        f"{met} of the {len(check)} bars set for the shipped model before it was trained"
+    )
+    return [text + (": not met: " + "; ".join(missed) + "." if missed else "."), ""]
 
 
 def _box_row(task: str, row: dict[str, float | None], bar: dict[str, float], base_t2i: float | None) -> str:

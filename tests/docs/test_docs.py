@@ -542,6 +542,26 @@ def test_readme_box_is_generated_from_the_records():
     )
 
 
+CHECKED_CARD = """## Test scores
+
+## Checked on examples the project uses nowhere else
+
+| check | measured | bar | met |
+|---|---|---|---|
+| routing: layers routing by task | 5 | >= 7 (of 13) | **no** |
+| t2i: all-correct | 0.970 | >= 0.964 (base - 0.02) | yes |
+"""
+
+
+def test_box_names_each_shipped_check_not_met():
+    rows = figures.card_check(CHECKED_CARD)
+    assert [row["met"] for row in rows] == [False, True]
+    (line, blank) = figures._check_lines(rows)
+    assert "meets 1 of the 2 bars" in line and blank == ""
+    assert "routing: layers routing by task (5; bar >= 7 (of 13))" in line and "t2i" not in line.split("not met")[1]
+    assert figures.card_check("## Test scores\n") == [] and figures._check_lines([]) == []
+
+
 def help_text(command: str | None) -> str:
     """`mtu --help` (command None) or `mtu <command> --help`, as printed (whitespace flattened)."""
     parser = build_parser()

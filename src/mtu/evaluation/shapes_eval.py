@@ -162,6 +162,22 @@ def evaluate_mtu_task(
     return metrics
 
 
+def score_reference(
+    pipeline: Any, task: str, num_samples: int, seed: int, steps: int, prompt: bool = True, per_example: bool = False
+) -> dict:
+    """`evaluate_mtu_task` with the Shapes models' own sampler (`mtu.assets.SHAPES_BASE_SAMPLER`) at `steps`.
+
+    The one way the reproduction scores a model (its runs, pilots and the shipped model's check), so that
+    their figures differ only by the model and the examples' seed, never by sampling settings.
+    """
+    from mtu.assets import SHAPES_BASE_SAMPLER
+
+    sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": steps}
+    return evaluate_mtu_task(
+        pipeline, task, num_samples, seed, batch_size=32, prompt=prompt, per_example=per_example, **sampler
+    )
+
+
 def score_outputs(task: str, outputs: Sequence, examples: Sequence[TaskExample], per_example: bool = False) -> dict:
     """Score outputs against their examples: prompt accuracy for tasks without an input image, else
     `pair_metrics` (with PSNR inside the hole where the examples carry masks)."""

@@ -190,20 +190,17 @@ def curve_config(base: dict, folder: Path, pilot: dict, overrides: dict):
 
 def score_checkpoint(model: Path, task: str, pilot: dict, device: str) -> dict:
     """Headline scores of a checkpoint's model on the validation split (prompt as the task trains)."""
-    from mtu.assets import SHAPES_BASE_SAMPLER
     from mtu.data.shapes.tasks import VALIDATION_SEED
-    from mtu.evaluation.shapes_eval import evaluate_mtu_task
+    from mtu.evaluation.shapes_eval import score_reference
     from mtu.pipelines import MTUPipeline
 
     pipe = MTUPipeline.from_pretrained(model).to(device)
     pipe.set_progress_bar_config(disable=True)
     prompt = pilot["prompts"].get(task, True)
-    sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": pilot["eval_steps"]}
     per_example = pilot.get("per_example", False)  # each example's scores too (e.g. to split them by kind)
-    metrics = evaluate_mtu_task(
-        pipe, task, pilot["eval_samples"], VALIDATION_SEED, batch_size=32, prompt=prompt, per_example=per_example,
-        **sampler,
-    )  # fmt: skip
+    metrics = score_reference(
+        pipe, task, pilot["eval_samples"], VALIDATION_SEED, pilot["eval_steps"], prompt, per_example
+    )
     point = headline(task, metrics)
     return {**point, "per_example": metrics["per_example"]} if per_example else point
 

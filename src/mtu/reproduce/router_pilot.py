@@ -155,18 +155,14 @@ def choose(verdicts: dict[str, dict]) -> dict:
 def base_t2i_score(base_model: str, pilot: dict, device: str) -> float:
     """The base model's t2i all-correct on the same validation prompts (criterion (b)): freshly upcycled, it
     is the base model exactly (DESIGN.md section 1)."""
-    from mtu.assets import SHAPES_BASE_SAMPLER
     from mtu.config import MTUConfig
     from mtu.data.shapes.tasks import VALIDATION_SEED
-    from mtu.evaluation.shapes_eval import evaluate_mtu_task
+    from mtu.evaluation.shapes_eval import score_reference
     from mtu.pipelines import MTUPipeline
 
     pipe = MTUPipeline.from_pretrained(base_model, config=MTUConfig(tasks=["t2i"])).to(device)
     pipe.set_progress_bar_config(disable=True)
-    sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": pilot["eval_steps"]}
-    return evaluate_mtu_task(pipe, "t2i", pilot["eval_samples"], VALIDATION_SEED, batch_size=32, **sampler)[
-        "all_correct"
-    ]
+    return score_reference(pipe, "t2i", pilot["eval_samples"], VALIDATION_SEED, pilot["eval_steps"])["all_correct"]
 
 
 def run_router_pilot(out: str | Path, config: str | Path, results: str | Path = RECORD_FILE, quick: bool = False,

@@ -338,14 +338,10 @@ def load_pipeline(base: str, model_dir: Path | None, run: Run):
 
 def evaluate(pipe, task: str, samples: int, steps: int, prompt: bool = True) -> dict:
     """Summary and per-example scores of one task on the test split (prompt as the task trains)."""
-    from mtu.assets import SHAPES_BASE_SAMPLER
     from mtu.data.shapes.tasks import TEST_SEED
-    from mtu.evaluation.shapes_eval import evaluate_mtu_task
+    from mtu.evaluation.shapes_eval import score_reference
 
-    sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": steps}
-    metrics = evaluate_mtu_task(
-        pipe, task, samples, TEST_SEED, batch_size=32, prompt=prompt, per_example=True, **sampler
-    )
+    metrics = score_reference(pipe, task, samples, TEST_SEED, steps, prompt, per_example=True)
     metrics.pop("by_num_objects", None)
     return metrics
 

@@ -106,12 +106,10 @@ def _row(what: str, measured: float, bar: float, op: str, bar_is: str) -> dict:
 
 
 def _score(pipe, task: str, samples: int, steps: int, prompt: bool) -> dict:
-    """As the reproduction scores a run (`mtu.reproduce.runner.evaluate`), on CHECK_SEED's examples."""
-    from mtu.assets import SHAPES_BASE_SAMPLER
-    from mtu.evaluation.shapes_eval import evaluate_mtu_task
+    """As the reproduction scores a run (`score_reference`), on CHECK_SEED's examples."""
+    from mtu.evaluation.shapes_eval import score_reference
 
-    sampler = {**SHAPES_BASE_SAMPLER, "num_inference_steps": steps}
-    return headline(task, evaluate_mtu_task(pipe, task, samples, CHECK_SEED, batch_size=32, prompt=prompt, **sampler))
+    return headline(task, score_reference(pipe, task, samples, CHECK_SEED, steps, prompt))
 
 
 def _fmt(value: float) -> str:
