@@ -191,7 +191,7 @@ QUOTES = [
         Quote(
             page,
             r"OpenVINO fp32 folder[^.]*? gives PyTorch's scores[^;]*?; (?:its )?int8 stays within ([\d.]+) dB and "
-            r"(\d+) points; (?:its )?int8-static within ([\d.]+) dB but (\d+)",
+            r"(\d+) points?; (?:its )?int8-static within ([\d.]+) dB but (\d+)",
             lambda: [
                 summary(f"quality: OpenVINO {m} vs PyTorch, largest |{metric} difference| ({unit})")
                 for m in ("int8", "int8-static")
