@@ -206,8 +206,14 @@ def test_an_interrupt_during_openvino_generation_is_one_line_and_writes_nothing(
     # Long enough to be interrupted while it denoises: on a quiet CI machine 8 images x 500 steps took ~2 s.
     argv[argv.index("--steps") + 1] = "999"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # A shell's background job (`nohup make test &`) starts with SIGINT ignored, which the child would inherit
+    # (Python then installs no Ctrl-C handler): give it the default disposition, as a terminal would.
     child = subprocess.Popen(
-        [sys.executable, "-m", "mtu.cli.main", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        [sys.executable, "-m", "mtu.cli.main", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     err = bytearray()
 
