@@ -26,6 +26,8 @@ from mtu.evaluation.shapes_metrics import score_scene
 
 ATTRIBUTES = ("all_correct", "background", "count", "color", "shape", "position")
 GUIDANCE_GRID = ((1.0, 1.0), (3.0, 1.5), (7.5, 1.5), (3.0, 3.0))  # (text, image); (1, 1) is the protocol's
+TASK = "edit"  # the task the record diagnoses (its examples are edit examples)
+RECORD_FILE = Path("reproduction") / "edit_diagnosis.json"
 
 
 def edit_kind(example: TaskExample) -> str:
@@ -91,6 +93,12 @@ def diagnose(model: str, samples: int, grid=GUIDANCE_GRID) -> dict:
         record["settings"].append(setting)
         print(json.dumps(setting), flush=True)
     return record
+
+
+def overall(setting: dict) -> float:
+    """All-correct over every example of a sampler setting (its kinds weighted by their example counts)."""
+    kinds = [k for k in setting["by_kind"].values() if k["examples"]]
+    return sum(k["all_correct"] * k["examples"] for k in kinds) / sum(k["examples"] for k in kinds)
 
 
 def main(argv: list[str] | None = None) -> None:

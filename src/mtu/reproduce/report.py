@@ -22,7 +22,7 @@ from mtu.reproduce.claims import (
     versus,
 )
 from mtu.reproduce.plan import MAIN_EXPERTS, Run
-from mtu.reproduce.report_v3 import levers_section, router_pilot_section
+from mtu.reproduce.report_v3 import levers_section, not_learned_section, router_pilot_section
 from mtu.utils.outputs import write_text_atomic
 
 V2_REPORT = "reproduction/v2/RESULTS.md"  # `mtu reproduce --protocol v2 --report-only --results` this, beside v3
@@ -278,6 +278,7 @@ def write_report(path: Path, tables: dict, records: dict, base: dict, context: d
         "",
         *_claims(records, tables, tasks, learned_tasks),
         "",
+        *not_learned_section(context, learned_tasks),
         "## Main table (test)",
         "",
         *_main_table(records, tables, tasks, baselines, costs),
