@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 RESULTS = ROOT / "RESULTS.md"
+RESULTS_V2 = ROOT / "reproduction" / "v2" / "RESULTS.md"  # protocol v2's report, kept as history
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 CARD = ROOT / "src" / "mtu" / "assets" / "shapes-mtu" / "README.md"
 

@@ -55,12 +55,12 @@ def card_score(task: str, key: str) -> float:
     return figures.card_scores()[task][key]
 
 
-def main_table(method: str, column: str) -> float:
-    return number(figures.results_main_table()[method][column])
+def main_table(method: str, column: str, source: Path = figures.RESULTS) -> float:
+    return number(figures.results_main_table(source.read_text())[method][column])
 
 
-def cost(method: str, key: str) -> float:
-    return figures.results_cost_table()[method][key]
+def cost(method: str, key: str, source: Path = figures.RESULTS) -> float:
+    return figures.results_cost_table(source.read_text())[method][key]
 
 
 def summary(figure: str) -> float:
@@ -82,15 +82,15 @@ def bench_text(pattern: str, group: int) -> float:
     return number(re.search(pattern, " ".join(figures.BENCHMARKS.read_text().split())).group(group))
 
 
-def results_row(section: str, method_prefix: str, column: str) -> float:
-    (rows,) = [rows for rows in figures.tables(figures.section(figures.RESULTS.read_text(), section)) if rows][:1]
+def results_row(section: str, method_prefix: str, column: str, source: Path = figures.RESULTS) -> float:
+    (rows,) = [rows for rows in figures.tables(figures.section(source.read_text(), section)) if rows][:1]
     (row,) = [row for row in rows if row["method"].startswith(method_prefix)]
     return number(row[column])
 
 
-def results_difference(row_prefix: str, column: str, index: int) -> float:
+def results_difference(row_prefix: str, column: str, index: int, source: Path = figures.RESULTS) -> float:
     """A number of the add-task differences table: index 0 the difference, 1 and 2 its interval."""
-    body = figures.section(figures.RESULTS.read_text(), "Adding a task later")
+    body = figures.section(source.read_text(), "Adding a task later")
     rows = [
         row for rows in figures.tables(body) for row in rows if "difference (add-task - other) [95% interval]" in row
     ]
@@ -98,11 +98,16 @@ def results_difference(row_prefix: str, column: str, index: int) -> float:
     return [float(x) for x in re.findall(r"[+-]?\d+\.\d+", row[column])][index]
 
 
-def adding(method_prefix: str, column: str) -> float:
-    body = figures.section(figures.RESULTS.read_text(), "Adding a task later")
+def adding(method_prefix: str, column: str, source: Path = figures.RESULTS) -> float:
+    body = figures.section(source.read_text(), "Adding a task later")
     rows = [row for rows in figures.tables(body) for row in rows if "method" in row]
     (row,) = [row for row in rows if row["method"].startswith(method_prefix)]
     return number(row[column])
+
+
+def results_routing(seed: int) -> float:
+    """Layers routing by task in the main table's MTU run of `seed` (RESULTS.md's router-health lines)."""
+    return float(re.search(rf"- seed {seed}: (\d+) of 13 layers route by task", figures.RESULTS.read_text()).group(1))
 
 
 def sd_ratio_percent(model: str) -> float:
@@ -134,6 +139,8 @@ class Quote:
     def id(self) -> str:
         return f"{self.page}: {self.pattern[:60]}"
 
+
+V2 = figures.RESULTS_V2  # figures of the v2 reading (docs/reproduction.md, docs/training.md)
 
 QUOTES = [
     # README: cost of MTU per call, on both models, each with its source
@@ -314,7 +321,10 @@ QUOTES = [
         lambda: [bench_cell("7.", 0, "5", "uncached s/step")],
     ),
     Quote(
-        "docs/training.md", r"MTU's t2i fell ([+-]?[\d.]+) points below the base", lambda: [figures.results_t2i_kept()]
+        "docs/training.md",
+        r"MTU's t2i fell ([+-]?[\d.]+) points below the base.{0,300}?with v3's routers at the base rate, "
+        r"([+-]?[\d.]+) points",
+        lambda: [figures.results_t2i_kept(figures.RESULTS_V2.read_text()), figures.results_t2i_kept()],
     ),
     Quote(
         "docs/training.md",
@@ -322,22 +332,22 @@ QUOTES = [
         r"on all five tasks from the start ([\d.]+) / ([\d.]+) \(add-task minus joint ([+-][\d.]+) dB "
         r"\[([+-][\d.]+), ([+-][\d.]+)\]",
         lambda: [
-            adding("added to the trained", "PSNR (dB)"),
-            adding("added to the trained", "all-correct"),
-            adding("no-learning baseline", "PSNR (dB)"),
-            adding("no-learning baseline", "all-correct"),
-            adding("jointly from the start", "PSNR (dB)"),
-            adding("jointly from the start", "all-correct"),
-            *(results_difference("add-task - jointly", "PSNR (dB)", i) for i in range(3)),
+            adding("added to the trained", "PSNR (dB)", V2),
+            adding("added to the trained", "all-correct", V2),
+            adding("no-learning baseline", "PSNR (dB)", V2),
+            adding("no-learning baseline", "all-correct", V2),
+            adding("jointly from the start", "PSNR (dB)", V2),
+            adding("jointly from the start", "all-correct", V2),
+            *(results_difference("add-task - jointly", "PSNR (dB)", i, V2) for i in range(3)),
         ],
     ),
     Quote(
         "docs/training.md",
         r"one more LoRA adapter ([\d.]+) / ([\d.]+) \(ahead of add-task by ([\d.]+) dB",
         lambda: [
-            adding("one more LoRA adapter", "PSNR (dB)"),
-            adding("one more LoRA adapter", "all-correct"),
-            -results_difference("add-task - LoRA", "PSNR (dB)", 0),
+            adding("one more LoRA adapter", "PSNR (dB)", V2),
+            adding("one more LoRA adapter", "all-correct", V2),
+            -results_difference("add-task - LoRA", "PSNR (dB)", 0, V2),
         ],
     ),
     # docs/reproduction.md
@@ -351,11 +361,11 @@ QUOTES = [
         r"MTU ([\d.]+)x the base, the single-task models ([\d.]+)x; LoRA-FFN ([\d.]+)x \(its adapter adds FLOPs: "
         r"([\d.]+) GFLOPs\), IA3-FFN ([\d.]+)x",
         lambda: [
-            cost("MTU (N=4)", "latency"),
-            cost("single-task models", "latency"),
-            cost("LoRA-FFN", "latency"),
-            cost("LoRA-FFN", "gflops"),
-            cost("IA3-FFN", "latency"),
+            cost("MTU (N=4)", "latency", V2),
+            cost("single-task models", "latency", V2),
+            cost("LoRA-FFN", "latency", V2),
+            cost("LoRA-FFN", "gflops", V2),
+            cost("IA3-FFN", "latency", V2),
         ],
     ),
     Quote(
@@ -363,13 +373,59 @@ QUOTES = [
         r"BENCHMARKS\.md §2 measures MTU with live routing at ([\d.]+)x the base",
         lambda: [summary("MTU live / base")],
     ),
+    # docs/reproduction.md, "Reading the v3 results" (RESULTS.md)
     Quote(
         "docs/reproduction.md",
-        r"MTU ([\d.]+) against the base's ([\d.]+) \(([+-][\d.]+) points",
+        r"route by task \(JS >= 0\.05 bits\): (\d+) / (\d+) / (\d+) of 13 in seeds 0 / 1 / 2",
+        lambda: [results_routing(seed) for seed in (0, 1, 2)],
+    ),
+    Quote(
+        "docs/reproduction.md",
+        r"MTU's t2i ([\d.]+) against the base's ([\d.]+) \(([+-][\d.]+) points",
         lambda: [
             main_table("MTU (N=4)", "t2i all-correct"),
             main_table("base model", "t2i all-correct"),
             figures.results_t2i_kept(),
+        ],
+    ),
+    Quote(
+        "docs/reproduction.md",
+        r"MTU's t2i is within a point of v2's \(([\d.]+)\), and its sr too \(([\d.]+) against ([\d.]+) dB\)",
+        lambda: [
+            main_table("MTU (N=4)", "t2i all-correct", V2),
+            main_table("MTU (N=4)", "sr PSNR (dB)"),
+            main_table("MTU (N=4)", "sr PSNR (dB)", V2),
+        ],
+    ),
+    Quote(
+        "docs/reproduction.md",
+        r"miss the bar on test: edit ([\d.]+), remove ([\d.]+) all-correct\)",
+        lambda: [main_table("single-task models", c) for c in ("edit all-correct", "remove all-correct")],
+    ),
+    Quote(
+        "docs/reproduction.md",
+        r"clears remove's bar on test in every seed \(([\d.]+) all-correct, ([\d.]+) dB\)",
+        lambda: [main_table("MTU (N=4)", c) for c in ("remove all-correct", "remove PSNR (dB)")],
+    ),
+    Quote(
+        "docs/reproduction.md",
+        r"full fine-tuning rises fastest \(([\d.]+) to ([\d.]+) between 2,000 and 4,000 steps, a straight line "
+        r"reaching the bar near ([\d,]+) steps",
+        lambda: [
+            number(x)
+            for x in re.search(
+                r"`edit-full` \(method: full\): ([\d.]+) at 2,000 -> ([\d.]+) at 4,000 steps .*?near ([\d,]+) steps",
+                figures.RESULTS.read_text(),
+            ).groups()
+        ],  # fmt: skip
+    ),
+    Quote(
+        "docs/reproduction.md",
+        r"MTU ([\d.]+) against the base's ([\d.]+) \(([+-][\d.]+) points",
+        lambda: [
+            main_table("MTU (N=4)", "t2i all-correct", V2),
+            main_table("base model", "t2i all-correct", V2),
+            figures.results_t2i_kept(V2.read_text()),
         ],
     ),
     Quote(
@@ -393,10 +449,10 @@ QUOTES = [
         r"MTU on five tasks ([\d.]+) dB inside the hole / all-correct ([\d.]+), the single-task model ([\d.]+) / "
         r"([\d.]+)",
         lambda: [
-            results_row("Extra", "MTU on all tasks", "inpaint PSNR (dB)"),
-            results_row("Extra", "MTU on all tasks", "inpaint all-correct"),
-            results_row("Extra", "single-task", "inpaint PSNR (dB)"),
-            results_row("Extra", "single-task", "inpaint all-correct"),
+            results_row("Extra", "MTU on all tasks", "inpaint PSNR (dB)", V2),
+            results_row("Extra", "MTU on all tasks", "inpaint all-correct", V2),
+            results_row("Extra", "single-task", "inpaint PSNR (dB)", V2),
+            results_row("Extra", "single-task", "inpaint all-correct", V2),
         ],
     ),
     # docs/reliability.md
