@@ -40,3 +40,20 @@ def test_levers_change_one_thing_each_from_v2():
     assert by_name["edit-snr5"] == {**v2, "train.snr_gamma": 5.0}
     assert by_name["edit-full"] == {**v2, "method": "full"}
     assert [name for name in by_name][:1] == ["edit-full"]  # declared order: the "at all" question first
+
+
+def test_a_new_machine_keeps_the_records_points_and_trains_past_them(tmp_path):
+    import json
+
+    from mtu.reproduce.levers import _seed_curves
+
+    record = tmp_path / "levers.json"
+    curve = {"task": "edit", "setting": "full", "curve": {"2000": {"all_correct": 0.1}}, "seconds": 5.0}
+    record.write_text(json.dumps({"runs": {"edit-full": curve, "edit-v2": {**curve, "setting": "v2"}}}))
+    kept = tmp_path / "out" / "edit-v2" / "curve.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text(json.dumps({**curve, "curve": {"2000": {}, "4000": {}}}))  # this machine's own, further on
+    runs = _seed_curves(record, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "edit-full" / "curve.json").read_text()) == curve
+    assert sorted(json.loads(kept.read_text())["curve"]) == ["2000", "4000"]
+    assert set(runs) == {"edit-full", "edit-v2"} and _seed_curves(tmp_path / "none.json", tmp_path / "x") == {}

@@ -115,6 +115,7 @@ def run_levers(out: str | Path, config: str | Path = REPRODUCE_CONFIG, results: 
     protocol = dict(QUICK if quick else FULL)
     protocol["prompts"] = {task: base["tasks"][task].get("prompt", True) for task in ("edit", "remove")}
     results, out = Path(results), Path(out)
+    runs = _seed_curves(results, out)
     last = {run_name(run): 2 * protocol["every"] if quick else steps for run, steps in RUNS}
     # Two stages: every run to S first, full fine-tuning last (the min-SNR rule reads S), then on to the end.
     first = sorted(RUNS, key=lambda item: item[0].setting is FULL_FT)
@@ -124,9 +125,26 @@ def run_levers(out: str | Path, config: str | Path = REPRODUCE_CONFIG, results: 
             pilot = {**protocol, "max_steps": min(stage, last[run_name(run)])}
             args = (run, out / run_name(run), base, pilot, device, float("inf"), None, False, score_by_kind)
             calls.append((run_pilot_job, args))
-        curves = parallel(calls, jobs, desc="levers") if jobs > 1 else [call(*args) for call, args in calls]
-        _write(results, protocol, config, {run_name(run): curve for (run, _), curve in zip(order, curves)})
+        if jobs > 1:
+            curves = parallel(calls, jobs, desc="levers")
+            runs |= {run_name(run): curve for (run, _), curve in zip(order, curves)}
+        for (run, _), (call, args) in zip(order, calls if jobs == 1 else []):
+            runs[run_name(run)] = call(*args)
+            _write(results, protocol, config, runs)  # each run's points committed as it ends, not at the stage's end
+        _write(results, protocol, config, runs)
     return json.loads(results.read_text())
+
+
+def _seed_curves(results: Path, out: Path) -> dict[str, dict]:
+    """The record's runs; each run's curve is copied into its training folder where that has none (a new
+    machine), so its scored points are kept and the run is re-trained past them, never re-scored."""
+    runs = json.loads(results.read_text())["runs"] if results.is_file() else {}
+    for name, curve in runs.items():
+        curve_file = out / name / "curve.json"
+        if not curve_file.is_file():
+            curve_file.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(curve_file, json.dumps(curve, indent=1))
+    return runs
 
 
 def _write(results: Path, protocol: dict, config, runs: dict) -> None:
