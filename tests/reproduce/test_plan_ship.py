@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from mtu.reproduce.plan import CPU_BUDGET, FULL, budget, build_plan, cut_runs, unique_runs
+from mtu.reproduce.plan import CPU_BUDGET, DEFAULT_SCOPE, FULL, V3_BUDGET, budget, build_plan, cut_runs, unique_runs
 from tests.helpers import save_tiny_sd_pipeline
 
 
@@ -21,6 +21,16 @@ def test_cpu_budget_keeps_the_main_table_whole_and_lists_what_it_cuts():
     assert budget(cut, 1000, 0.38)["cpu_hours"] < budget(full, 1000, 0.38)["cpu_hours"]
     main = [(r.seed, r.method) for r in full["main"]]
     assert main[0] == (0, "mtu") and [seed for seed, _ in main] == sorted(seed for seed, _ in main)  # seed-major
+
+
+def test_v3_budget_cuts_only_the_colorize_group_past_seed_0():
+    v2, v3 = build_plan(scope=CPU_BUDGET), build_plan(scope=V3_BUDGET)
+    assert {name: runs for name, runs in v3.items() if name != "adding"} == {
+        name: runs for name, runs in v2.items() if name != "adding"
+    }
+    assert {r.seed for r in v3["adding"]} == {0} and set(v3["adding"]) < set(v2["adding"])
+    assert {r.method for r in v3["adding"]} == {"add-task", "mtu", "lora"}  # seed 0 of the group stays whole
+    assert DEFAULT_SCOPE == {"v2": "cpu-budget", "v3": "cpu-budget-v3"}
 
 
 def test_quick_plan_is_one_seed_without_pairs():

@@ -16,7 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", type=output_path, default=Path("runs/reproduce"), help="folder of training state and models"
     )
-    parser.add_argument("--results", type=output_path, default=Path("RESULTS.md"), help="report to write")
+    parser.add_argument(
+        "--results",
+        type=output_path,
+        default=Path("RESULTS.md"),
+        help="report to write (default RESULTS.md; for --protocol v2, whose report is kept as history, "
+        "reproduction/v2/RESULTS.md)",
+    )
     parser.add_argument(
         "--records",
         type=Path,
@@ -51,9 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--scope",
-        choices=("cpu-budget", "full"),
-        default="cpu-budget",
-        help="runs beyond the main table: what fits ~16 CPU-hours (default) or the whole protocol",
+        choices=("cpu-budget", "cpu-budget-v3", "full"),
+        default=None,
+        help="runs beyond the main table: what fits the protocol's budget (default: cpu-budget for v2, ~16 "
+        "CPU-hours; cpu-budget-v3 for v3, 24 CPU-hours with its pilots) or the whole protocol",
     )
     _pilot_options(parser)
     parser.set_defaults(func=run)
@@ -101,7 +108,8 @@ def _pilot_options(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from mtu.reproduce import reproduce
     from mtu.reproduce.pilot import REPRODUCE_CONFIG
-    from mtu.reproduce.plan import SCOPES
+    from mtu.reproduce.plan import DEFAULT_SCOPE, SCOPES
+    from mtu.reproduce.report import V2_REPORT
 
     if args.pilot and args.router_pilot:
         raise ValueError("--pilot and --router-pilot are two different pilots: pass one")
@@ -118,19 +126,22 @@ def run(args: argparse.Namespace) -> None:
         print(f"shipped {ship_only(args.out, args.config or REPRODUCE_CONFIG, args.protocol)}")
         return None
     tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
+    results = args.results
+    if args.protocol == "v2" and not args.quick and results == Path("RESULTS.md"):
+        results = Path(V2_REPORT)  # RESULTS.md is v3's report: v2's would silently replace it
     report = reproduce(
         args.out,
         args.config or REPRODUCE_CONFIG,
         args.quick,
         args.steps_per_task,
         args.eval_samples,
-        args.results,
+        results,
         args.records,
         tasks,
         jobs=args.jobs,
         device=args.device,
         report_only=args.report_only,
-        scope=SCOPES[args.scope],
+        scope=SCOPES[args.scope or DEFAULT_SCOPE[args.protocol]],
         protocol=args.protocol,
     )
     print(f"wrote {report}")
