@@ -57,8 +57,15 @@ def test_not_learned_section_gives_each_failed_task_its_curves_checks_and_fastes
     (tmp_path / "d.json").write_text(json.dumps(diagnosis))
     learned = {"t2i": _learned("t2i", 0.98), "edit": _learned("edit", 0.07, 19.4, 17.5),
                "remove": _learned("remove", 0.4, 29.0, 20.3)}  # fmt: skip
-    context = {"protocol": SimpleNamespace(levers=levers)}
+    pilot_curve = {"500": {"all_correct": 0.2}, "1000": {"all_correct": 0.1}}
+    pilot = {"choice": {"setting": "x10"}, "protocol": {"eval_samples": 128},
+             "runs": {"pilot-edit-x10": {"task": "edit", "setting": "x10", "curve": pilot_curve},
+                      "pilot-edit-other": {"task": "edit", "setting": "other", "curve": pilot_curve}}}  # fmt: skip
+    context = {"protocol": SimpleNamespace(levers=levers), "pilot": pilot}
     text = "\n".join(not_learned_section(context, learned, tmp_path / "d.json"))
+    # The pilot's curve under its chosen setting only; falling, so it is no route to the bar.
+    assert text.count("- v2's pilot") == 1 and "`x10` (128 examples): 0.200 at 500 -> 0.100 at 1,000 steps" in text
+    assert "-20.0 points per 1,000 steps; not rising" in text
     assert "**t2i**" not in text and "**edit** (test: all-correct 0.070 (bar 0.5)" in text
     # 0.1 -> 0.3 over 2,000 steps: +10 points per 1,000; the line reaches 0.5 at 6,000 steps.
     assert "`edit-full` (v2's recipe): 0.100 at 2,000 -> 0.300 at 4,000 steps" in text
@@ -69,6 +76,7 @@ def test_not_learned_section_gives_each_failed_task_its_curves_checks_and_fastes
     assert "**remove**" in text and "No measured curve rises" in text
     levers["runs"]["remove-v2"]["curve"] = {"2000": {"all_correct": 0.55}}
     text = "\n".join(not_learned_section(context, learned, tmp_path / "missing.json"))
-    assert "`remove-v2` reaches the bar on validation" in text and "VAE round trip" not in text
+    assert "At or above the bar on validation at their last point: `remove-v2`" in text
+    assert "VAE round trip" not in text
     assert not_learned_section(context, {"t2i": learned["t2i"]}) == []
     assert not_learned_section({"protocol": SimpleNamespace(levers=None)}, learned) == []

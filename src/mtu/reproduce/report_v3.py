@@ -58,18 +58,29 @@ def not_learned_section(
     failed = [state for state in learned_tasks.values() if not state.ok]
     if not levers or not failed:
         return []
+    levers_samples = levers.get("protocol", {}).get("eval_samples")
     lines = ["## Tasks not learned: the evidence (validation)", "",
-             "For each task whose single-task model misses the bar on test, its measured curves under the levers "
-             "(`reproduction/levers.json`) and, for edit, the sampler and latent-space checks "
+             "For each task whose single-task model misses the bar on test: its curve in v2's pilot under the chosen "
+             "setting (`reproduction/pilot.json`), its curves under the levers (`reproduction/levers.json`, "
+             f"{levers_samples} examples) and, for edit, the sampler and latent-space checks "
              "(`reproduction/edit_diagnosis.json`). A straight line through a curve's last two points is an "
              "extrapolation, not a measurement: it says how far the bar is, not that a run would reach it.",
              ""]  # fmt: skip
+    pilot = context.get("pilot") or {}
+    chosen = (pilot.get("choice") or {}).get("setting")
+    samples = (pilot.get("protocol") or {}).get("eval_samples")
     for state in failed:
         runs = {name: run for name, run in levers["runs"].items() if run["task"] == state.task}
         lines += [f"**{state.task}** (test: {state.gap()}):", ""]
+        pilot_runs = {name: run for name, run in pilot.get("runs", {}).items()
+                      if run["task"] == state.task and run["setting"] == chosen}  # fmt: skip
+        lines += [
+            f"- v2's pilot, `{chosen}` ({samples} examples): {_curve(run['curve'])}" for run in pilot_runs.values()
+        ]
         lines += [
             f"- `{name}` ({_setting(levers, run['setting'])}): {_curve(run['curve'])}" for name, run in runs.items()
         ]
+        runs |= pilot_runs
         if diagnosis and state.task == edit_diagnosis.TASK:
             lines += _diagnosis_lines(diagnosis)
         lines += [_fastest(runs, levers.get("protocol", {}).get("S")), ""]
@@ -123,8 +134,10 @@ def _diagnosis_lines(diagnosis: dict) -> list[str]:
 def _fastest(runs: dict, per_task: int | None) -> str:
     at_bar = [name for name, run in runs.items() if _points(run["curve"])[-1][1] >= ALL_CORRECT_BAR]
     if at_bar:
-        return (f"- {', '.join(f'`{n}`' for n in at_bar)} reaches the bar on validation: the task sits at its bar "
-                "at this budget, and no curve past it was measured.")  # fmt: skip
+        return (f"- At or above the bar on validation at their last point: {', '.join(f'`{n}`' for n in at_bar)}, "
+                "while the single-task models miss it on test: the task sits at its bar at this budget; what would "
+                "change the verdict is a larger budget or trainable set for it, measured on validation first, never "
+                "a lower bar.")  # fmt: skip
     reach = {name: _steps_to_bar(run["curve"]) for name, run in runs.items()}
     rising = {name: steps for name, steps in reach.items() if steps is not None}
     if not rising:
