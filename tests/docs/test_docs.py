@@ -409,15 +409,30 @@ QUOTES = [
     ),
     Quote(
         "docs/reproduction.md",
-        r"full fine-tuning rises fastest \(([\d.]+) to ([\d.]+) between 2,000 and 4,000 steps, a straight line "
-        r"reaching the bar near ([\d,]+) steps",
+        r"full fine-tuning rises fastest and still ends far from the bar \(([\d.]+) at 8,000 steps = 4 x S, "
+        r"measured; a straight line through its last two points reaches the bar near ([\d,]+) steps",
         lambda: [
             number(x)
             for x in re.search(
-                r"`edit-full` \(method: full\): ([\d.]+) at 2,000 -> ([\d.]+) at 4,000 steps .*?near ([\d,]+) steps",
+                r"`edit-full` \(method: full\): .*?([\d.]+) at 8,000 steps .*?near ([\d,]+) steps",
                 figures.RESULTS.read_text(),
             ).groups()
         ],  # fmt: skip
+    ),
+    Quote(
+        "docs/reproduction.md",
+        r"trained alone, colorize scores ([\d.]+) dB / all-correct ([\d.]+); trained with the others from the start, "
+        r"([\d.]+) / ([\d.]+) \(add-task minus joint ([+-][\d.]+) dB .{0,120}?one more LoRA adapter, "
+        r"([\d.]+) / ([\d.]+),",
+        lambda: [
+            adding("added to the trained", "PSNR (dB)"),
+            adding("added to the trained", "all-correct"),
+            adding("jointly from the start", "PSNR (dB)"),
+            adding("jointly from the start", "all-correct"),
+            results_difference("add-task - jointly", "PSNR (dB)", 0),
+            adding("one more LoRA adapter", "PSNR (dB)"),
+            adding("one more LoRA adapter", "all-correct"),
+        ],
     ),
     Quote(
         "docs/reproduction.md",
