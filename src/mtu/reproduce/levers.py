@@ -130,10 +130,11 @@ def run_levers(out: str | Path, config: str | Path = REPRODUCE_CONFIG, results: 
         if jobs > 1:
             curves = parallel(calls, jobs, desc="levers")
             runs |= {run_name(run): curve for (run, _), curve in zip(order, curves)}
-        for (run, _), (call, args) in zip(order, calls if jobs == 1 else []):
-            runs[run_name(run)] = call(*args)
-            _write(results, protocol, config, runs)  # each run's points committed as it ends, not at the stage's end
-        _write(results, protocol, config, runs)
+            _write(results, protocol, config, runs)
+        else:  # one at a time: each run's points are written as it ends, not at the stage's end
+            for (run, _), (call, args) in zip(order, calls):
+                runs[run_name(run)] = call(*args)
+                _write(results, protocol, config, runs)
     return json.loads(results.read_text())
 
 

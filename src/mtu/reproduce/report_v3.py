@@ -67,24 +67,23 @@ def not_learned_section(
              "extrapolation, not a measurement: it says how far the bar is, not that a run would reach it.",
              ""]  # fmt: skip
     pilot = context.get("pilot") or {}
+    for state in failed:
+        lines += [f"**{state.task}** (test: {state.gap()}):", "", *_evidence(state.task, levers, pilot, diagnosis), ""]
+    return lines
+
+
+def _evidence(task: str, levers: dict, pilot: dict, diagnosis: dict | None) -> list[str]:
+    """One task's lines: v2's pilot curve under its chosen setting, the lever curves, edit's checks, the route."""
     chosen = (pilot.get("choice") or {}).get("setting")
     samples = (pilot.get("protocol") or {}).get("eval_samples")
-    for state in failed:
-        runs = {name: run for name, run in levers["runs"].items() if run["task"] == state.task}
-        lines += [f"**{state.task}** (test: {state.gap()}):", ""]
-        pilot_runs = {name: run for name, run in pilot.get("runs", {}).items()
-                      if run["task"] == state.task and run["setting"] == chosen}  # fmt: skip
-        lines += [
-            f"- v2's pilot, `{chosen}` ({samples} examples): {_curve(run['curve'])}" for run in pilot_runs.values()
-        ]
-        lines += [
-            f"- `{name}` ({_setting(levers, run['setting'])}): {_curve(run['curve'])}" for name, run in runs.items()
-        ]
-        runs |= pilot_runs
-        if diagnosis and state.task == edit_diagnosis.TASK:
-            lines += _diagnosis_lines(diagnosis)
-        lines += [_fastest(runs, levers.get("protocol", {}).get("S")), ""]
-    return lines
+    pilot_runs = {name: run for name, run in pilot.get("runs", {}).items()
+                  if run["task"] == task and run["setting"] == chosen}  # fmt: skip
+    runs = {name: run for name, run in levers["runs"].items() if run["task"] == task}
+    lines = [f"- v2's pilot, `{chosen}` ({samples} examples): {_curve(run['curve'])}" for run in pilot_runs.values()]
+    lines += [f"- `{name}` ({_setting(levers, run['setting'])}): {_curve(run['curve'])}" for name, run in runs.items()]
+    if diagnosis and task == edit_diagnosis.TASK:
+        lines += _diagnosis_lines(diagnosis)
+    return lines + [_fastest(runs | pilot_runs, levers.get("protocol", {}).get("S"))]
 
 
 def _setting(levers: dict, name: str) -> str:
