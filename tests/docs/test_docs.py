@@ -421,6 +421,17 @@ QUOTES = [
     ),
     Quote(
         "docs/reproduction.md",
+        r"stays undecidable\)\.\*\* sr ([\d.]+) dB / all-correct ([\d.]+) and remove ([\d.]+) / ([\d.]+) .{0,120}?"
+        r"against the 4-task MTU's sr ([\d.]+) / ([\d.]+) and the single-task models' ([\d.]+) / ([\d.]+)\.",
+        lambda: [
+            *(results_row("Task pairs", "sr + remove", c) for c in ("sr PSNR (dB)", "sr all-correct")),
+            *(results_row("Task pairs", "sr + remove", c) for c in ("remove PSNR (dB)", "remove all-correct")),
+            *(main_table("MTU (N=4)", c) for c in ("sr PSNR (dB)", "sr all-correct")),
+            *(main_table("single-task models", c) for c in ("sr PSNR (dB)", "sr all-correct")),
+        ],
+    ),
+    Quote(
+        "docs/reproduction.md",
         r"trained alone, colorize scores ([\d.]+) dB / all-correct ([\d.]+); trained with the others from the start, "
         r"([\d.]+) / ([\d.]+) \(add-task minus joint ([+-][\d.]+) dB .{0,120}?one more LoRA adapter, "
         r"([\d.]+) / ([\d.]+),",
