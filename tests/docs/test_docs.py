@@ -432,6 +432,14 @@ QUOTES = [
     ),
     Quote(
         "docs/reproduction.md",
+        r"t2i\s+all-correct ([\d.]+) / ([\d.]+) / ([\d.]+) for N = 1 / 4 / 16; sr ([\d.]+) / ([\d.]+) / ([\d.]+) dB",
+        lambda: [
+            *(results_row("Number of experts", f"N = {n}", "t2i all-correct") for n in (1, 4, 16)),
+            *(results_row("Number of experts", f"N = {n}", "sr PSNR (dB)") for n in (1, 4, 16)),
+        ],
+    ),
+    Quote(
+        "docs/reproduction.md",
         r"trained alone, colorize scores ([\d.]+) dB / all-correct ([\d.]+); trained with the others from the start, "
         r"([\d.]+) / ([\d.]+) \(add-task minus joint ([+-][\d.]+) dB .{0,120}?one more LoRA adapter, "
         r"([\d.]+) / ([\d.]+),",
