@@ -84,7 +84,8 @@ def bench_text(pattern: str, group: int) -> float:
 
 def results_row(section: str, method_prefix: str, column: str, source: Path = figures.RESULTS) -> float:
     (rows,) = [rows for rows in figures.tables(figures.section(source.read_text(), section)) if rows][:1]
-    (row,) = [row for row in rows if row["method"].startswith(method_prefix)]
+    exact = [row for row in rows if row["method"] == method_prefix]  # "N = 1" is also the start of "N = 16"
+    (row,) = exact or [row for row in rows if row["method"].startswith(method_prefix)]
     return number(row[column])
 
 
